@@ -1,0 +1,340 @@
+"""Accuracy matrix -> forgetting: the study's FG (Eq. 1) and the usual continual-learning metrics.
+
+    python -m raycf.forgetting R.csv [--png R.png]     # print the table (and draw the heatmap)
+
+The accuracy matrix R has one row per checkpoint (row 0 = before continual training, row m = after
+stage m, m = 1..N) and one column per probe task. Each column has a category: a general ability
+(knowledge, reasoning, reading, bias) or `tasks`, the instruction tasks learned in the stages.
+A `tasks` column is named after the stage that trains it, so the task learned at stage i is the
+column named `stages[i-1]`, whatever the column order (task orders are a sweep dimension).
+
+Stages not run yet are NaN rows: every number below is "so far", over the stages measured.
+
+Definitions (k = last stage measured, s(i) = stage that learns task i, y = score oriented so that
+higher is better, i.e. y = -R for a task with higher_is_better False):
+  FG_e        (1/k) sum_{m=1..k} (y_o - y_m) / |R_o| * 100, over the measured m (PAPER.md Eq. 1).
+              For bias the formula is unchanged: positive FG = stereotype preference went down.
+  FG_E        mean of FG_e over the tasks of category E whose FG_e is defined.
+  drop_e      (1/k) sum (y_o - y_m), the same average drop in points; defined when R_o = 0.
+  BWT         mean over learned i with s(i) < k of y_{k,i} - y_{s(i),i}  (GEM; TRACE divides the
+              same sum by N instead of N-1).
+  forgetting  per task y_{s(i),i} - y_{k,i} (Avalanche: just after learning minus last); the
+              aggregate is its mean over s(i) < k, so it equals -BWT when every cell is measured.
+  max_forgetting  per task max_{s(i) <= m < k} y_{m,i} - y_{k,i} (Chaudhry et al. 2018); mean.
+  FWT         mean over learned i with s(i) >= 2 of y_{s(i)-1,i} - y_{0,i}: the score on task i
+              just before its stage minus its score before continual training. GEM subtracts a
+              randomly initialised model's score; here the baseline is the model we start from.
+  average     mean of R_{k,i} over the tasks learned so far (GEM's ACC after the last stage).
+
+Zero initial score: a task with R_o = 0 (or R_o not measured) has FG = NaN with a `reason`; its
+category FG averages the remaining tasks; `drop` (points) is still given. In MLflow the FG key is
+left out and `.../<task>/FG_undefined` = 1 is logged instead.
+
+NaN in MLflow: mlflow 3.17 accepts NaN metrics (the sqlite store keeps an is_nan flag), but NaN
+sorts and compares badly in the UI and in search_runs filters, so to_metrics() leaves NaN out:
+a missing key means "not defined (yet)".
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import difflib
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LEARNED = "tasks"
+# Bias is reported but kept out of mean_FG: its FG > 0 means less stereotyping, not lost ability.
+MEAN_FG_CATEGORIES = ("knowledge", "reasoning", "reading")
+# Names become MLflow key parts, so they may not hold "/" (the key separator) or other symbols.
+NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
+RESERVED_ROWS = ("before", "category")
+
+
+@dataclass
+class AccuracyMatrix:
+    """scores[m, j]: score of probe task j after stage m (row 0 = before), NaN = not measured.
+
+    CSV layout (to_csv/from_csv): row 1 `stage,<task1>,...`; row 2 `category,<cat1>,...`;
+    then one row per checkpoint, first cell `before` or the stage name. Cells are Python float
+    reprs (exact round trip), an empty cell is NaN.
+    """
+
+    scores: np.ndarray
+    tasks: list[str]
+    categories: list[str]
+    stages: list[str]
+
+    def __post_init__(self):
+        self.scores = np.asarray(self.scores, dtype=float)
+        self.tasks, self.categories, self.stages = list(self.tasks), list(self.categories), list(self.stages)
+        problems = matrix_problems(self)
+        if problems:
+            raise ValueError("invalid accuracy matrix:\n  " + "\n  ".join(problems))
+
+    def to_csv(self, path: str | Path) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["stage", *self.tasks])
+            writer.writerow(["category", *self.categories])
+            for name, row in zip(["before", *self.stages], self.scores):
+                writer.writerow([name, *("" if math.isnan(x) else repr(float(x)) for x in row)])
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> AccuracyMatrix:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        if len(rows) < 3 or [r[0] for r in rows[:3]] != ["stage", "category", "before"]:
+            raise ValueError(f"{path}: expected rows starting with stage, category, before (see AccuracyMatrix)")
+        if any(len(r) != len(rows[0]) for r in rows):
+            raise ValueError(f"{path}: every row must have {len(rows[0])} cells like the header")
+        try:
+            scores = [[float(x) if x else math.nan for x in r[1:]] for r in rows[2:]]
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        return cls(np.array(scores), rows[0][1:], rows[1][1:], [r[0] for r in rows[3:]])
+
+    def heatmap_png(self, path: str | Path) -> None:
+        """Checkpoints (rows) x probe tasks (columns), each cell annotated with its score."""
+        from matplotlib.figure import Figure  # no pyplot: no global backend, renders with Agg
+
+        n_rows, n_cols = self.scores.shape
+        fig = Figure(figsize=(2 + 0.9 * n_cols, 1.5 + 0.45 * n_rows), layout="constrained")
+        ax = fig.subplots()
+        image = ax.imshow(np.ma.masked_invalid(self.scores), cmap="viridis", aspect="auto")
+        for (i, j), value in np.ndenumerate(self.scores):
+            if not math.isnan(value):
+                dark = image.norm(value) < 0.5
+                ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="w" if dark else "k")
+        ax.set_xticks(range(n_cols), [f"{t}\n({c})" for t, c in zip(self.tasks, self.categories)],
+                      rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(n_rows), ["before", *self.stages], fontsize=8)
+        ax.set_xlabel("probe task (category)")
+        ax.set_ylabel("after stage")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        fig.savefig(path, format="png", dpi=100)
+
+
+def matrix_problems(R: AccuracyMatrix) -> list[str]:
+    """Every problem with R, so that one error names them all."""
+    problems = []
+    want = (len(R.stages) + 1, len(R.tasks))
+    if R.scores.shape != want:
+        problems.append(f"scores has shape {R.scores.shape}, expected (stages + 1, tasks) = {want}")
+    if np.isinf(R.scores).any():
+        problems.append("scores contain inf; use NaN for a cell not measured")
+    if len(R.categories) != len(R.tasks):
+        problems.append(f"{len(R.categories)} categories for {len(R.tasks)} tasks: give one category per task")
+    for kind, names in (("task", R.tasks), ("stage", R.stages)):
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"{kind} {name!r} appears twice: names must be unique")
+    for kind, names in (("task", R.tasks), ("category", R.categories), ("stage", R.stages)):
+        for name in names:
+            if not NAME.match(name):
+                problems.append(f"{kind} name {name!r}: use only letters, digits, _ - . and space")
+    for name in set(R.stages) & set(RESERVED_ROWS):
+        problems.append(f"stage name {name!r} is reserved for the CSV header; rename the stage")
+    for task, category in zip(R.tasks, R.categories):
+        if category == LEARNED and task not in R.stages:
+            problems.append(f"learned task {task!r} is not a stage name{did_you_mean(task, R.stages)}; "
+                            f"a `{LEARNED}` column must be named after the stage that trains it")
+    return problems
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass
+class TaskForgetting:
+    task: str
+    category: str
+    initial: float  # R_o
+    final: float  # R_k, k = last stage measured
+    fg: float  # Eq. 1 in %, NaN when undefined (see reason)
+    drop: float  # the same average drop in points
+    reason: str | None = None  # why fg is NaN
+
+
+@dataclass
+class CategoryForgetting:
+    category: str
+    initial: float  # mean R_o over the category's tasks
+    final: float  # mean R_k over the category's tasks
+    fg: float  # mean FG over the tasks whose FG is defined
+
+
+@dataclass
+class LearnedTask:
+    task: str
+    stage: int  # s(i), 1-based
+    right_after: float  # R_{s(i),i}
+    final: float  # R_{k,i}, NaN until the task is learned
+    forgetting: float  # y_{s,i} - y_{k,i}, NaN unless s < k
+    max_forgetting: float  # max_{s <= m < k} y_{m,i} - y_{k,i}
+    fwt: float  # y_{s-1,i} - y_{0,i}, NaN for the first stage
+
+
+@dataclass
+class LearnedSummary:
+    bwt: float
+    forgetting: float
+    max_forgetting: float
+    fwt: float
+    average: float
+
+
+@dataclass
+class Report:
+    stages_done: int  # k
+    n_stages: int  # N
+    tasks: list[TaskForgetting]
+    categories: dict[str, CategoryForgetting]
+    learned: list[LearnedTask]
+    learned_summary: LearnedSummary | None
+    mean_fg: float  # mean FG over MEAN_FG_CATEGORIES present
+
+    def to_metrics(self) -> dict[str, float]:
+        """Flat MLflow metrics, `forgetting/<category>/[<task>/]<name>`; NaN values left out."""
+        m = {"forgetting/mean_FG": self.mean_fg, "forgetting/stages_done": self.stages_done}
+        for c in self.categories.values():
+            m |= {f"forgetting/{c.category}/FG": c.fg, f"forgetting/{c.category}/initial": c.initial,
+                  f"forgetting/{c.category}/final": c.final}
+        for t in self.tasks:
+            p = f"forgetting/{t.category}/{t.task}"
+            m |= {f"{p}/FG": t.fg, f"{p}/initial": t.initial, f"{p}/final": t.final, f"{p}/drop": t.drop}
+            if t.reason:
+                m[f"{p}/FG_undefined"] = 1.0
+        for t in self.learned:
+            p = f"forgetting/{LEARNED}/{t.task}"
+            m |= {f"{p}/forgetting": t.forgetting, f"{p}/max_forgetting": t.max_forgetting, f"{p}/FWT": t.fwt}
+        if s := self.learned_summary:
+            p = f"forgetting/{LEARNED}"
+            m |= {f"{p}/BWT": s.bwt, f"{p}/forgetting": s.forgetting, f"{p}/max_forgetting": s.max_forgetting,
+                  f"{p}/FWT": s.fwt, f"{p}/average": s.average}
+        return {k: float(v) for k, v in m.items() if not math.isnan(v)}
+
+    def table(self) -> str:
+        """Fixed-width text: FG by category (task rows, then the category mean), then learned tasks."""
+        width = max([len(t.task) for t in self.tasks] + [len("(mean)"), len("learned task")])
+        cat_width = max([len(c) for c in self.categories] + [len("category")])
+        lines = [f"forgetting after stage {self.stages_done} of {self.n_stages}", "",
+                 f"{'category':<{cat_width}}  {'task':<{width}}  {'initial':>8}  {'final':>8}  {'FG %':>8}"]
+        for c in self.categories.values():
+            for t in (t for t in self.tasks if t.category == c.category):
+                note = f"  ({t.reason})" if t.reason else ""
+                lines.append(f"{c.category:<{cat_width}}  {t.task:<{width}}  {num(t.initial)}  {num(t.final)}"
+                             f"  {num(t.fg)}{note}")
+            lines.append(f"{c.category:<{cat_width}}  {'(mean)':<{width}}  {num(c.initial)}  {num(c.final)}"
+                         f"  {num(c.fg)}")
+        lines.append(f"mean FG ({', '.join(MEAN_FG_CATEGORIES)}): {num(self.mean_fg).strip()}")
+        if self.learned:
+            lines += ["", f"{'learned task':<{width}}  {'stage':>5}  {'after':>8}  {'final':>8}  {'forget':>8}"
+                          f"  {'max_fgt':>8}  {'FWT':>8}"]
+            for t in self.learned:
+                lines.append(f"{t.task:<{width}}  {t.stage:>5}  {num(t.right_after)}  {num(t.final)}"
+                             f"  {num(t.forgetting)}  {num(t.max_forgetting)}  {num(t.fwt)}")
+            s = self.learned_summary
+            lines.append(f"BWT {num(s.bwt).strip()}  forgetting {num(s.forgetting).strip()}  max_forgetting "
+                         f"{num(s.max_forgetting).strip()}  FWT {num(s.fwt).strip()}  average {num(s.average).strip()}")
+        return "\n".join(lines)
+
+
+def num(x: float) -> str:
+    return f"{'-':>8}" if math.isnan(x) else f"{x:8.2f}"
+
+
+def mean(values) -> float:
+    """Mean of the non-NaN values; NaN (without numpy's empty-slice warning) when there are none."""
+    kept = [float(v) for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def forgetting(R: AccuracyMatrix, higher_is_better: dict[str, bool] | None = None) -> Report:
+    """FG per task and category plus BWT, forgetting, max-forgetting, FWT and average (module docstring).
+
+    higher_is_better maps a task or category name to False for scores where lower is better
+    (a task entry wins over its category's); default True for all, bias included, as in the paper.
+    """
+    orientation = orientations(R, higher_is_better or {})
+    measured = [m for m in range(1, len(R.stages) + 1) if np.isfinite(R.scores[m]).any()]
+    k = max(measured, default=0)
+    tasks = [task_forgetting(R, j, k, orientation[j]) for j in range(len(R.tasks))]
+    categories = {}
+    for c in dict.fromkeys(R.categories):
+        mine = [t for t in tasks if t.category == c]
+        categories[c] = CategoryForgetting(c, mean(t.initial for t in mine), mean(t.final for t in mine),
+                                           mean(t.fg for t in mine))
+    learned = [learned_task(R, j, k, orientation[j]) for j, c in enumerate(R.categories) if c == LEARNED]
+    summary = None
+    if learned:
+        summary = LearnedSummary(bwt=mean(-t.forgetting for t in learned),
+                                 forgetting=mean(t.forgetting for t in learned),
+                                 max_forgetting=mean(t.max_forgetting for t in learned),
+                                 fwt=mean(t.fwt for t in learned),
+                                 average=mean(t.final for t in learned))
+    mean_fg = mean(categories[c].fg for c in MEAN_FG_CATEGORIES if c in categories)
+    return Report(k, len(R.stages), tasks, categories, learned, summary, mean_fg)
+
+
+def orientations(R: AccuracyMatrix, higher_is_better: dict[str, bool]) -> list[float]:
+    unknown = [name for name in higher_is_better if name not in R.tasks and name not in R.categories]
+    if unknown:
+        raise ValueError("higher_is_better names no task or category: " + ", ".join(
+            f"{n!r}{did_you_mean(n, R.tasks + R.categories)}" for n in unknown))
+    return [1.0 if higher_is_better.get(t, higher_is_better.get(c, True)) else -1.0
+            for t, c in zip(R.tasks, R.categories)]
+
+
+def task_forgetting(R: AccuracyMatrix, j: int, k: int, orientation: float) -> TaskForgetting:
+    column = R.scores[:, j]
+    initial = float(column[0])
+    after = [x for x in column[1:k + 1] if not math.isnan(x)]
+    drop = orientation * mean(initial - x for x in after)
+    fg, reason = math.nan, None
+    if math.isnan(initial):
+        reason = "initial score not measured"
+    elif initial == 0:
+        reason = "initial score is 0: relative drop undefined, see drop"
+    elif not after:
+        reason = "not measured after any stage yet"
+    else:
+        fg = drop / abs(initial) * 100
+    final = float(column[k]) if k else math.nan
+    return TaskForgetting(R.tasks[j], R.categories[j], initial, final, fg, drop, reason)
+
+
+def learned_task(R: AccuracyMatrix, j: int, k: int, orientation: float) -> LearnedTask:
+    s = R.stages.index(R.tasks[j]) + 1
+    y = orientation * R.scores[:, j]
+    forgot = max_forgot = math.nan
+    if s < k:
+        forgot = y[s] - y[k]
+        earlier = [x for x in y[s:k] if not math.isnan(x)]
+        max_forgot = max(earlier) - y[k] if earlier else math.nan
+    right_after = float(R.scores[s, j]) if s <= k else math.nan
+    final = float(R.scores[k, j]) if s <= k else math.nan
+    fwt = float(y[s - 1] - y[0]) if s >= 2 else math.nan
+    return LearnedTask(R.tasks[j], s, right_after, final, float(forgot), float(max_forgot), fwt)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Forgetting metrics of an accuracy-matrix CSV.")
+    parser.add_argument("csv", help="accuracy matrix written by AccuracyMatrix.to_csv")
+    parser.add_argument("--png", help="also draw the heatmap here")
+    args = parser.parse_args(argv)
+    try:
+        R = AccuracyMatrix.from_csv(args.csv)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+    print(forgetting(R).table())
+    if args.png:
+        R.heatmap_png(args.png)
+
+
+if __name__ == "__main__":
+    main()

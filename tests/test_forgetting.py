@@ -1,0 +1,177 @@
+"""Forgetting metrics on hand-computed accuracy matrices: pytest tests/test_forgetting.py"""
+import math
+import re
+
+import numpy as np
+import pytest
+
+from raycf.forgetting import AccuracyMatrix, forgetting, main
+
+nan = math.nan
+STAGES = ["simp", "dialog", "eli5"]
+
+
+def three_stages() -> AccuracyMatrix:
+    """N = 3 stages; knowledge (mmlu), reasoning (boolq, piqa) and the three learned tasks."""
+    scores = [
+        # mmlu boolq piqa simp dialog eli5
+        [50, 80, 40, 10, 5, 20],  # before
+        [45, 80, 44, 30, 8, 22],  # after simp
+        [40, 72, 40, 40, 30, 24],  # after dialog
+        [35, 64, 36, 25, 20, 50],  # after eli5
+    ]
+    return AccuracyMatrix(np.array(scores, float), ["mmlu", "boolq", "piqa", *STAGES],
+                          ["knowledge", "reasoning", "reasoning", "tasks", "tasks", "tasks"], STAGES)
+
+
+def test_fg_by_task_and_category():
+    r = forgetting(three_stages())
+    fg = {t.task: t.fg for t in r.tasks}
+    # mmlu: drops 5, 10, 15 of 50 = 10 %, 20 %, 30 %  -> FG = 60 / 3 = 20
+    # boolq: drops 0, 8, 16 of 80 = 0 %, 10 %, 20 %   -> FG = 10
+    # piqa: drops -4, 0, 4 of 40 = -10 %, 0 %, 10 %   -> FG = 0
+    assert fg["mmlu"] == pytest.approx(20.0)
+    assert fg["boolq"] == pytest.approx(10.0)
+    assert fg["piqa"] == pytest.approx(0.0)
+    reasoning = r.categories["reasoning"]
+    assert reasoning.fg == pytest.approx(5.0)  # (10 + 0) / 2
+    assert reasoning.initial == pytest.approx(60.0)  # (80 + 40) / 2
+    assert reasoning.final == pytest.approx(50.0)  # (64 + 36) / 2
+    assert (r.categories["knowledge"].initial, r.categories["knowledge"].final) == (50.0, 35.0)
+    assert r.mean_fg == pytest.approx(12.5)  # (20 + 5) / 2; `tasks` is not a general category
+    # simp from 10: drops -20, -30, -15 -> -200, -300, -150 % -> -650/3
+    assert fg["simp"] == pytest.approx(-650 / 3)
+    # dialog from 5: -3, -25, -15 -> -60, -500, -300 % -> -860/3;  eli5 from 20: -10, -20, -150 % -> -60
+    assert r.categories["tasks"].fg == pytest.approx((-650 / 3 - 860 / 3 - 60) / 3)
+    assert (r.stages_done, r.n_stages) == (3, 3)
+
+
+def test_learned_task_metrics():
+    r = forgetting(three_stages())
+    by_task = {t.task: t for t in r.learned}
+    simp, dialog, eli5 = by_task["simp"], by_task["dialog"], by_task["eli5"]
+    # simp learned at stage 1: 30 just after, best earlier 40 (stage 2), last 25
+    assert (simp.stage, simp.right_after, simp.final) == (1, 30.0, 25.0)
+    assert (simp.forgetting, simp.max_forgetting) == (5.0, 15.0)
+    # dialog learned at stage 2: 30 just after, last 20
+    assert (dialog.forgetting, dialog.max_forgetting) == (10.0, 10.0)
+    # eli5 is the last stage: nothing to forget yet
+    assert math.isnan(eli5.forgetting) and math.isnan(eli5.max_forgetting)
+    # FWT: dialog 8 (after stage 1) - 5 (before) = 3; eli5 24 (after stage 2) - 20 = 4; simp has none
+    assert math.isnan(simp.fwt) and (dialog.fwt, eli5.fwt) == (3.0, 4.0)
+    s = r.learned_summary
+    assert s.bwt == pytest.approx(-7.5)  # ((25 - 30) + (20 - 30)) / 2, over i < N
+    assert s.forgetting == pytest.approx(7.5)  # (5 + 10) / 2
+    assert s.max_forgetting == pytest.approx(12.5)  # (15 + 10) / 2
+    assert s.fwt == pytest.approx(3.5)  # (3 + 4) / 2
+    assert s.average == pytest.approx(95 / 3)  # (25 + 20 + 50) / 3
+
+
+def test_zero_initial_score_is_nan_with_a_reason():
+    # mathqa starts at 0: relative drop undefined; drop in points = mean(0-5, 0-10, 0-0) = -5
+    R = AccuracyMatrix(np.array([[0, 80], [5, 80], [10, 72], [0, 64]], float), ["mathqa", "boolq"],
+                       ["reasoning", "reasoning"], STAGES)
+    r = forgetting(R)
+    mathqa = r.tasks[0]
+    assert math.isnan(mathqa.fg) and "initial score is 0" in mathqa.reason
+    assert mathqa.drop == pytest.approx(-5.0)
+    assert r.categories["reasoning"].fg == pytest.approx(10.0)  # boolq only
+    metrics = r.to_metrics()
+    assert "forgetting/reasoning/mathqa/FG" not in metrics
+    assert metrics["forgetting/reasoning/mathqa/FG_undefined"] == 1.0
+    assert metrics["forgetting/reasoning/mathqa/drop"] == -5.0
+    assert "initial score is 0" in r.table().split("mathqa")[1].splitlines()[0]  # reason on the row
+
+
+def test_partial_matrix_so_far():
+    # only stages 1..2 measured: row 3 is NaN
+    scores = np.array(three_stages().scores)
+    scores[3] = nan
+    r = forgetting(AccuracyMatrix(scores, three_stages().tasks, three_stages().categories, STAGES))
+    assert (r.stages_done, r.n_stages) == (2, 3)
+    mmlu = r.tasks[0]
+    assert mmlu.fg == pytest.approx(15.0)  # (10 % + 20 %) / 2 stages
+    assert mmlu.final == 40.0
+    by_task = {t.task: t for t in r.learned}
+    # simp: 30 just after stage 1, 40 after stage 2 -> forgetting -10, BWT +10, max-forgetting 30 - 40
+    assert (by_task["simp"].forgetting, by_task["simp"].max_forgetting) == (-10.0, -10.0)
+    assert math.isnan(by_task["eli5"].final)  # not learned yet
+    s = r.learned_summary
+    assert (s.bwt, s.forgetting) == (10.0, -10.0)
+    assert s.fwt == pytest.approx(3.5)  # 24 after stage 2 was already measured for eli5
+    assert s.average == pytest.approx(35.0)  # (40 + 30) / 2, tasks learned so far
+    assert r.to_metrics()["forgetting/stages_done"] == 2.0
+
+
+def test_bias_sign_and_lower_is_better():
+    # CrowS-Pairs stereotype %: 60 -> 57, 54, 51 = 5, 10, 15 % -> FG +10 (stereotype went down)
+    # ppl (lower is better): 10 -> 12, 11, 10 = +20, +10, 0 % worse -> FG +10
+    R = AccuracyMatrix(np.array([[60, 50, 10], [57, 55, 12], [54, 50, 11], [51, 45, 10]], float),
+                       ["crows gender", "crows race", "ppl"], ["bias", "bias", "knowledge"], STAGES)
+    r = forgetting(R, higher_is_better={"ppl": False})
+    fg = {t.task: t.fg for t in r.tasks}
+    assert fg["crows gender"] == pytest.approx(10.0)
+    assert fg["crows race"] == pytest.approx(0.0)  # -10, 0, +10 %
+    assert fg["ppl"] == pytest.approx(10.0)
+    assert r.mean_fg == pytest.approx(10.0)  # knowledge only: bias stays out of mean_FG
+    with pytest.raises(ValueError, match="did you mean 'ppl'"):
+        forgetting(R, higher_is_better={"pll": False})
+
+
+def test_csv_round_trip_is_exact(tmp_path):
+    scores = np.array(three_stages().scores)
+    scores[1, 0] = 0.1 + 0.2
+    scores[3] = nan
+    R = AccuracyMatrix(scores, three_stages().tasks, three_stages().categories, STAGES)
+    R.to_csv(tmp_path / "R.csv")
+    lines = (tmp_path / "R.csv").read_text().splitlines()
+    assert lines[0] == "stage,mmlu,boolq,piqa,simp,dialog,eli5"
+    assert lines[1] == "category,knowledge,reasoning,reasoning,tasks,tasks,tasks"
+    assert [line.split(",")[0] for line in lines[2:]] == ["before", *STAGES]
+    back = AccuracyMatrix.from_csv(tmp_path / "R.csv")
+    np.testing.assert_array_equal(back.scores, R.scores)  # NaN at the same places
+    assert (back.tasks, back.categories, back.stages) == (R.tasks, R.categories, R.stages)
+
+
+def test_heatmap_png(tmp_path):
+    three_stages().heatmap_png(tmp_path / "R.png")
+    data = (tmp_path / "R.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_metrics_keys_are_mlflow_names_and_values_finite():
+    metrics = forgetting(three_stages()).to_metrics()
+    for key, value in metrics.items():
+        assert re.fullmatch(r"[A-Za-z0-9_\-. /]+", key), key
+        assert isinstance(value, float) and math.isfinite(value), key
+    assert metrics["forgetting/knowledge/FG"] == 20.0
+    assert metrics["forgetting/knowledge/mmlu/FG"] == pytest.approx(20.0)
+    assert metrics["forgetting/mean_FG"] == pytest.approx(12.5)
+    for name in ("BWT", "forgetting", "max_forgetting", "FWT", "average"):
+        assert f"forgetting/tasks/{name}" in metrics
+    assert "forgetting/tasks/eli5/forgetting" not in metrics  # NaN left out
+
+
+def test_invalid_matrix_names_every_problem():
+    with pytest.raises(ValueError) as error:
+        AccuracyMatrix(np.zeros((3, 2)), ["mmlu", "sim"], ["knowledge", "tasks", "extra"], STAGES)
+    message = str(error.value)
+    assert "shape (3, 2)" in message and "3 categories for 2 tasks" in message
+    assert "did you mean 'simp'" in message
+    with pytest.raises(ValueError, match="letters, digits"):
+        AccuracyMatrix(np.zeros((4, 1)), ["mmlu/stem"], ["knowledge"], STAGES)
+
+
+def test_table_and_cli(tmp_path, capsys):
+    three_stages().to_csv(tmp_path / "R.csv")
+    main([str(tmp_path / "R.csv"), "--png", str(tmp_path / "R.png")])
+    out = capsys.readouterr().out
+    assert "forgetting after stage 3 of 3" in out
+    row = next(line for line in out.splitlines() if line.startswith("knowledge  mmlu"))
+    assert row.split()[-3:] == ["50.00", "35.00", "20.00"]
+    assert "BWT -7.50" in out and (tmp_path / "R.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="error:"):
+        main([str(tmp_path / "missing.csv")])
+    (tmp_path / "bad.csv").write_text("stage,mmlu\ncategory,knowledge\nbefore,abc\n")
+    with pytest.raises(SystemExit, match="bad.csv: could not convert"):
+        main([str(tmp_path / "bad.csv")])
