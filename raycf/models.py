@@ -32,7 +32,8 @@ TINY_VOCAB = 2048
 TINY_SHAPES = {
     "tiny-causal": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                         num_key_value_heads=4, max_position_embeddings=512),
-    "tiny-seq2seq": dict(d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2, num_heads=4),
+    "tiny-seq2seq": dict(d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2, num_heads=4,
+                         dropout_rate=0.0),
 }
 BUILTIN = ("tiny-causal", "tiny-seq2seq", "raycf-tiny", "smollm2-135m")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -1,0 +1,337 @@
+"""The one typed experiment config: YAML file + `--set dotted.key=value` overrides + validation.
+
+    python -m raycf.config --space search_spaces/default.yaml --set optim.lr=3e-4   # print resolved config
+
+Every problem found is gathered into one ConfigError (one line per problem: key, bad value, fix)
+before anything expensive starts. Unknown keys are errors with a "did you mean".
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Bad user input. str(e) is the whole message, one problem per line."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        prefix = f"{source}: " if source else ""
+        super().__init__("\n".join(prefix + p for p in problems))
+
+
+@dataclass
+class ModelConfig:
+    name: str = "raycf-tiny"          # built-in, folder or hub name (see raycf.models)
+    kind: str = "auto"                # auto | causal | seq2seq (auto: read from the folder's config.json)
+    dtype: str = "float32"            # weights in memory; bf16 autocast on GPU is resources.mixed_precision
+    allow_download: bool = False      # hub names need this: raycf is offline by default
+    trust_remote_code: bool = False
+
+
+@dataclass
+class FinetuneConfig:
+    method: str = "lora"              # lora | full
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    target_modules: typing.Any = "auto"   # auto = every linear layer but the output head, or a list of names
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    schedule: str = "constant"        # constant | linear | cosine, restarted at every stage
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    epochs: float = 1.0               # passes over a stage's data; ignored when steps_per_stage > 0
+    steps_per_stage: int = 0          # optimizer steps per stage; 0 = use epochs
+    batch_size: int = 8               # GLOBAL examples per optimizer step, across workers and accumulation
+    grad_accum: int = 1
+    max_length: int = 256             # tokens; a longer example is an error, not silently cut
+    max_grad_norm: float = 1.0        # 0 = no clipping
+
+
+@dataclass
+class DataConfig:
+    examples_per_stage: int = 0       # 0 = all training rows of a stage
+    replay_ratio: float = 0.0         # fraction of each stage's examples drawn from earlier stages
+
+
+@dataclass
+class WarmStartConfig:
+    kind: str = "none"                # none | general | checkpoint
+    path: str | None = None           # checkpoint folder when kind = checkpoint
+    lr: float = 1e-3                  # the `general` instruction-tuning stage: full fine-tuning
+    steps: int = 60
+    batch_size: int = 8
+
+
+@dataclass
+class ProbeConfig:
+    suites: list = field(default_factory=lambda: ["knowledge", "reasoning", "reading", "bias", "tasks"])
+    shots: int = 0
+    limit: int = 0                    # items per task, 0 = all
+    max_new_tokens: int = 32          # generation probes (learned tasks)
+
+
+@dataclass
+class ResourcesConfig:
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    strategy: str = "fsdp"            # fsdp | ddp
+    mixed_precision: str = "auto"     # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    max_failures: int = 2             # worker-group restarts per trial, each resumes from the last stage
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None            # None: sqlite:///<cwd>/mlflow.db, or $MLFLOW_TRACKING_URI
+    experiment: str = "raycf"
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stages: list = field(default_factory=lambda: ["simplification", "empathetic_dialogue", "question_generation"])
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    storage_path: str = "raycf_runs"  # trial checkpoints, stage cache, Ray results; a local path or cloud URI
+    cache_dir: str | None = None      # built models; None = $RAYCF_CACHE or ~/.cache/raycf
+    search: dict = field(default_factory=dict)   # searched dimensions (raycf.space), ignored by a single trial
+    sweep: dict = field(default_factory=dict)    # Tune settings (raycf.sweep)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, overrides: dict) -> "ExperimentConfig":
+        """A copy with dotted keys replaced, validated again (used by Tune to apply one sample)."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            set_dotted(data, key, value)
+        return from_dict(data)
+
+
+CHOICES = {
+    "model.kind": ("auto", "causal", "seq2seq"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "finetune.method": ("lora", "full"),
+    "optim.schedule": ("constant", "linear", "cosine"),
+    "warm_start.kind": ("none", "general", "checkpoint"),
+    "resources.strategy": ("fsdp", "ddp"),
+    "resources.mixed_precision": ("auto", "bf16", "fp32"),
+}
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(options)}"
+
+
+def _check_type(value, annotation: str, key: str, problems: list[str]):
+    """Coerce what YAML gives (ints for floats) and report anything of the wrong type."""
+    ann = annotation.replace(" ", "")
+    if ann == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if ann == "float" and isinstance(value, str):
+        try:  # YAML reads 1e-3 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    expected = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict}.get(ann)
+    if ann == "str|None":
+        if value is None or isinstance(value, str):
+            return value
+        expected = str
+    if expected is None:  # typing.Any
+        return value
+    if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return value
+    problems.append(f"{key}: expected {ann.replace('|None', ' or null')}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, data, prefix: str, problems: list[str]):
+    if not isinstance(data, dict):
+        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            problems.append(f"{prefix}{key}: unknown key{_did_you_mean(str(key), fields)}")
+            continue
+        f = fields[key]
+        if dataclasses.is_dataclass(f.default_factory) if f.default_factory is not dataclasses.MISSING else False:
+            kwargs[key] = _build(f.default_factory, value, f"{prefix}{key}.", problems)
+        else:
+            kwargs[key] = _check_type(value, str(f.type), prefix + key, problems)
+    return cls(**kwargs)
+
+
+def _validate(cfg: ExperimentConfig, problems: list[str]) -> None:
+    for key, options in CHOICES.items():
+        value = get_dotted(cfg, key)
+        if value not in options:
+            problems.append(f"{key}: {value!r} is not one of {', '.join(options)}{_did_you_mean(str(value), options)}")
+    positive = ["optim.lr", "optim.batch_size", "optim.grad_accum", "optim.max_length", "resources.workers",
+                "finetune.lora_alpha", "warm_start.lr", "warm_start.steps", "warm_start.batch_size"]
+    for key in positive:
+        value = get_dotted(cfg, key)
+        if isinstance(value, (int, float)) and value <= 0:
+            problems.append(f"{key}: must be > 0, got {value}")
+    for key in ["optim.warmup_steps", "optim.weight_decay", "optim.steps_per_stage", "optim.epochs",
+                "optim.max_grad_norm", "probes.shots", "probes.limit", "data.examples_per_stage",
+                "resources.cpus_per_worker", "resources.gpus_per_worker", "resources.max_failures"]:
+        value = get_dotted(cfg, key)
+        if isinstance(value, (int, float)) and value < 0:
+            problems.append(f"{key}: must be >= 0, got {value}")
+    if cfg.finetune.method == "lora" and isinstance(cfg.finetune.lora_rank, int) and cfg.finetune.lora_rank < 1:
+        problems.append(f"finetune.lora_rank: must be >= 1 for method lora, got {cfg.finetune.lora_rank}")
+    if not 0 <= cfg.finetune.lora_dropout < 1:
+        problems.append(f"finetune.lora_dropout: must be in [0, 1), got {cfg.finetune.lora_dropout}")
+    if not 0 <= cfg.data.replay_ratio < 1:
+        problems.append(f"data.replay_ratio: must be in [0, 1), got {cfg.data.replay_ratio}")
+    if cfg.optim.steps_per_stage == 0 and cfg.optim.epochs == 0:
+        problems.append("optim: set optim.steps_per_stage > 0 or optim.epochs > 0, else no stage trains")
+    if cfg.resources.cpus_per_worker == 0 and cfg.resources.gpus_per_worker == 0:
+        problems.append("resources.cpus_per_worker: a worker needs some CPU or GPU; set it > 0 (fractions work)")
+    if not cfg.stages or not all(isinstance(s, str) for s in cfg.stages):
+        problems.append(f"stages: expected a non-empty list of task names, got {cfg.stages!r}")
+    elif len(set(cfg.stages)) != len(cfg.stages):
+        problems.append(f"stages: a task appears twice in {cfg.stages}; each stage must be a different task")
+    if cfg.warm_start.kind == "checkpoint" and not cfg.warm_start.path:
+        problems.append("warm_start.path: required when warm_start.kind is checkpoint")
+    per_step = cfg.resources.workers * cfg.optim.grad_accum
+    if isinstance(per_step, int) and per_step > 0 and cfg.optim.batch_size % per_step:
+        problems.append(f"optim.batch_size: {cfg.optim.batch_size} must be a multiple of resources.workers x "
+                        f"optim.grad_accum = {per_step} (it is the global batch)")
+
+
+def from_dict(data: dict, source: str | None = None) -> ExperimentConfig:
+    """Build and validate; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    cfg = _build(ExperimentConfig, data, "", problems)
+    if not problems:
+        _validate(cfg, problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def get_dotted(obj, key: str):
+    for part in key.split("."):
+        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    return obj
+
+
+def set_dotted(data: dict, key: str, value) -> None:
+    parts = key.split(".")
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+        if not isinstance(data, dict):
+            raise ConfigError([f"{key}: {part} is not a section"])
+    data[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`--set a.b=value` items -> {"a.b": value}; values are read as YAML scalars (3e-4, true, [a, b])."""
+    out, problems = {}, []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            problems.append(f"--set {item}: expected dotted.key=value, e.g. --set optim.lr=3e-4")
+            continue
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError([f"file not found; give a YAML from search_spaces/, e.g. search_spaces/default.yaml"],
+                          str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"byte {e.start}: not UTF-8 text; save the file as UTF-8"], str(path)) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise ConfigError([f"{where}malformed YAML ({getattr(e, 'problem', e)}); fix the syntax"], str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"top level must be a mapping of sections, got {type(data).__name__}"], str(path))
+    return data
+
+
+def load(path: str | Path | None = None, overrides: dict | None = None) -> ExperimentConfig:
+    """The config of a search-space YAML with `overrides` applied (dotted keys)."""
+    data = read_yaml(path) if path else {}
+    for key, value in (overrides or {}).items():
+        if key.split(".")[0] in ("search", "sweep"):
+            set_dotted(data, key, value)
+            continue
+        data.get("search", {}).pop(key, None)  # a --set fixes a searched dimension
+        set_dotted(data, key, value)
+    return from_dict(data, source=str(path) if path else None)
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def flat_params(cfg: ExperimentConfig) -> dict[str, str]:
+    """Dotted key -> printable value, for MLflow params (lists become readable strings)."""
+    out = {}
+
+    def walk(obj, prefix):
+        for key, value in obj.items():
+            if key in ("search", "sweep"):
+                continue
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, list):
+                out[prefix + key] = " > ".join(map(str, value)) if key == "stages" else ",".join(map(str, value))
+            else:
+                out[prefix + key] = str(value)
+    walk(cfg.to_dict(), "")
+    return out
+
+
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m raycf.config", description="print the resolved config")
+    p.add_argument("--space", default="search_spaces/default.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    try:
+        print(to_yaml(load(args.space, parse_overrides(args.set))), end="")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""One stage of continual fine-tuning on one worker: encode, batch, wrap (FSDP2 | DDP), train, save.
+
+Run through a trial (`python -m raycf.trial`); the functions here are plain and work in a single
+process too (world size 1), which is how tests compare FSDP2 and DDP with a one-process run.
+
+Losses are token sums divided by the target-token count of the whole GLOBAL batch, which every rank
+knows because every rank builds the same batch plan from the seed. So world size, gradient
+accumulation and padding do not change the math: a 2-worker step equals a 1-process step.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+IGNORE = -100
+CHUNK_BATCHES = 16  # batches per length-sorted chunk: big enough to cut padding, small enough to stay random
+
+
+class DataError(ValueError):
+    """A training row that cannot be used; the message names the row and the fix."""
+
+
+@dataclass
+class Example:
+    input_ids: list[int]   # causal: prompt + response + eos; seq2seq: the encoder input (prompt)
+    labels: list[int]      # causal: IGNORE over the prompt; seq2seq: response + eos (decoder targets)
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids) + (len(self.labels) if len(self.labels) != len(self.input_ids) else 0)
+
+    @property
+    def targets(self) -> int:
+        return sum(1 for t in self.labels if t != IGNORE)
+
+
+def encode(rows: list[dict], tok, kind: str, max_length: int, source: str = "stage") -> list[Example]:
+    """Alpaca prompt -> context, `output` -> response; loss on response tokens only."""
+    from raycf.data.template import prompt
+    examples, too_long = [], []
+    for i, row in enumerate(rows):
+        ctx = tok(prompt(row), add_special_tokens=True)["input_ids"]
+        resp = tok(row["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        if kind == "seq2seq":
+            ex = Example(ctx, resp)
+        else:
+            ex = Example(ctx + resp, [IGNORE] * len(ctx) + resp)
+        if max(len(ex.input_ids), len(ex.labels)) > max_length:
+            too_long.append(i + 1)
+        examples.append(ex)
+    if too_long:
+        raise DataError(f"{source}: {len(too_long)} rows (first: row {too_long[0]}) are longer than "
+                        f"optim.max_length={max_length} tokens; raise optim.max_length or shorten them")
+    return examples
+
+
+def num_steps(n_examples: int, batch_size: int, epochs: float, steps_per_stage: int) -> int:
+    if steps_per_stage > 0:
+        return steps_per_stage
+    return max(1, math.ceil(n_examples * epochs / batch_size))
+
+
+def batch_plan(examples: list[Example], batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """Indices of each global batch. Seeded shuffle, then length-sorted within chunks (less padding),
+    then the chunk's batches shuffled again so that lengths do not trend within a stage."""
+    rng = random.Random(seed)
+    plan: list[list[int]] = []
+    while len(plan) < steps:
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        chunk = batch_size * CHUNK_BATCHES
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start:start + chunk], key=lambda i: examples[i].length)
+            batches = [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+            batches = [b for b in batches if len(b) == batch_size]  # equal batches keep steps comparable
+            rng.shuffle(batches)
+            plan.extend(batches)
+    return plan[:steps]
+
+
+def my_microbatches(batch: list[int], examples: list[Example], world: int, rank: int,
+                    grad_accum: int) -> list[list[int]]:
+    """This rank's share of a global batch, as `grad_accum` microbatches of similar lengths."""
+    slots = world * grad_accum
+    by_len = sorted(batch, key=lambda i: examples[i].length)
+    # neighbours in length go to the same microbatch, so padding stays small everywhere
+    size = len(batch) // slots
+    parts = [by_len[s * size:(s + 1) * size] for s in range(slots)]
+    # deal microbatches round-robin over ranks so that every rank gets short and long ones
+    return [parts[a * world + rank] for a in range(grad_accum)]
+
+
+def collate(examples: list[Example], pad_id: int, kind: str, decoder_start: int | None = None
+            ) -> dict[str, torch.Tensor]:
+    """Right-padded tensors for one microbatch (seq2seq: plus decoder inputs = labels shifted right)."""
+    n = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), n), dtype=torch.long)
+    m = max(len(e.labels) for e in examples)
+    labels = torch.full((len(examples), m), IGNORE, dtype=torch.long)
+    for r, e in enumerate(examples):
+        ids[r, :len(e.input_ids)] = torch.tensor(e.input_ids)
+        mask[r, :len(e.input_ids)] = 1
+        labels[r, :len(e.labels)] = torch.tensor(e.labels)
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if kind == "seq2seq":
+        start = torch.full((len(examples), 1), pad_id if decoder_start is None else decoder_start)
+        shifted = torch.cat([start, labels[:, :-1]], dim=1)
+        out["decoder_input_ids"] = shifted.masked_fill(shifted == IGNORE, pad_id)
+    return out
+
+
+def loss_sum(model, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
+    """Summed cross-entropy over target tokens. For causal models only the positions that predict a
+    target get logits (logits_to_keep), which skips the vocabulary projection over prompt tokens."""
+    labels = batch["labels"]
+    if kind == "seq2seq":
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    decoder_input_ids=batch["decoder_input_ids"], use_cache=False)
+        return torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), labels.flatten(),
+                                                 ignore_index=IGNORE, reduction="sum")
+    targets = labels[:, 1:]
+    hit = (targets != IGNORE).any(dim=0).nonzero().flatten()
+    keep = torch.arange(int(hit.min()), int(hit.max()) + 1)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep,
+                use_cache=False)
+    return torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), targets[:, keep].flatten(),
+                                             ignore_index=IGNORE, reduction="sum")
+
+
+def wrap(model, strategy: str, device: torch.device, mixed_precision: bool):
+    """FSDP2 (each transformer block, then the root) or DDP. World size 1: the model as is.
+    LoRA must already be applied: FSDP2 shards the adapter's parameters with the block that holds them."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return model
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision \
+        else MixedPrecisionPolicy()
+    for block in transformer_blocks(model):
+        fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+    return model
+
+
+def transformer_blocks(model) -> list[torch.nn.Module]:
+    """The repeated layers (decoder layers, T5 blocks, BLOOM blocks): ModuleLists of identical types."""
+    blocks = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > 0 and \
+                len({type(m) for m in module}) == 1 and sum(1 for _ in module[0].parameters()) > 2:
+            blocks.extend(module)
+    return blocks
+
+
+def make_optimizer(model, lr: float, weight_decay: float, schedule: str, warmup: int, steps: int):
+    from transformers import get_scheduler
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = get_scheduler(schedule, opt, num_warmup_steps=warmup, num_training_steps=steps)
+    return opt, sched
+
+
+@dataclass
+class StageStats:
+    loss: float          # mean over steps of the global-batch token-mean loss
+    steps: int
+    tokens: int          # target tokens trained on, all ranks
+    seen_tokens: int     # non-pad input tokens processed, all ranks (throughput numerator)
+    seconds: float
+
+
+def train_stage(model, examples: list[Example], *, kind: str, pad_id: int, batch_size: int, steps: int,
+                grad_accum: int, lr: float, weight_decay: float, schedule: str, warmup: int,
+                max_grad_norm: float, seed: int, device=None, autocast_dtype=None, on_step=None) -> StageStats:
+    """Train `model` (already wrapped) for `steps` optimizer steps on `examples`; a fresh optimizer
+    and schedule per stage, as when each task of the study is fine-tuned from the previous checkpoint."""
+    import time
+    device = device or torch.device("cpu")
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    torch.manual_seed(seed)  # dropout masks; identical on restart from the previous stage
+    opt, sched = make_optimizer(model, lr, weight_decay, schedule, warmup, steps)
+    model.train()
+    t0, total, tokens, seen = time.perf_counter(), 0.0, 0, 0
+    for step, batch in enumerate(batch_plan(examples, batch_size, steps, seed)):
+        if on_step is not None:
+            on_step(step)
+        n_targets = sum(examples[i].targets for i in batch)
+        step_loss = torch.zeros((), device=device)
+        for micro in my_microbatches(batch, examples, world, rank, grad_accum):
+            tensors = {k: v.to(device) for k, v in collate([examples[i] for i in micro], pad_id, kind).items()}
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                loss = loss_sum(model, tensors, kind)
+            # DDP/FSDP average gradients over ranks: scale by world so the result is the global token mean
+            (loss * world / n_targets).backward()
+            step_loss += loss.detach()
+            seen += int(tensors["attention_mask"].sum()) + (int((tensors["labels"] != IGNORE).sum())
+                                                            if kind == "seq2seq" else 0)
+        if max_grad_norm > 0:
+            clip_grad_norm(model, max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if world > 1:
+            dist.all_reduce(step_loss)
+        total += float(step_loss) / n_targets
+        tokens += n_targets
+    seen_t = torch.tensor(seen, dtype=torch.long)
+    if world > 1:
+        dist.all_reduce(seen_t)
+    return StageStats(loss=total / steps, steps=steps, tokens=tokens, seen_tokens=int(seen_t),
+                      seconds=time.perf_counter() - t0)
+
+
+def clip_grad_norm(model, max_norm: float) -> None:
+    # FSDP2 grads are DTensors: clip_grad_norm_ handles them (the norm is computed over all shards)
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], max_norm)
+
+
+@torch.no_grad()
+def eval_loss(model, examples: list[Example], kind: str, pad_id: int, device=None) -> float:
+    """Token-mean loss of `examples` in one batch (every rank runs the same batch: FSDP needs all ranks)."""
+    device = device or torch.device("cpu")
+    model.eval()
+    tensors = {k: v.to(device) for k, v in collate(examples, pad_id, kind).items()}
+    total = loss_sum(model, tensors, kind)
+    return float(total) / sum(e.targets for e in examples)

@@ -1,0 +1,540 @@
+"""One trial = one model, warm start, hyperparameter set and task order, run as one Ray Train job.
+
+    python -m raycf.trial --space search_spaces/default.yaml [--set optim.lr=3e-4 ...] [--debug]
+
+The workers of one worker group run every stage: (warm start) -> probe before training -> for each
+stage: train, checkpoint, probe, report. Finished stages live in the content-addressed stage cache
+(raycf.cache), so a restarted worker group resumes after the last finished stage, and trials whose
+stage prefixes agree share checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from raycf import cache
+from raycf.config import ConfigError, ExperimentConfig, from_dict
+
+
+@dataclass
+class TrialPlan:
+    """Everything a worker needs besides the config, resolved once by the driver."""
+    model_dir: str
+    kind: str                           # causal | seq2seq
+    storage: str                        # absolute storage root (stage cache lives under it)
+    start_key: str                      # identity of the weights the continual stages start from
+    warm_key: str | None = None         # cache key of the `general` warm start, if any
+    stage_keys: list = field(default_factory=list)
+    probe_tasks: list = field(default_factory=list)
+    probe_keys: list = field(default_factory=list)   # one per row of the accuracy matrix (0 = before)
+    tracking_uri: str = ""
+    run_id: str | None = None
+
+    def stage_dir(self, k: int) -> Path:
+        return cache.entry_dir(self.storage, "stages", self.stage_keys[k - 1])
+
+    def probe_dir(self, k: int) -> Path:
+        return cache.entry_dir(self.storage, "probes", self.probe_keys[k])
+
+    def warm_dir(self) -> Path:
+        return cache.entry_dir(self.storage, "warm", self.warm_key)
+
+
+# ----------------------------------------------------------------------------- driver side: the plan
+
+def fingerprint(model_dir: Path) -> str:
+    """Identity of a model folder: its config and the names and sizes of its weight files."""
+    files = sorted((p.name, p.stat().st_size) for p in Path(model_dir).iterdir() if p.is_file())
+    return cache.key((Path(model_dir) / "config.json").read_text(), files)
+
+
+def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = None,
+              tracking_uri: str = "") -> TrialPlan:
+    from raycf import data
+    from raycf.models import model_kind
+    kind = model_kind(model_dir) if cfg.model.kind == "auto" else cfg.model.kind
+    storage = str(Path(cfg.storage_path).expanduser().resolve())
+    start = fingerprint(model_dir)
+    warm_key = None
+    if cfg.warm_start.kind == "general":
+        ws = cfg.warm_start
+        warm_key = cache.key("warm", start, _data_key(data.GENERAL), ws.lr, ws.steps,
+                             ws.batch_size, cfg.optim.max_length, cfg.seed)
+        start = warm_key
+    elif cfg.warm_start.kind == "checkpoint":
+        start = fingerprint(Path(cfg.warm_start.path))
+    recipe = [asdict(cfg.finetune), asdict(cfg.optim), asdict(cfg.data), cfg.seed]
+    stage_keys = [cache.key("stage", start, recipe, [_data_key(s) for s in cfg.stages[:k]])
+                  for k in range(1, len(cfg.stages) + 1)]
+    probe_tasks = probe_task_names(cfg)
+    probe_recipe = [(t, data.load_task(t).version) for t in probe_tasks], cfg.probes.shots, cfg.probes.limit, \
+        cfg.probes.max_new_tokens, cfg.seed
+    probe_keys = [cache.key("probe", w, probe_recipe) for w in [start] + stage_keys]
+    return TrialPlan(model_dir=str(model_dir), kind=kind, storage=storage, start_key=start, warm_key=warm_key,
+                     stage_keys=stage_keys, probe_tasks=probe_tasks, probe_keys=probe_keys,
+                     tracking_uri=tracking_uri, run_id=run_id)
+
+
+def _data_key(stage: str) -> str:
+    """Stages are keyed by their rows' content, so edited data never reuses a stale checkpoint."""
+    from raycf import data
+    return cache.key(stage, data.load_stage(stage))
+
+
+def probe_task_names(cfg: ExperimentConfig) -> list[str]:
+    """General-ability probes from the suites, plus the trial's own stages when `tasks` is asked for."""
+    from raycf import data
+    general = [s for s in cfg.probes.suites if s != "tasks"]
+    names = data.suite(general) if general else []
+    if "tasks" in cfg.probes.suites:
+        names += [s for s in cfg.stages]
+    return names
+
+
+# ----------------------------------------------------------------------------- worker side
+
+def trial_loop(args: dict) -> None:
+    """Ray Train worker entry point: run every stage of the trial, resuming after finished ones."""
+    import ray.train
+    import torch
+    import torch.distributed as dist
+
+    cfg, plan = from_dict(args["config"]), TrialPlan(**args["plan"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
+    device = _device(cfg)
+    reported = _last_reported_stage()
+    base_dir = ensure_warm_start(cfg, plan, rank, world, device)
+    done = cached_prefix(plan)
+    model, tok = build_model(cfg, plan, base_dir, done, device)
+    from raycf.train import wrap
+    model = wrap(model, cfg.resources.strategy, device, _bf16(cfg, device))
+    rows: list[dict] = []
+    for k in range(0, len(cfg.stages) + 1):
+        stats = run_stage(cfg, plan, k, model, tok, rank, world, device) if k > done else \
+            (cache.read_json(plan.stage_dir(k)) if k > 0 else {})
+        row = probe_row(cfg, plan, k, model, tok, rank, world, device)
+        rows.append(row)
+        metrics = stage_metrics(cfg, plan, k, stats, rows)
+        if k <= reported:
+            continue  # a restarted worker group: Tune and MLflow already have this stage
+        if rank == 0 and plan.run_id:
+            from raycf import tracking
+            tracking.log_metrics(plan.tracking_uri, plan.run_id, metrics, step=k)
+            if k == len(cfg.stages):
+                log_final_artifacts(cfg, plan, rows)
+        checkpoint = None
+        if k > 0 and rank == 0:
+            checkpoint = ray.train.Checkpoint.from_directory(str(plan.stage_dir(k)))
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"stage_{k:03d}" if k else None)
+    if dist.is_initialized():
+        dist.barrier()  # no rank tears down while another still reports
+
+
+def _device(cfg: ExperimentConfig):
+    import torch
+    if cfg.resources.gpus_per_worker > 0:
+        import ray.train.torch
+        return ray.train.torch.get_device()
+    return torch.device("cpu")
+
+
+def _bf16(cfg: ExperimentConfig, device) -> bool:
+    mp = cfg.resources.mixed_precision
+    return mp == "bf16" or (mp == "auto" and device.type == "cuda")
+
+
+def _last_reported_stage() -> int:
+    """The stage of the checkpoint Ray Train restored after a failure, else -1."""
+    import ray.train
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return -1
+    with ckpt.as_directory() as d:
+        return int(json.loads((Path(d) / "result.json").read_text())["stage"])
+
+
+def cached_prefix(plan: TrialPlan) -> int:
+    """How many leading stages are finished (a valid cache entry each)."""
+    done = 0
+    for k in range(1, len(plan.stage_keys) + 1):
+        if cache.lookup(plan.stage_dir(k)) is None:
+            break
+        done = k
+    return done
+
+
+def _barrier():
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def ensure_warm_start(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: int, device) -> Path:
+    """The folder the continual stages start from: the model, a checkpoint, or the cached `general`
+    warm start (full fine-tuning on general instruction data), trained here if no trial has yet."""
+    if cfg.warm_start.kind == "checkpoint":
+        return Path(cfg.warm_start.path)
+    if cfg.warm_start.kind == "none":
+        return Path(plan.model_dir)
+    path = plan.warm_dir()
+    if cache.lookup(path) is not None:
+        return path
+    from raycf import data
+    from raycf.models import load_model
+    from raycf.train import encode, train_stage, wrap
+    model, tok = load_model(Path(plan.model_dir), dtype=cfg.model.dtype)
+    model.to(device)
+    model = wrap(model, cfg.resources.strategy, device, _bf16(cfg, device))
+    ws = cfg.warm_start
+    examples = encode(data.load_stage(data.GENERAL), tok, plan.kind, cfg.optim.max_length, source=data.GENERAL)
+    stats = train_stage(model, examples, kind=plan.kind, pad_id=tok.pad_token_id, batch_size=ws.batch_size,
+                        steps=ws.steps, grad_accum=1, lr=ws.lr, weight_decay=0.0, schedule="constant", warmup=0,
+                        max_grad_norm=cfg.optim.max_grad_norm, seed=cfg.seed, device=device)
+    sd = full_state_dict(model)
+    if rank == 0:
+        tmp = cache.staging_dir(path)
+        _unwrap(model).save_pretrained(tmp, state_dict=sd)
+        tok.save_pretrained(tmp)
+        (tmp / "result.json").write_text(json.dumps({"stage": 0, "task": data.GENERAL, "train/loss": stats.loss,
+                                                     "train/seconds": stats.seconds}))
+        cache.publish(tmp, path)
+        print(f"[raycf] warm start 'general' trained: loss {stats.loss:.4f} in {stats.seconds:.1f}s -> {path}")
+    _barrier()
+    return path
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)  # DDP keeps the model in .module; FSDP2 shards in place
+
+
+def full_state_dict(model) -> dict:
+    """Full, CPU-offloaded state dict: a collective, every rank calls it; rank 0 gets the tensors."""
+    import torch.distributed as dist
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    return get_model_state_dict(_unwrap(model), options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def build_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, done: int, device):
+    """The model to train from stage done+1: base (+ fresh LoRA), or the weights of stage `done`."""
+    from raycf.models import add_lora, load_model
+    if cfg.finetune.method == "full" and done > 0:
+        model, tok = load_model(plan.stage_dir(done), dtype=cfg.model.dtype)
+        return model.to(device), tok
+    model, tok = load_model(base_dir, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.finetune.method == "lora":
+        ft = cfg.finetune
+        model = add_lora(model, ft.lora_rank, ft.lora_alpha, ft.lora_dropout, ft.target_modules)
+        if done > 0:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+            set_peft_model_state_dict(model, load_file(plan.stage_dir(done) / "adapter_model.safetensors"))
+    return model.to(device), tok
+
+
+def stage_examples(cfg: ExperimentConfig, k: int, tok, kind: str):
+    """Training examples of stage k: its task's rows, plus replayed rows of earlier stages."""
+    import random
+    from raycf import data
+    from raycf.train import encode
+    rows = data.load_stage(cfg.stages[k - 1])
+    n = cfg.data.examples_per_stage or len(rows)
+    rng = random.Random(cfg.seed * 1000 + k)
+    rows = rng.sample(rows, min(n, len(rows)))
+    if cfg.data.replay_ratio > 0 and k > 1:
+        n_replay = int(round(len(rows) * cfg.data.replay_ratio / (1 - cfg.data.replay_ratio)))
+        pool = [r for s in cfg.stages[:k - 1] for r in data.load_stage(s)]
+        rows = rows + rng.sample(pool, min(n_replay, len(pool)))
+    return encode(rows, tok, kind, cfg.optim.max_length, source=cfg.stages[k - 1])
+
+
+def run_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, rank: int, world: int, device) -> dict:
+    """Train stage k, save its checkpoint into the stage cache (verified), return its stats."""
+    from raycf.train import num_steps, train_stage
+    o = cfg.optim
+    examples = stage_examples(cfg, k, tok, plan.kind)
+    steps = num_steps(len(examples), o.batch_size, o.epochs, o.steps_per_stage)
+    stats = train_stage(model, examples, kind=plan.kind, pad_id=tok.pad_token_id, batch_size=o.batch_size,
+                        steps=steps, grad_accum=o.grad_accum, lr=o.lr, weight_decay=o.weight_decay,
+                        schedule=o.schedule, warmup=o.warmup_steps, max_grad_norm=o.max_grad_norm,
+                        seed=cfg.seed * 1000 + k, device=device, on_step=_heartbeat(plan, k, rank))
+    result = {"stage": k, "task": cfg.stages[k - 1], "train/loss": stats.loss, "train/steps": stats.steps,
+              "train/target_tokens": stats.tokens, "train/tokens_per_s": stats.seen_tokens / stats.seconds,
+              "train/seconds": stats.seconds}
+    save_stage(cfg, plan, k, model, tok, result, examples, rank, device)
+    return result
+
+
+def _heartbeat(plan: TrialPlan, k: int, rank: int):
+    """Per-step progress file (pid, stage, step) when RAYCF_HEARTBEAT_DIR is set: fault-injection tests
+    use it to kill a worker by PID in the middle of a stage."""
+    folder = os.environ.get("RAYCF_HEARTBEAT_DIR")
+    if not folder:
+        return None
+
+    def beat(step: int) -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"rank{rank}.json").write_text(json.dumps({"pid": os.getpid(), "stage": k, "step": step}))
+    return beat
+
+
+def save_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, result: dict, examples, rank: int,
+               device) -> None:
+    """Collective: gather the full state, rank 0 writes adapter (LoRA) or full weights, checks that the
+    saved checkpoint is non-empty and reloads to the live model's loss, and publishes it."""
+    from raycf.train import eval_loss
+    probe_batch = examples[:4]
+    live = eval_loss(model, probe_batch, plan.kind, tok.pad_token_id, device)
+    sd = full_state_dict(model)
+    if rank == 0:
+        path = plan.stage_dir(k)
+        tmp = cache.staging_dir(path)
+        inner = _unwrap(model)
+        if cfg.finetune.method == "lora":
+            from peft import get_peft_model_state_dict
+            adapter = get_peft_model_state_dict(inner, state_dict=sd)
+            if not adapter or all(float(t.abs().sum()) == 0 for t in adapter.values()):
+                raise RuntimeError(f"stage {k}: the LoRA adapter to save is empty or all zeros")
+            inner.save_pretrained(tmp, state_dict=sd)
+        else:
+            inner.save_pretrained(tmp, state_dict=sd)
+            tok.save_pretrained(tmp)
+        reloaded = reload_loss(cfg, plan, tmp, probe_batch, tok.pad_token_id)
+        if abs(reloaded - live) > 1e-3 * max(1.0, abs(live)):
+            raise RuntimeError(f"stage {k}: checkpoint reloads to loss {reloaded:.6f}, live model {live:.6f}")
+        result["checkpoint/reload_loss"] = reloaded
+        (tmp / "result.json").write_text(json.dumps(result))
+        cache.publish(tmp, path)
+    _barrier()
+
+
+def reload_loss(cfg: ExperimentConfig, plan: TrialPlan, folder: Path, examples, pad_id: int) -> float:
+    """Loss of `examples` under the checkpoint in `folder`, loaded fresh in this process."""
+    from raycf.models import load_model
+    from raycf.train import eval_loss
+    if cfg.finetune.method == "full":
+        model, _ = load_model(folder, dtype=cfg.model.dtype)
+    else:
+        from peft import PeftModel
+        base_dir = plan.warm_dir() if plan.warm_key else Path(cfg.warm_start.path or plan.model_dir)
+        model, _ = load_model(base_dir, dtype=cfg.model.dtype)
+        model = PeftModel.from_pretrained(model, folder)
+    return eval_loss(model, examples, plan.kind, pad_id)
+
+
+def probe_row(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, rank: int, world: int, device) -> dict:
+    """Probe scores after stage k (k=0: before training), from the cache or measured now (all ranks)."""
+    if not plan.probe_tasks:
+        return {}
+    path = plan.probe_dir(k)
+    if cache.lookup(path) is not None:
+        return cache.read_json(path)
+    from raycf import probe
+    t0 = time.perf_counter()
+    scores = probe.run_probes(model, tok, plan.probe_tasks, shots=cfg.probes.shots, limit=cfg.probes.limit or None,
+                              seed=cfg.seed, rank=rank, world_size=world,
+                              max_new_tokens=cfg.probes.max_new_tokens)
+    row = {"scores": scores, "seconds": time.perf_counter() - t0}
+    if rank == 0:
+        tmp = cache.staging_dir(path)
+        (tmp / "result.json").write_text(json.dumps(row))
+        cache.publish(tmp, path)
+    _barrier()
+    return row
+
+
+def accuracy_matrix(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]):
+    """The accuracy matrix R so far: one row per probe pass, one column per probe task (primary metric)."""
+    import numpy as np
+    from raycf import data
+    from raycf.forgetting import AccuracyMatrix
+    tasks = [data.load_task(t) for t in plan.probe_tasks]
+    scores = np.full((len(cfg.stages) + 1, len(tasks)), np.nan)
+    for i, row in enumerate(rows):
+        for j, t in enumerate(tasks):
+            scores[i, j] = row["scores"][t.name][t.metric[0]]
+    return AccuracyMatrix(scores=scores, tasks=[t.name for t in tasks], categories=[t.category for t in tasks],
+                          stages=list(cfg.stages))
+
+
+def stage_metrics(cfg: ExperimentConfig, plan: TrialPlan, k: int, stats: dict, rows: list[dict]) -> dict:
+    """What Tune and MLflow see after stage k: train stats, probe scores, forgetting so far."""
+    from raycf import data
+    metrics = {"stage": k}
+    metrics.update({key: v for key, v in stats.items() if key.startswith(("train/", "checkpoint/"))})
+    if rows and rows[-1]:
+        for name, scores in rows[-1]["scores"].items():
+            cat = data.load_task(name).category
+            metrics.update({f"probe/{cat}/{name}/{m}": v for m, v in scores.items()})
+        metrics["probe/seconds"] = rows[-1]["seconds"]
+        if k > 0:
+            from raycf.forgetting import forgetting
+            metrics.update(forgetting(accuracy_matrix(cfg, plan, rows)).to_metrics())
+    return metrics
+
+
+def log_final_artifacts(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]) -> None:
+    import tempfile
+    from raycf import tracking
+    if not plan.probe_tasks:
+        return
+    R = accuracy_matrix(cfg, plan, rows)
+    with tempfile.TemporaryDirectory() as d:
+        R.to_csv(Path(d) / "accuracy_matrix.csv")
+        R.heatmap_png(Path(d) / "accuracy_matrix.png")
+        for name in ("accuracy_matrix.csv", "accuracy_matrix.png"):
+            tracking.log_artifact(plan.tracking_uri, plan.run_id, Path(d) / name)
+
+
+# ----------------------------------------------------------------------------- driver: checks and launch
+
+def check(cfg: ExperimentConfig, cluster: dict | None = None) -> Path:
+    """Everything that can be checked before Ray starts; returns the model folder. Raises ConfigError
+    listing every problem."""
+    from raycf import data
+    from raycf.models import ModelError, hidden_size, resolve_model_dir
+    problems = []
+    for i, s in enumerate(cfg.stages):
+        try:
+            data.load_stage(s, limit=1)
+        except data.DataError as e:
+            problems.append(f"stages[{i}]: {e}")
+    try:
+        probe_task_names(cfg)
+    except data.DataError as e:
+        problems.append(f"probes.suites: {e}")
+    if cfg.warm_start.kind == "checkpoint" and cfg.warm_start.path and \
+            not (Path(cfg.warm_start.path) / "config.json").exists():
+        problems.append(f"warm_start.path: {cfg.warm_start.path} is not a model folder (no config.json)")
+    problems += resource_problems(cfg, cluster or local_cluster())
+    model_dir = None
+    try:
+        model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
+                                      cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
+        h = hidden_size(model_dir)
+        if cfg.finetune.method == "lora" and cfg.finetune.lora_rank > h:
+            problems.append(f"finetune.lora_rank: {cfg.finetune.lora_rank} exceeds the model's hidden size {h}; "
+                            f"use a rank <= {h}")
+    except ModelError as e:
+        problems.append(str(e))
+    if problems:
+        raise ConfigError(problems)
+    return model_dir
+
+
+def local_cluster() -> dict:
+    import torch
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def resource_problems(cfg: ExperimentConfig, cluster: dict) -> list[str]:
+    r = cfg.resources
+    problems = []
+    cpus, gpus = r.workers * r.cpus_per_worker, r.workers * r.gpus_per_worker
+    if cpus > cluster.get("CPU", 0) + 1e-9:
+        problems.append(f"resources: {r.workers} workers x {r.cpus_per_worker} CPU = {cpus:g} CPUs, but the cluster "
+                        f"has {cluster.get('CPU', 0):g}; lower resources.workers or resources.cpus_per_worker")
+    if gpus > cluster.get("GPU", 0) + 1e-9:
+        problems.append(f"resources: {r.workers} workers x {r.gpus_per_worker} GPU = {gpus:g} GPUs, but the cluster "
+                        f"has {cluster.get('GPU', 0):g}; set resources.gpus_per_worker=0 or add GPU nodes")
+    return problems
+
+
+def trainer(cfg: ExperimentConfig, plan: TrialPlan, name: str, callbacks=None):
+    """The TorchTrainer of one trial (gloo on CPU, NCCL on GPU)."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    r = cfg.resources
+    res = {"CPU": r.cpus_per_worker}
+    if r.gpus_per_worker:
+        res["GPU"] = r.gpus_per_worker
+    return TorchTrainer(
+        trial_loop,
+        train_loop_config={"config": cfg.to_dict(), "plan": asdict(plan)},
+        torch_config=TorchConfig(backend="nccl" if r.gpus_per_worker else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
+                                               resources_per_worker=res),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=str(Path(plan.storage) / "ray"), callbacks=callbacks,
+            failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
+    )
+
+
+def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | None = None) -> dict:
+    """Run one trial to the end on the current Ray cluster (started locally if none); returns the final
+    metrics. The MLflow run ends FINISHED, or FAILED with the error."""
+    import ray
+    from raycf import tracking
+    from raycf.config import flat_params, to_yaml
+    model_dir = check(cfg)
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    tracking.check_reachable(uri)
+    name = name or f"{cfg.name}-trial-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = tracking.start_run(uri, cfg.tracking.experiment, name, parent_run_id=parent_run_id)
+    plan = make_plan(cfg, model_dir, run_id=run_id, tracking_uri=uri)
+    tracking.log_params(uri, run_id, flat_params(cfg))
+    config_file = Path(plan.storage) / "configs" / f"{name}.yaml"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(to_yaml(cfg))
+    tracking.log_artifact(uri, run_id, config_file)
+    print(f"[raycf] trial {name}: {len(cfg.stages)} stages ({' > '.join(cfg.stages)}), "
+          f"MLflow run {run_id} at {uri}")
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=True)
+    try:
+        result = trainer(cfg, plan, name).fit()
+    except BaseException:
+        tracking.end_run(uri, run_id, "FAILED")
+        raise
+    tracking.end_run(uri, run_id, "FINISHED")
+    return dict(result.metrics or {})
+
+
+def main(argv=None) -> int:
+    import argparse
+    from raycf.config import load, parse_overrides, to_yaml
+    p = argparse.ArgumentParser(prog="python -m raycf.trial", description="run one continual fine-tuning trial")
+    p.add_argument("--space", default="search_spaces/default.yaml", help="experiment / search-space YAML")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    try:
+        cfg = load(args.space, parse_overrides(args.set))
+        cfg = first_point(cfg)
+        print(to_yaml(cfg), end="")
+        metrics = run(cfg)
+    except (ConfigError, ConnectionError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary(metrics))
+    return 0
+
+
+def first_point(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A single trial from a search space: each searched key takes the first value of its domain."""
+    if not cfg.search:
+        return cfg
+    from raycf.space import first_value
+    fixed = {key: first_value(domain, key) for key, domain in cfg.search.items()}
+    print(f"[raycf] single trial: searched keys fixed to {fixed} (override with --set)")
+    return cfg.with_overrides({**fixed, "search": {}})
+
+
+def summary(metrics: dict) -> str:
+    keys = [k for k in sorted(metrics) if k.startswith(("train/loss", "forgetting/", "stage"))]
+    return "\n".join(f"{k:45s} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"{k:45s} {metrics[k]}"
+                     for k in keys)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
