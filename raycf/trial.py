@@ -525,7 +525,7 @@ def first_point(cfg: ExperimentConfig) -> ExperimentConfig:
     if not cfg.search:
         return cfg
     from raycf.space import first_value
-    fixed = {key: first_value(domain, key) for key, domain in cfg.search.items()}
+    fixed = {key: v for key, domain in cfg.search.items() if (v := first_value(domain, key)) is not None}
     print(f"[raycf] single trial: searched keys fixed to {fixed} (override with --set)")
     return cfg.with_overrides({**fixed, "search": {}})
 
