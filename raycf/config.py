@@ -226,8 +226,10 @@ def from_dict(data: dict, source: str | None = None) -> ExperimentConfig:
     """Build and validate; raise ConfigError listing every problem."""
     problems: list[str] = []
     cfg = _build(ExperimentConfig, data, "", problems)
-    if not problems:
+    try:
         _validate(cfg, problems)
+    except TypeError:
+        pass  # a value of the wrong type, already reported by _build
     if problems:
         raise ConfigError(problems, source)
     return cfg

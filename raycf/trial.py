@@ -115,23 +115,28 @@ def trial_loop(args: dict) -> None:
     from raycf.train import wrap
     model = wrap(model, cfg.resources.strategy, device, _bf16(cfg, device))
     rows: list[dict] = []
-    for k in range(0, len(cfg.stages) + 1):
-        stats = run_stage(cfg, plan, k, model, tok, rank, world, device) if k > done else \
-            (cache.read_json(plan.stage_dir(k)) if k > 0 else {})
-        row = probe_row(cfg, plan, k, model, tok, rank, world, device)
+    work = {"sweep/stage_trainings": 0, "sweep/probe_passes": 0}  # what this trial computed itself
+    for k in range(0, 1 if args.get("prepare_only") else len(cfg.stages) + 1):
+        if k > done:
+            stats = run_stage(cfg, plan, k, model, tok, rank, world, device)
+            work["sweep/stage_trainings"] += 1
+        else:
+            stats = cache.read_json(plan.stage_dir(k)) if k > 0 else {}
+        row, fresh = probe_row(cfg, plan, k, model, tok, rank, world, device)
+        work["sweep/probe_passes"] += fresh
         rows.append(row)
-        metrics = stage_metrics(cfg, plan, k, stats, rows)
-        if k <= reported:
+        metrics = {**stage_metrics(cfg, plan, k, stats, rows), **work}
+        if k <= reported or args.get("prepare_only"):
             continue  # a restarted worker group: Tune and MLflow already have this stage
         if rank == 0 and plan.run_id:
             from raycf import tracking
             tracking.log_metrics(plan.tracking_uri, plan.run_id, metrics, step=k)
             if k == len(cfg.stages):
                 log_final_artifacts(cfg, plan, rows)
-        checkpoint = None
-        if k > 0 and rank == 0:
-            checkpoint = ray.train.Checkpoint.from_directory(str(plan.stage_dir(k)))
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"stage_{k:03d}" if k else None)
+        if k == 0:
+            continue  # the before-training row goes to MLflow (step 0); Tune's iterations are the stages
+        checkpoint = ray.train.Checkpoint.from_directory(str(plan.stage_dir(k))) if rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"stage_{k:03d}")
     if dist.is_initialized():
         dist.barrier()  # no rank tears down while another still reports
 
@@ -329,13 +334,15 @@ def reload_loss(cfg: ExperimentConfig, plan: TrialPlan, folder: Path, examples, 
     return eval_loss(model, examples, plan.kind, pad_id)
 
 
-def probe_row(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, rank: int, world: int, device) -> dict:
-    """Probe scores after stage k (k=0: before training), from the cache or measured now (all ranks)."""
+def probe_row(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, rank: int, world: int,
+              device) -> tuple[dict, int]:
+    """Probe scores after stage k (k=0: before training), from the cache or measured now (all ranks);
+    and 1 if measured now."""
     if not plan.probe_tasks:
-        return {}
+        return {}, 0
     path = plan.probe_dir(k)
     if cache.lookup(path) is not None:
-        return cache.read_json(path)
+        return cache.read_json(path), 0
     from raycf import probe
     t0 = time.perf_counter()
     scores = probe.run_probes(model, tok, plan.probe_tasks, shots=cfg.probes.shots, limit=cfg.probes.limit or None,
@@ -347,7 +354,7 @@ def probe_row(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, rank: 
         (tmp / "result.json").write_text(json.dumps(row))
         cache.publish(tmp, path)
     _barrier()
-    return row
+    return row, 1
 
 
 def accuracy_matrix(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]):
@@ -377,7 +384,17 @@ def stage_metrics(cfg: ExperimentConfig, plan: TrialPlan, k: int, stats: dict, r
         if k > 0:
             from raycf.forgetting import forgetting
             metrics.update(forgetting(accuracy_matrix(cfg, plan, rows)).to_metrics())
+    metrics["objective"] = objective(metrics, float(cfg.sweep.get("task_floor", 0.0)))
     return metrics
+
+
+def objective(metrics: dict, task_floor: float) -> float:
+    """What a sweep minimises by default: mean FG over the general categories, plus 100 x how far the
+    learned tasks' average falls short of `task_floor` (so forgetting nothing by learning nothing loses)."""
+    fg = metrics.get("forgetting/mean_FG", 0.0)
+    learned = metrics.get("forgetting/tasks/average")
+    shortfall = max(0.0, task_floor - learned) if learned is not None else 0.0
+    return fg + 100.0 * shortfall
 
 
 def log_final_artifacts(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]) -> None:
@@ -447,8 +464,9 @@ def resource_problems(cfg: ExperimentConfig, cluster: dict) -> list[str]:
     return problems
 
 
-def trainer(cfg: ExperimentConfig, plan: TrialPlan, name: str, callbacks=None):
-    """The TorchTrainer of one trial (gloo on CPU, NCCL on GPU)."""
+def trainer(cfg: ExperimentConfig, plan: TrialPlan, name: str, callbacks=None, prepare_only: bool = False):
+    """The TorchTrainer of one trial (gloo on CPU, NCCL on GPU). prepare_only: just the warm start and the
+    before-training probe row, which trials then share."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     r = cfg.resources
@@ -457,7 +475,7 @@ def trainer(cfg: ExperimentConfig, plan: TrialPlan, name: str, callbacks=None):
         res["GPU"] = r.gpus_per_worker
     return TorchTrainer(
         trial_loop,
-        train_loop_config={"config": cfg.to_dict(), "plan": asdict(plan)},
+        train_loop_config={"config": cfg.to_dict(), "plan": asdict(plan), "prepare_only": prepare_only},
         torch_config=TorchConfig(backend="nccl" if r.gpus_per_worker else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
                                                resources_per_worker=res),

@@ -1,0 +1,346 @@
+"""The sweep: Ray Tune explores a search space of continual fine-tuning trials; MLflow compares them.
+
+    python -m raycf.sweep                                   # offline default sweep (search_spaces/default.yaml)
+    python -m raycf.sweep --space search_spaces/X.yaml --set optim.lr=3e-4 --dry-run
+    python -m raycf.sweep --resume                          # continue an interrupted sweep
+    ray job submit --working-dir . -- python -m raycf.sweep # the same on a Ray cluster
+
+Shared work is done once: the `general` warm start and the before-training probe row per
+(model, warm start) are prepared before any trial starts, and stage checkpoints are shared through
+the content-addressed stage cache by trials whose stage prefixes agree (a lock per stage key makes
+the second trial wait for the first instead of training the same stage twice).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from raycf.config import ConfigError, ExperimentConfig, _build
+
+
+@dataclass
+class SweepConfig:
+    num_samples: int = 1              # samples of the sampled domains (grid domains multiply this)
+    search_alg: str = "basic"         # basic (Tune's grid/random) | optuna
+    scheduler: str = "fifo"           # fifo | asha (time = stage index)
+    metric: str = "objective"         # what ranks trials and drives ASHA / optuna
+    mode: str = "min"
+    task_floor: float = 0.0           # objective = mean FG + 100 x shortfall of learned-task average below this
+    grace_period: int = 1             # ASHA: stages before a trial may be stopped
+    reduction_factor: float = 2.0
+    max_concurrent: int = 0           # 0 = as many as the cluster holds
+    trial_cpus: float = 0.1           # the Tune trial's own driver (it only waits on its Train workers)
+
+
+SCHEDULERS, ALGS = ("fifo", "asha"), ("basic", "optuna")
+
+
+def sweep_config(cfg: ExperimentConfig) -> SweepConfig:
+    problems: list[str] = []
+    sc = _build(SweepConfig, cfg.sweep, "sweep.", problems)
+    if not problems:
+        if sc.scheduler not in SCHEDULERS:
+            problems.append(f"sweep.scheduler: {sc.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        if sc.search_alg not in ALGS:
+            problems.append(f"sweep.search_alg: {sc.search_alg!r} is not one of {', '.join(ALGS)}")
+        if sc.mode not in ("min", "max"):
+            problems.append(f"sweep.mode: {sc.mode!r} must be min or max")
+        if sc.num_samples < 1:
+            problems.append(f"sweep.num_samples: must be >= 1, got {sc.num_samples}")
+    if problems:
+        raise ConfigError(problems)
+    return sc
+
+
+# ----------------------------------------------------------------------------- resources
+
+def fit_resources(cfg: ExperimentConfig, sc: SweepConfig, cluster: dict) -> tuple[ExperimentConfig, int]:
+    """Worker CPUs that leave room for the trial driver (the naive 1 + 2 x 1 CPUs on 2 CPUs deadlocks),
+    and how many trials fit at once. Raises ConfigError if one trial can never fit."""
+    r = cfg.resources
+    total_cpu, total_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    need = sc.trial_cpus + r.workers * r.cpus_per_worker
+    if r.workers * r.gpus_per_worker > total_gpu + 1e-9:
+        raise ConfigError([f"resources: a trial needs {r.workers * r.gpus_per_worker:g} GPUs, the cluster has "
+                           f"{total_gpu:g}; set resources.gpus_per_worker=0 or add GPU nodes"])
+    if need > total_cpu + 1e-9:
+        if r.workers * r.cpus_per_worker > total_cpu + 1e-9:
+            raise ConfigError([f"resources: a trial needs {r.workers} workers x {r.cpus_per_worker:g} CPU + "
+                               f"{sc.trial_cpus:g} = {need:g} CPUs, the cluster has {total_cpu:g}; lower "
+                               f"resources.workers or resources.cpus_per_worker"])
+        # shrink each worker's share just enough for the trial driver to fit beside them
+        share = round((total_cpu - sc.trial_cpus) / r.workers - 0.005, 2)
+        cfg = cfg.with_overrides({"resources.cpus_per_worker": share})
+        need = sc.trial_cpus + r.workers * share
+    fits = max(1, int((total_cpu + 1e-9) // need))
+    if r.gpus_per_worker > 0:
+        fits = min(fits, int((total_gpu + 1e-9) // (r.workers * r.gpus_per_worker)))
+    if sc.max_concurrent:
+        fits = min(fits, sc.max_concurrent)
+    return cfg, fits
+
+
+# ----------------------------------------------------------------------------- the Tune trainable
+
+def tune_trial(params: dict, *, base: dict, sweep_dir: str, parent_run_id: str, uri: str) -> None:
+    """One Tune trial: apply the sampled point, open (or, on resume, reopen) its MLflow run, run the
+    trial's TorchTrainer with Tune reporting, and end the run FINISHED or FAILED."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+    from raycf import tracking, trial
+    from raycf.config import flat_params, from_dict
+    from raycf.models import resolve_model_dir
+
+    cfg = from_dict(base).with_overrides(params)
+    ctx = ray.tune.get_context()
+    trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
+    record = Path(sweep_dir) / "runs" / f"{trial_id}.json"
+    if record.exists():  # resumed sweep: same trial, same MLflow run
+        run_id = json.loads(record.read_text())["run_id"]
+        tracking.client(uri).update_run(run_id, status="RUNNING")
+    else:
+        run_id = tracking.start_run(uri, cfg.tracking.experiment, trial_name, parent_run_id=parent_run_id,
+                                    tags={"raycf.trial_id": trial_id, "raycf.task_order": " > ".join(cfg.stages)})
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"run_id": run_id, "params": params}))
+        tracking.log_params(uri, run_id, {**flat_params(cfg), "task_order": " > ".join(cfg.stages)})
+    model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
+                                  cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
+    plan = trial.make_plan(cfg, model_dir, run_id=run_id, tracking_uri=uri)
+    try:
+        trial.trainer(cfg, plan, name=f"{trial_name}", callbacks=[TuneReportCallback()]).fit()
+    except BaseException:
+        tracking.end_run(uri, run_id, "FAILED")
+        raise
+    tracking.end_run(uri, run_id, "FINISHED")
+
+
+# ----------------------------------------------------------------------------- shared work
+
+def prepare_shared(points: list[ExperimentConfig], uri: str) -> int:
+    """Train each distinct `general` warm start and probe each distinct start once, before trials run.
+    Returns how many prepare jobs ran."""
+    from raycf import cache, trial
+    seen, jobs = set(), 0
+    for cfg in points:
+        model_dir = trial.check(cfg)
+        plan = trial.make_plan(cfg, model_dir, tracking_uri=uri)
+        if plan.start_key in seen:
+            continue
+        seen.add(plan.start_key)
+        warm_ready = plan.warm_key is None or cache.lookup(plan.warm_dir()) is not None
+        probe_ready = not plan.probe_tasks or cache.lookup(plan.probe_dir(0)) is not None
+        if warm_ready and probe_ready:
+            continue
+        print(f"[raycf] preparing shared start {plan.start_key} (warm start: {cfg.warm_start.kind})")
+        trial.trainer(cfg, plan, name=f"prepare-{plan.start_key}", prepare_only=True).fit()
+        jobs += 1
+    return jobs
+
+
+# ----------------------------------------------------------------------------- driver
+
+def points_of(cfg: ExperimentConfig, resolved: dict) -> list[ExperimentConfig]:
+    """One config per grid point (sampled keys at their first value): for checks and shared work."""
+    from raycf.space import first_value, grid_points
+    sampled = {k: first_value(cfg.search[k], k) for k, (name, _) in resolved.items() if name != "grid"}
+    return [cfg.with_overrides({**sampled, **p, "search": {}, "sweep": {}}) for p in grid_points(resolved)]
+
+
+def dry_run(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, points, fits: int) -> str:
+    from raycf.space import count_trials
+    n = count_trials(resolved, sc.num_samples)
+    stages = sum(len(p.stages) for p in points) * sc.num_samples
+    r = cfg.resources
+    return (f"space ok: {n} trials, {stages} stage trainings without sharing, "
+            f"{r.workers} workers x {r.cpus_per_worker:g} CPU"
+            f"{f' + {r.gpus_per_worker:g} GPU' if r.gpus_per_worker else ''} + {sc.trial_cpus:g} CPU driver "
+            f"per trial, {fits} at a time on this cluster")
+
+
+def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> int:
+    import ray
+    from raycf import space, tracking, trial
+    sc = sweep_config(cfg)
+    resolved = space.resolve(cfg)
+    points = points_of(cfg, resolved)
+    for p in points:  # every problem of every grid point, before Ray starts
+        trial.check(p)
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
+        cluster = ray.cluster_resources()
+    else:
+        cluster = trial.local_cluster()
+    cfg, fits = fit_resources(cfg, sc, cluster)
+    print(dry_run(cfg, sc, resolved, points, fits))
+    if dry:
+        return 0
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    tracking.check_reachable(uri)
+    storage = Path(cfg.storage_path).expanduser().resolve()
+    sweep_dir = storage / "sweeps" / cfg.name
+    parent_file = sweep_dir / "parent_run.json"
+    if resume and not parent_file.exists():
+        raise ConfigError([f"--resume: no sweep named {cfg.name!r} under {storage}; run without --resume"])
+    if not resume and parent_file.exists():
+        raise ConfigError([f"sweep {cfg.name!r} already exists under {storage}; continue it with --resume or "
+                           f"give a new name with --set name=..."])
+    if not ray.is_initialized():
+        ray.init(num_cpus=int(cluster["CPU"]), include_dashboard=True, log_to_driver=False)
+    if resume:
+        parent_run_id = json.loads(parent_file.read_text())["run_id"]
+    else:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        parent_run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, tags={"raycf.sweep": cfg.name})
+        parent_file.write_text(json.dumps({"run_id": parent_run_id}))
+        space_file = sweep_dir / "search_space.yaml"
+        from raycf.config import to_yaml
+        space_file.write_text(to_yaml(cfg))
+        tracking.log_artifact(uri, parent_run_id, space_file)
+    t0 = time.perf_counter()
+    try:
+        prepared = prepare_shared(points, uri)
+        grid = tuner(cfg, sc, resolved, sweep_dir, parent_run_id, uri, fits, resume).fit()
+    except BaseException:
+        close_children(uri, parent_run_id, "KILLED")
+        tracking.end_run(uri, parent_run_id, "FAILED")
+        raise
+    close_children(uri, parent_run_id, "KILLED")  # trials the scheduler stopped
+    rows = summarize(uri, parent_run_id, sc)
+    stats = work_counts(rows, points, sc)
+    tracking.log_metrics(uri, parent_run_id, {**stats, "wall_seconds": time.perf_counter() - t0,
+                                              "prepare_jobs": prepared}, step=0)
+    tracking.end_run(uri, parent_run_id, "FINISHED" if not grid.errors else "FAILED")
+    print(ranked_table(rows, sc))
+    print(f"stage trainings: {stats['stage_trainings']:g} run (naive: {stats['stage_trainings_naive']:g}); "
+          f"probe passes: {stats['probe_passes']:g} run (naive: {stats['probe_passes_naive']:g})")
+    print(f"compare runs:  mlflow ui --backend-store-uri {uri}")
+    return 1 if grid.errors else 0
+
+
+def tuner(cfg, sc, resolved, sweep_dir: Path, parent_run_id: str, uri: str, fits: int, resume: bool):
+    from ray import tune
+    from raycf import space
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, base=cfg.to_dict(), sweep_dir=str(sweep_dir),
+                             parent_run_id=parent_run_id, uri=uri),
+        {"CPU": sc.trial_cpus})
+    path = str(sweep_dir / "tune")
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    scheduler = None
+    if sc.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+        scheduler = ASHAScheduler(time_attr="stage", max_t=len(cfg.stages), grace_period=sc.grace_period,
+                                  reduction_factor=sc.reduction_factor)
+    search_alg = None
+    if sc.search_alg == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+        search_alg = OptunaSearch()
+    return tune.Tuner(
+        trainable,
+        param_space=space.param_space(resolved),
+        tune_config=tune.TuneConfig(metric=sc.metric, mode=sc.mode, num_samples=sc.num_samples,
+                                    scheduler=scheduler, search_alg=search_alg, max_concurrent_trials=fits),
+        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), callbacks=[Progress(sc)],
+                                  verbose=0, failure_config=tune.FailureConfig(max_failures=1)),
+    )
+
+
+def close_children(uri: str, parent_run_id: str, status: str) -> None:
+    """Nothing stays RUNNING: children the scheduler stopped (or a crash left) end as `status`."""
+    from raycf import tracking
+    c = tracking.client(uri)
+    parent = c.get_run(parent_run_id)
+    for r in c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'"):
+        if r.info.status == "RUNNING":
+            c.set_terminated(r.info.run_id, status=status)
+
+
+def summarize(uri: str, parent_run_id: str, sc: SweepConfig) -> list[dict]:
+    from raycf import tracking
+    c = tracking.client(uri)
+    exp = c.get_run(parent_run_id).info.experiment_id
+    rows = []
+    for r in c.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_run_id}'"):
+        rows.append({"run": r.info.run_name, "status": r.info.status, "params": r.data.params,
+                     "metrics": r.data.metrics, "run_id": r.info.run_id})
+    return rows
+
+
+def work_counts(rows: list[dict], points, sc: SweepConfig) -> dict:
+    trained = sum(r["metrics"].get("sweep/stage_trainings", 0) for r in rows)
+    probed = sum(r["metrics"].get("sweep/probe_passes", 0) for r in rows)
+    naive = sum(len(p.stages) for p in points) * sc.num_samples
+    return {"stage_trainings": trained, "stage_trainings_naive": naive,
+            "probe_passes": probed, "probe_passes_naive": naive + len(points) * sc.num_samples}
+
+
+def ranked_table(rows: list[dict], sc: SweepConfig) -> str:
+    cols = ["forgetting/mean_FG", "forgetting/knowledge/FG", "forgetting/reasoning/FG", "forgetting/reading/FG",
+            "forgetting/bias/FG", "forgetting/tasks/average"]
+    key = sc.metric
+    sign = 1 if sc.mode == "min" else -1
+    rows = sorted(rows, key=lambda r: sign * r["metrics"].get(key, float("inf") * sign))
+    head = f"{'rank':4s} {'trial':28s} {'status':8s} {'warm':8s} {'lr':>8s} {'stage':>5s} " + \
+        " ".join(f"{c.split('/')[-2] + '/' + c.split('/')[-1] if c.count('/') > 1 else c.split('/')[-1]:>18s}"
+                 for c in cols)
+    lines = [head]
+    for i, r in enumerate(rows, 1):
+        m, p = r["metrics"], r["params"]
+        vals = " ".join(f"{m[c]:18.2f}" if c in m else f"{'-':>18s}" for c in cols)
+        lines.append(f"{i:<4d} {r['run'][:28]:28s} {r['status'][:8]:8s} {p.get('warm_start.kind', '-'):8s} "
+                     f"{float(p.get('optim.lr', 'nan')):8.1e} {int(m.get('stage', 0)):5d} {vals}")
+    return "\n".join(lines)
+
+
+def _progress_cls():
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        """One line per finished stage: trial, stage, train loss, FG so far."""
+
+        def __init__(self, sc: SweepConfig):
+            self.sc = sc
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            stage = result.get("stage")
+            fg = result.get("forgetting/mean_FG")
+            loss = result.get("train/loss")
+            done = sum(t.status == "TERMINATED" for t in trials)
+            print(f"[sweep] {trial.trial_id} stage {stage}: "
+                  f"loss {loss if loss is None else round(loss, 4)}  mean FG so far "
+                  f"{fg if fg is None else round(fg, 2)}  ({done}/{len(trials)} trials done)", flush=True)
+    return Progress
+
+
+def Progress(sc: SweepConfig):  # noqa: N802 - builds the Tune callback lazily (ray import is slow)
+    return _progress_cls()(sc)
+
+
+def main(argv=None) -> int:
+    import argparse
+    from raycf.config import load, parse_overrides
+    p = argparse.ArgumentParser(prog="python -m raycf.sweep", description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="search_spaces/default.yaml", help="search-space YAML")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
+    p.add_argument("--dry-run", action="store_true", help="resolve, validate and count; train nothing")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep of the same name")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    try:
+        cfg = load(args.space, parse_overrides(args.set))
+        return run(cfg, resume=args.resume, dry=args.dry_run)
+    except (ConfigError, ConnectionError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
