@@ -1,0 +1,85 @@
+"""raycf.config and raycf.space: every shipped YAML loads; bad input is one clear line per problem."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raycf import config, space
+from raycf.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_every_shipped_space_loads_and_resolves(path):
+    cfg = config.load(path)
+    resolved = space.resolve(cfg)
+    assert space.count_trials(resolved, 1) >= 1
+
+
+def test_overrides_are_typed_and_fix_searched_keys():
+    cfg = config.load(ROOT / "search_spaces/default.yaml",
+                      config.parse_overrides(["optim.lr=3e-4", "stages=[headline, explanation]"]))
+    assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float)
+    assert cfg.stages == ["headline", "explanation"]
+    assert "optim.lr" not in cfg.search  # --set fixes a searched dimension
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["finetune.lora_rnak=4"], "finetune.lora_rnak: unknown key; did you mean 'lora_rank'?"),
+    (["optim.lr=-1"], "optim.lr: must be > 0, got -1.0"),
+    (["finetune.lora_rank=0"], "finetune.lora_rank: must be >= 1 for method lora, got 0"),
+    (["optim.schedule=cosin"], "optim.schedule: 'cosin' is not one of constant, linear, cosine; did you mean 'cosine'?"),
+    (["optim.batch_size=7"], "optim.batch_size: 7 must be a multiple of resources.workers x optim.grad_accum = 2"),
+    (["optim.batch_size=eight"], "optim.batch_size: expected int, got str 'eight'"),
+    (["resources.strategy=zero3"], "resources.strategy: 'zero3' is not one of fsdp, ddp"),
+    (["stages=[]"], "stages: expected a non-empty list of task names, got []"),
+])
+def test_bad_values_name_key_value_and_fix(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        config.load(ROOT / "search_spaces/default.yaml", config.parse_overrides(overrides))
+    assert message in str(e.value)
+
+
+def test_all_problems_are_gathered_into_one_error():
+    with pytest.raises(ConfigError) as e:
+        config.load(None, config.parse_overrides(["optim.lr=-1", "finetune.lora_rank=0", "bogus=1"]))
+    assert len(e.value.problems) == 3
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line \d+: malformed YAML"):
+        config.load(bad)
+
+
+@pytest.mark.parametrize("search,message", [
+    ({"optim.lr": {"grid": []}}, "search.optim.lr: grid needs a non-empty list of values (it gives zero trials)"),
+    ({"optim.lr": {"logunifrom": [1e-4, 1e-2]}}, "unknown domain 'logunifrom'; did you mean 'loguniform'?"),
+    ({"optim.lr": {"loguniform": [0, 1e-2]}}, "loguniform needs [low, high] with low < high and low > 0"),
+    ({"optim.lrr": {"grid": [1e-3]}}, "search.optim.lrr: not a config key"),
+    ({"optim.lr": {"grid": [1e-3, -1]}}, "search.optim.lr=-1: optim.lr: must be > 0, got -1.0"),
+    ({"stages": {"orders": {"random": 0}}}, "orders must be 'all', {random: N} or a list of task lists"),
+])
+def test_bad_search_spaces(search, message):
+    cfg = config.from_dict({"search": search})
+    with pytest.raises(ConfigError) as e:
+        space.resolve(cfg)
+    assert message in str(e.value)
+
+
+def test_all_orders_of_three_tasks():
+    cfg = config.from_dict({"stages": ["a", "b", "c"], "search": {"stages": {"orders": "all"}}})
+    resolved = space.resolve(cfg)
+    assert space.count_trials(resolved, 1) == 6
+    assert ["c", "b", "a"] in resolved["stages"][1]
+
+
+def test_cli_error_is_one_line_without_traceback():
+    r = subprocess.run([sys.executable, "-m", "raycf.config", "--set", "optim.lr=-1"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["error: search_spaces/default.yaml: optim.lr: must be > 0, got -1.0"]
