@@ -270,7 +270,7 @@ def parse_overrides(items: list[str]) -> dict:
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
-        raise ConfigError([f"file not found; give a YAML from search_spaces/, e.g. search_spaces/default.yaml"],
+        raise ConfigError(["file not found; give a YAML from search_spaces/, e.g. search_spaces/default.yaml"],
                           str(path))
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -110,19 +110,22 @@ def trial_loop(args: dict) -> None:
     device = _device(cfg)
     reported = _last_reported_stage()
     base_dir = ensure_warm_start(cfg, plan, rank, world, device)
-    done = cached_prefix(plan)
+    done = _agree(cached_prefix(plan))
     model, tok = build_model(cfg, plan, base_dir, done, device)
     from raycf.train import wrap
     model = wrap(model, cfg.resources.strategy, device, _bf16(cfg, device))
     rows: list[dict] = []
     work = {"sweep/stage_trainings": 0, "sweep/probe_passes": 0}  # what this trial computed itself
+    copy: dict = {}
     for k in range(0, 1 if args.get("prepare_only") else len(cfg.stages) + 1):
+        state = None
         if k > done:
-            stats = run_stage(cfg, plan, k, model, tok, rank, world, device)
+            stats, state = run_stage(cfg, plan, k, model, tok, rank, world, device)
             work["sweep/stage_trainings"] += 1
         else:
             stats = cache.read_json(plan.stage_dir(k)) if k > 0 else {}
-        row, fresh = probe_row(cfg, plan, k, model, tok, rank, world, device)
+        row, fresh = probe_row(cfg, plan, k, lambda: plain_model(cfg, plan, base_dir, model, state, copy, device),
+                               tok, rank, world)
         work["sweep/probe_passes"] += fresh
         rows.append(row)
         metrics = {**stage_metrics(cfg, plan, k, stats, rows), **work}
@@ -174,6 +177,17 @@ def cached_prefix(plan: TrialPlan) -> int:
     return done
 
 
+def _agree(value):
+    """Rank 0's value on every rank: cache lookups must agree, or a rank that saw an entry another trial
+    published a moment later would skip a collective the others enter."""
+    import torch.distributed as dist
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _barrier():
     import torch.distributed as dist
     if dist.is_initialized():
@@ -188,7 +202,7 @@ def ensure_warm_start(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: 
     if cfg.warm_start.kind == "none":
         return Path(plan.model_dir)
     path = plan.warm_dir()
-    if cache.lookup(path) is not None:
+    if _agree(cache.lookup(path) is not None):
         return path
     from raycf import data
     from raycf.models import load_model
@@ -219,12 +233,33 @@ def _unwrap(model):
 
 
 def full_state_dict(model) -> dict:
-    """Full, CPU-offloaded state dict: a collective, every rank calls it; rank 0 gets the tensors."""
+    """Full (unsharded) state dict on every rank: a collective, every rank calls it. Every rank gets the
+    tensors because under FSDP2 each rank also probes a plain copy of the model."""
     import torch.distributed as dist
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    if not dist.is_initialized() or dist.get_world_size() == 1 or not _is_fsdp(model):
+        return {k: v.detach() for k, v in _unwrap(model).state_dict().items()}
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-    return get_model_state_dict(_unwrap(model), options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+
+
+def _is_fsdp(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+    return isinstance(model, FSDPModule)
+
+
+def plain_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, model, state: dict | None, copy: dict,
+                device):
+    """The model to probe. DDP and one process: the model itself. FSDP2: a forward is a collective and the
+    probe runs different forwards per rank, so every rank probes a plain copy loaded from the full state
+    dict (gathered now if the stage came from the cache)."""
+    if not _is_fsdp(model):
+        return _unwrap(model)
+    if state is None:
+        state = full_state_dict(model)
+    if "model" not in copy:
+        copy["model"], _ = build_model(cfg, plan, base_dir, 0, device)
+    copy["model"].load_state_dict(state)
+    return copy["model"]
 
 
 def build_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, done: int, device):
@@ -260,8 +295,9 @@ def stage_examples(cfg: ExperimentConfig, k: int, tok, kind: str):
     return encode(rows, tok, kind, cfg.optim.max_length, source=cfg.stages[k - 1])
 
 
-def run_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, rank: int, world: int, device) -> dict:
-    """Train stage k, save its checkpoint into the stage cache (verified), return its stats."""
+def run_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, rank: int, world: int,
+              device) -> tuple[dict, dict]:
+    """Train stage k, save its checkpoint into the stage cache (verified); its stats and full state dict."""
     from raycf.train import num_steps, train_stage
     o = cfg.optim
     examples = stage_examples(cfg, k, tok, plan.kind)
@@ -273,8 +309,8 @@ def run_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, rank: 
     result = {"stage": k, "task": cfg.stages[k - 1], "train/loss": stats.loss, "train/steps": stats.steps,
               "train/target_tokens": stats.tokens, "train/tokens_per_s": stats.seen_tokens / stats.seconds,
               "train/seconds": stats.seconds}
-    save_stage(cfg, plan, k, model, tok, result, examples, rank, device)
-    return result
+    state = save_stage(cfg, plan, k, model, tok, result, examples, rank, device)
+    return result, state
 
 
 def _heartbeat(plan: TrialPlan, k: int, rank: int):
@@ -291,7 +327,7 @@ def _heartbeat(plan: TrialPlan, k: int, rank: int):
 
 
 def save_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, result: dict, examples, rank: int,
-               device) -> None:
+               device) -> dict:
     """Collective: gather the full state, rank 0 writes adapter (LoRA) or full weights, checks that the
     saved checkpoint is non-empty and reloads to the live model's loss, and publishes it."""
     from raycf.train import eval_loss
@@ -315,9 +351,11 @@ def save_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, resul
         if abs(reloaded - live) > 1e-3 * max(1.0, abs(live)):
             raise RuntimeError(f"stage {k}: checkpoint reloads to loss {reloaded:.6f}, live model {live:.6f}")
         result["checkpoint/reload_loss"] = reloaded
+        result["checkpoint/live_loss"] = live
         (tmp / "result.json").write_text(json.dumps(result))
         cache.publish(tmp, path)
     _barrier()
+    return sd
 
 
 def reload_loss(cfg: ExperimentConfig, plan: TrialPlan, folder: Path, examples, pad_id: int) -> float:
@@ -334,18 +372,18 @@ def reload_loss(cfg: ExperimentConfig, plan: TrialPlan, folder: Path, examples, 
     return eval_loss(model, examples, plan.kind, pad_id)
 
 
-def probe_row(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, rank: int, world: int,
-              device) -> tuple[dict, int]:
+def probe_row(cfg: ExperimentConfig, plan: TrialPlan, k: int, get_model, tok, rank: int,
+              world: int) -> tuple[dict, int]:
     """Probe scores after stage k (k=0: before training), from the cache or measured now (all ranks);
     and 1 if measured now."""
     if not plan.probe_tasks:
         return {}, 0
     path = plan.probe_dir(k)
-    if cache.lookup(path) is not None:
+    if _agree(cache.lookup(path) is not None):
         return cache.read_json(path), 0
     from raycf import probe
     t0 = time.perf_counter()
-    scores = probe.run_probes(model, tok, plan.probe_tasks, shots=cfg.probes.shots, limit=cfg.probes.limit or None,
+    scores = probe.run_probes(get_model(), tok, plan.probe_tasks, shots=cfg.probes.shots, limit=cfg.probes.limit or None,
                               seed=cfg.seed, rank=rank, world_size=world,
                               max_new_tokens=cfg.probes.max_new_tokens)
     row = {"scores": scores, "seconds": time.perf_counter() - t0}

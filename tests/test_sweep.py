@@ -1,0 +1,87 @@
+"""raycf.sweep end to end: real Ray Tune + Train, real MLflow (sqlite), tiny models, offline data."""
+from pathlib import Path
+
+import pytest
+
+from raycf import config, sweep
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small(tmp_path, **over) -> dict:
+    """A small sweep as `--set` overrides of the default space."""
+    base = {
+        "name": "s", "model.name": "tiny-causal", "stages": ["simplification", "headline"],
+        "optim.steps_per_stage": 2, "optim.batch_size": 4, "data.examples_per_stage": 32,
+        "warm_start.steps": 2, "warm_start.batch_size": 4,
+        "probes.suites": ["knowledge"], "probes.limit": 4, "probes.max_new_tokens": 4,
+        "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "tracking.experiment": "sweep-test",
+        "storage_path": str(tmp_path / "runs"),
+    }
+    base.update(over)
+    return base
+
+
+def load(over: dict):
+    return config.load(ROOT / "search_spaces/default.yaml", over)
+
+
+def children(uri: str, experiment: str):
+    from raycf import tracking
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return c, parents, kids
+
+
+@pytest.fixture(scope="module")
+def ray_local(cache_dir):
+    import ray
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_warm_start_sweep_tracks_parent_children_and_shares_the_warm_start(ray_local, tmp_path):
+    over = small(tmp_path, search={"warm_start.kind": {"grid": ["none", "general"]}})
+    assert sweep.run(load(over)) == 0
+    c, parents, kids = children(over["tracking.uri"], "sweep-test")
+    assert len(parents) == 1 and len(kids) == 2
+    assert parents[0].info.status == "FINISHED" and all(k.info.status == "FINISHED" for k in kids)
+    assert {k.data.tags["mlflow.parentRunId"] for k in kids} == {parents[0].info.run_id}
+    for k in kids:
+        steps = [m.step for m in c.get_metric_history(k.info.run_id, "probe/knowledge/facts_geography/acc")]
+        assert sorted(steps) == [0, 1, 2]
+        assert "forgetting/knowledge/FG" in k.data.metrics
+        assert k.data.params["task_order"] == "simplification > headline"
+    assert parents[0].data.metrics["stage_trainings"] == 4
+    assert len(list((tmp_path / "runs" / "cache" / "warm").iterdir())) == 1
+
+
+def test_all_orders_of_three_tasks_train_15_stages(ray_local, tmp_path):
+    over = small(tmp_path, stages=["simplification", "headline", "explanation"],
+                 search={"stages": {"orders": "all"}}, name="orders")
+    assert sweep.run(load(over)) == 0
+    _, parents, kids = children(over["tracking.uri"], "sweep-test")
+    assert len(kids) == 6
+    m = parents[0].data.metrics
+    assert (m["stage_trainings"], m["stage_trainings_naive"]) == (15, 18)
+    # one before-training probe pass (the prepare job), then one per distinct stage prefix
+    assert m["prepare_jobs"] == 1 and m["probe_passes"] == 15
+    assert len({k.data.params["task_order"] for k in kids}) == 6
+
+
+def test_asha_stops_a_worse_trial_after_stage_1_and_its_run_ends_killed(ray_local, tmp_path):
+    over = small(tmp_path, stages=["simplification", "headline", "explanation"], name="asha",
+                 search={"optim.lr": {"grid": [3e-3, 1e-7, 1e-7, 1e-7]}},
+                 sweep={"scheduler": "asha", "metric": "train/loss", "mode": "min", "grace_period": 1,
+                        "reduction_factor": 2})
+    assert sweep.run(load(over)) == 0
+    _, _, kids = children(over["tracking.uri"], "sweep-test")
+    killed = [k for k in kids if k.info.status == "KILLED"]
+    assert killed, [k.info.status for k in kids]
+    assert all(k.data.metrics["stage"] < 3 for k in killed)
+    assert all(k.info.status in ("FINISHED", "KILLED") for k in kids)
