@@ -128,7 +128,10 @@ def trial_loop(args: dict) -> None:
                                tok, rank, world)
         work["sweep/probe_passes"] += fresh
         rows.append(row)
-        metrics = {**stage_metrics(cfg, plan, k, stats, rows), **work}
+        metrics = {**stage_metrics(cfg, plan, k, stats, rows), **work,
+                   # seconds this trial itself spent (0 where the cache had the result)
+                   "work/train_seconds": stats.get("train/seconds", 0.0) if state is not None else 0.0,
+                   "work/probe_seconds": row.get("seconds", 0.0) if fresh else 0.0}
         if k <= reported or args.get("prepare_only"):
             continue  # a restarted worker group: Tune and MLflow already have this stage
         if rank == 0 and plan.run_id:
@@ -544,7 +547,7 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
     print(f"[raycf] trial {name}: {len(cfg.stages)} stages ({' > '.join(cfg.stages)}), "
           f"MLflow run {run_id} at {uri}")
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=True)
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=True, log_to_driver=True)
     try:
         result = trainer(cfg, plan, name).fit()
     except BaseException:
