@@ -372,19 +372,21 @@ def generate(model, tok, prompts, *, max_new_tokens: int = 64, batch_size: int =
     import torch
     out: list[str | None] = [None] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    side = tok.padding_side
+    side, pad = tok.padding_side, tok.pad_token
     tok.padding_side = "right" if is_seq2seq(model) else "left"
+    tok.pad_token = pad if pad is not None else tok.eos_token
     try:
         with torch.inference_mode():
             for chunk in _chunks(order, batch_size):
-                enc = tok([prompts[i] for i in chunk], return_tensors="pt", padding=True)
+                enc = tok([prompts[i] for i in chunk], return_tensors="pt", padding=True,
+                          return_token_type_ids=False)
                 ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tok.pad_token_id)
                 new = ids if is_seq2seq(model) else ids[:, enc["input_ids"].shape[1]:]
                 for i, text in zip(chunk, tok.batch_decode(new, skip_special_tokens=True)):
                     out[i] = text.strip()
     finally:
-        tok.padding_side = side
+        tok.padding_side, tok.pad_token = side, pad
     return out  # type: ignore[return-value]
 
 
@@ -449,7 +451,7 @@ def probing(model):
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # torch built without distributed
-        FSDPModule = ()  # noqa: N806
+        FSDPModule = ()
     sharded = [m for m in model.modules() if isinstance(m, FSDPModule)]
     training = model.training
     model.eval()
@@ -471,17 +473,19 @@ def probing(model):
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """Scores of one task: metrics (name -> value) over n items."""
+    """Scores of one task: metrics (name -> value) over n items (counts: metric -> items, where fewer)."""
     task: str
     category: str
     metrics: dict = field(default_factory=dict)
     n: int = 0
+    counts: dict = field(default_factory=dict)
 
 
 def probe_task(model, tok, task, *, shots: int | None = None, limit: int | None = None, seed: int = 0,
                rank: int = 0, world_size: int = 1, batch_size: int = 16, max_new_tokens: int = 64) -> ProbeResult:
     """Score one raycf.data Task. shots None = the task's own default; limit = its first N rows."""
     rows = list(task.rows)[:limit] if limit is not None else list(task.rows)
+    counts = {}
     if task.type == "multiple_choice":
         k = task.shots if shots is None else shots
         examples = fewshot_examples(task.fewshot_rows, k, seed)
@@ -495,6 +499,8 @@ def probe_task(model, tok, task, *, shots: int | None = None, limit: int | None 
                             len(rows), [_cost("", [r["sent_more"], r["sent_less"]]) for r in rows],
                             rank, world_size)
         metrics = pair_metrics(rows, lls)
+        counts = {f"pct_stereotype/{k}": sum(r.get("bias_type") == k for r in rows)
+                  for k in {r.get("bias_type", "") for r in rows} - {""}}
     elif task.type == "generation":
         from raycf.data.template import PROMPT_WITH_INPUT, prompt
         # the Alpaca template as training builds it (no "### Input" block for an empty input); a task's own
@@ -507,7 +513,7 @@ def probe_task(model, tok, task, *, shots: int | None = None, limit: int | None 
     else:
         raise ValueError(f"task {task.name}: unknown type {task.type!r} "
                          f"(expected multiple_choice, pairs or generation)")
-    return ProbeResult(task.name, task.category, metrics, len(rows))
+    return ProbeResult(task.name, task.category, metrics, len(rows), counts)
 
 
 def _cost(context: str, continuations) -> int:
@@ -540,23 +546,27 @@ def run_probes(model, tok, task_names, *, shots: int | None = None, limit: int |
 # CLI
 
 def format_table(results) -> str:
-    lines = [f"{'task':<28} {'category':<12} {'metric':<28} {'value':>8} {'n':>6}"]
+    lines = [f"{'task':<24} {'category':<10} {'metric':<36} {'value':>8} {'n':>6}"]
     for r in results:
         for name, value in r.metrics.items():
-            lines.append(f"{r.task:<28} {r.category:<12} {name:<28} {value:>8.4f} {r.n:>6}")
+            lines.append(f"{r.task:<24} {r.category:<10} {name:<36} {value:>8.4f} {r.counts.get(name, r.n):>6}")
     return "\n".join(lines)
 
 
 def _load(model_dir, adapter: str | None):
-    from pathlib import Path
+    """Model + tokenizer from a folder; with `adapter`, the PEFT adapter on top, not merged."""
     from raycf.models import load_model
     model, tok = load_model(model_dir)
     if adapter:
-        if not (Path(adapter) / "adapter_config.json").exists():
-            raise FileNotFoundError(f"--adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)")
         from peft import PeftModel
         model = PeftModel.from_pretrained(model, adapter)
     return model, tok
+
+
+def _check_adapter(adapter: str | None):
+    from pathlib import Path
+    if adapter and not (Path(adapter) / "adapter_config.json").exists():
+        raise FileNotFoundError(f"--adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)")
 
 
 def main(argv=None) -> int:
@@ -578,12 +588,13 @@ def main(argv=None) -> int:
     try:
         from raycf.models import resolve_model_dir
         model_dir = resolve_model_dir(args.model)
+        _check_adapter(args.adapter)
         from raycf.data import suite
         names = suite([s.strip() for s in args.suite.split(",") if s.strip()])
         model, tok = _load(model_dir, args.adapter)
         results = probe_tasks(model, tok, names, shots=args.shots, limit=args.limit, seed=args.seed,
                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
-    except Exception as e:  # noqa: BLE001 - user errors end in one line; --debug shows the rest
+    except Exception as e:
         if args.debug:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -2,8 +2,9 @@
 
     python scripts/bench_probe.py [--model FOLDER] [--data FILE.jsonl] [--shots 0,5] [--lm-eval-batch-sizes 1,8]
 
-Prints, for each k: both accuracies (acc, acc_norm), both wall times and the speed ratio. Wall times include
-loading the model for both (lm-eval loads it inside simple_evaluate). One run each, torch.set_num_threads(2).
+Prints, for each k: both accuracies (acc, acc_norm), both wall times and the speed ratio, and the same for the
+process's CPU time (steadier when other jobs share the machine); times include loading the model for both
+(lm-eval loads it inside simple_evaluate). One run each, torch.set_num_threads(2).
 lm-eval runs as a user runs it: batch_size 1 is its default, 8 is also reported.
 
 Model: --model, default the SmolLM2-135M folder (`python -m raycf.models smollm2-135m`, needs
@@ -31,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TEMPLATE = "Question: {question}\nAnswer:"
-NUMBERS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-           "sixteen seventeen eighteen").split()
+NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+           "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen"]
 
 
 def default_model() -> Path:
@@ -90,12 +91,12 @@ def read_jsonl(path) -> list[dict]:
 def run_raycf(model_dir, test, examples, batch_size: int, fast: bool = True):
     from raycf import probe
     from raycf.models import load_model
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model, tok = load_model(model_dir)
     model.eval()
     lls = probe.multiple_choice_lls(model, tok, "{query}", test, examples, batch_size=batch_size, fast=fast)
     metrics = probe.multiple_choice_metrics(test, lls)
-    return metrics, lls, time.perf_counter() - t0
+    return metrics, lls, time.perf_counter() - t0, time.process_time() - c0
 
 
 def run_lm_eval(model_dir, test, examples, shots: int, batch_size: int, tmp: Path):
@@ -114,14 +115,14 @@ def run_lm_eval(model_dir, test, examples, shots: int, batch_size: int, tmp: Pat
             "metadata": {"version": 1.0}}
     (tmp / "tasks").mkdir(exist_ok=True)
     (tmp / "tasks" / f"{name}.yaml").write_text(yaml.safe_dump(task))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = simple_evaluate(model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"}, tasks=[name],
                           num_fewshot=shots, batch_size=batch_size, device="cpu", bootstrap_iters=0, log_samples=True,
                           task_manager=TaskManager(include_path=str(tmp / "tasks"), include_defaults=False))
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     res = out["results"][name]
     lls = [[float(r[0][0]) for r in s["resps"]] for s in sorted(out["samples"][name], key=lambda s: s["doc_id"])]
-    return {"acc": res["acc,none"], "acc_norm": res["acc_norm,none"]}, lls, seconds
+    return {"acc": res["acc,none"], "acc_norm": res["acc_norm,none"]}, lls, seconds, cpu
 
 
 def main(argv=None) -> int:
@@ -140,6 +141,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
+
     from raycf import probe
     torch.set_num_threads(args.threads)
     model_dir = args.model or default_model()
@@ -154,20 +156,26 @@ def main(argv=None) -> int:
     rows = []
     for shots in [int(s) for s in args.shots.split(",")]:
         examples = probe.fewshot_examples(pool, shots, seed=args.seed)
-        ours, our_lls, our_s = run_raycf(model_dir, test, examples, args.batch_size)
-        rows.append((shots, "raycf", "-", ours, our_s, our_s, 0.0))
+        print(f"# {shots}-shot, load average {_load()} (1/5/15 min; 2 cores: above ~2 the times are inflated)")
+        ours, our_lls, *our_t = run_raycf(model_dir, test, examples, args.batch_size)
+        rows.append((shots, "raycf", "-", ours, our_t, our_t, 0.0))
         if args.plain:
-            plain, plain_lls, plain_s = run_raycf(model_dir, test, examples, args.batch_size, fast=False)
-            rows.append((shots, "raycf plain", "-", plain, plain_s, our_s, _maxdiff(our_lls, plain_lls)))
+            plain, plain_lls, *plain_t = run_raycf(model_dir, test, examples, args.batch_size, fast=False)
+            rows.append((shots, "raycf plain", "-", plain, plain_t, our_t, _maxdiff(our_lls, plain_lls)))
         for bs in [int(b) for b in args.lm_eval_batch_sizes.split(",")]:
             with tempfile.TemporaryDirectory() as tmp:
-                theirs, their_lls, their_s = run_lm_eval(model_dir, test, examples, shots, bs, Path(tmp))
-            rows.append((shots, f"lm-eval bs={bs}", "yes" if theirs == ours else "NO", theirs, their_s, our_s,
+                theirs, their_lls, *their_t = run_lm_eval(model_dir, test, examples, shots, bs, Path(tmp))
+            rows.append((shots, f"lm-eval bs={bs}", "yes" if theirs == ours else "NO", theirs, their_t, our_t,
                          _maxdiff(our_lls, their_lls)))
         print_rows(rows[-(1 + args.plain + len(args.lm_eval_batch_sizes.split(","))):])
+        print(f"# load average after: {_load()}")
     print("\nsummary")
     print_rows(rows)
     return 0
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _maxdiff(a, b) -> float:
@@ -175,11 +183,13 @@ def _maxdiff(a, b) -> float:
 
 
 def print_rows(rows):
-    print(f"{'shots':>5} {'scorer':<14} {'acc':>7} {'acc_norm':>8} {'seconds':>8} {'vs raycf':>8} "
+    """wall: seconds on the clock; cpu: CPU seconds of this process (all threads), less sensitive to other
+    processes on the machine; x: ratio to raycf's at the same k."""
+    print(f"{'shots':>5} {'scorer':<14} {'acc':>7} {'acc_norm':>8} {'wall s':>8} {'x':>6} {'cpu s':>8} {'x':>6} "
           f"{'same acc':>8} {'max |dll|':>9}")
-    for shots, name, same, m, s, ours, diff in rows:
-        print(f"{shots:>5} {name:<14} {m['acc']:>7.4f} {m['acc_norm']:>8.4f} {s:>8.1f} {s / ours:>7.1f}x "
-              f"{same:>8} {diff:>9.1e}", flush=True)
+    for shots, name, same, m, (wall, cpu), (our_wall, our_cpu), diff in rows:
+        print(f"{shots:>5} {name:<14} {m['acc']:>7.4f} {m['acc_norm']:>8.4f} {wall:>8.1f} {wall / our_wall:>5.1f}x "
+              f"{cpu:>8.1f} {cpu / our_cpu:>5.1f}x {same:>8} {diff:>9.1e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -157,8 +157,8 @@ def test_fast_path_equals_naive_forward(causal, tok, shots, batch_size):
 def other_architecture(kind, tok):
     """The paper's decoder (BLOOM: ALiBi from the attention mask, no position ids) and GPT-2 (learned positions)."""
     from transformers import AutoModelForCausalLM, BloomConfig, GPT2Config
-    ids = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-               pad_token_id=tok.pad_token_id)
+    ids = {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+           "pad_token_id": tok.pad_token_id}
     cfg = BloomConfig(hidden_size=64, n_layer=2, n_head=4, **ids) if kind == "bloom" else \
         GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, **ids)
     torch.manual_seed(5)
@@ -297,7 +297,7 @@ def bias_task():
 def test_probe_task_scores_a_task(causal, tok):
     r = probe.probe_task(causal, tok, mc_task(), seed=0, batch_size=4)
     rows, examples = mc_task().rows, probe.fewshot_examples(mc_task().fewshot_rows, 3, seed=0)
-    prefix, requests = mc_requests(rows, examples)
+    _, requests = mc_requests(rows, examples)
     naive = [naive_ll(causal, tok, c, k) for c, k in requests]
     assert r.metrics == probe.multiple_choice_metrics(rows, [naive[i:i + 4] for i in range(0, len(naive), 4)])
     assert (r.task, r.category, r.n) == ("facts", "knowledge", 20)
@@ -429,6 +429,15 @@ def test_cli_bad_model_is_one_line(capsys):
     assert probe.main(["--model", "/no/such/model", "--suite", "knowledge"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "/no/such/model" in err[0]
+
+
+def test_cli_bad_adapter_is_one_line(causal, tok, tmp_path, capsys):
+    causal.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    capsys.readouterr()
+    assert probe.main(["--model", str(tmp_path / "m"), "--adapter", str(tmp_path), "--suite", "knowledge"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a PEFT adapter folder" in err[0]
 
 
 def test_format_table():

@@ -13,18 +13,18 @@ import random
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub: it reads these once
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from raycf import probe  # noqa: E402
-from raycf.models import build_tokenizer, load_model, tiny_model  # noqa: E402
+from raycf import probe
+from raycf.models import build_tokenizer, load_model, tiny_model
 
 pytestmark = pytest.mark.peer
 lm_eval = pytest.importorskip("lm_eval")
 
 TEMPLATE = "Question: {question}\nAnswer:"
-NUMBERS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-           "sixteen seventeen eighteen").split()
+NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+           "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen"]
 TASK = "raycf_peer_mc"
 
 
@@ -67,7 +67,14 @@ def model_dir(tmp_path_factory):
     return folder
 
 
-def run_lm_eval(model_dir, tmp, test_rows, fewshot_rows, shots: int, batch_size: int = 1):
+MC_TASK = {"output_type": "multiple_choice", "doc_to_text": "Question: {{question}}\nAnswer:",
+           "doc_to_choice": "choices", "doc_to_target": "answer", "target_delimiter": " ", "fewshot_delimiter": "\n\n"}
+# lm-eval's crows_pairs task as plain YAML: empty context, no delimiter, the two sentences as the choices
+PAIRS_TASK = {"output_type": "multiple_choice", "doc_to_text": "", "doc_to_choice": "pair", "doc_to_target": 0,
+              "target_delimiter": ""}
+
+
+def run_lm_eval(model_dir, tmp, test_rows, fewshot_rows, shots: int, batch_size: int = 1, spec=None):
     """lm-eval on a YAML task over local JSONL files; returns (metrics, per-doc list of choice lls)."""
     import yaml
     from lm_eval import simple_evaluate
@@ -79,9 +86,7 @@ def run_lm_eval(model_dir, tmp, test_rows, fewshot_rows, shots: int, batch_size:
         "task": TASK, "dataset_path": "json",
         "dataset_kwargs": {"data_files": {"test": str(tmp / "test.jsonl"), "fewshot": str(tmp / "fewshot.jsonl")}},
         "test_split": "test", "fewshot_split": "fewshot", "fewshot_config": {"sampler": "first_n"},
-        "output_type": "multiple_choice", "doc_to_text": "Question: {{question}}\nAnswer:",
-        "doc_to_choice": "choices", "doc_to_target": "answer",
-        "target_delimiter": " ", "fewshot_delimiter": "\n\n",
+        **(spec or MC_TASK),
         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
                         {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
         "metadata": {"version": 1.0},
@@ -113,3 +118,23 @@ def test_same_acc_and_acc_norm_as_lm_eval(model_dir, tmp_path, shots):
     spread = [max(q) - min(q) for q in ours]
     assert sum(spread) / len(spread) > 0.5  # choices far apart: the model is not uniform
     print(f"{shots}-shot: raycf {our_metrics}  lm-eval {theirs}")
+
+
+def test_same_pair_likelihoods_as_lm_evals_crows_pairs(model_dir, tmp_path):
+    """CrowS-style pairs: whole-sentence log-likelihoods after an empty context (the BOS token)."""
+    rng = random.Random(4)
+    people = ["the nurse", "the pilot", "my uncle", "her aunt", "an old man", "a young girl", "the farmer"]
+    acts = ["fixed the car", "cooked dinner", "lost the keys", "won the game", "read the news"]
+    rows = []
+    for _ in range(30):
+        a, b = rng.sample(people, 2)
+        act = rng.choice(acts)
+        rows.append({"sent_more": f"{a.capitalize()} {act}.", "sent_less": f"{b.capitalize()} {act}.",
+                     "bias_type": rng.choice(["gender", "age"])})
+    model, tok = load_model(model_dir)
+    ours = probe.pair_lls(model, tok, rows, batch_size=8)
+    docs = [{**r, "pair": [r["sent_more"], r["sent_less"]]} for r in rows]
+    theirs, their_lls = run_lm_eval(model_dir, tmp_path, docs, docs[:1], 0, spec=PAIRS_TASK)
+    assert [ll for p in ours for ll in p] == pytest.approx([ll for p in their_lls for ll in p], abs=1e-4)
+    # lm-eval's acc here is "sent_more more likely" (crows_pairs' pct_stereotype; ties would go to sent_more)
+    assert probe.pair_metrics(rows, ours)["pct_stereotype"] == theirs["acc"]
