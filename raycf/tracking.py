@@ -5,6 +5,7 @@ Default: a sqlite file in the working directory.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -15,7 +16,9 @@ def resolve_uri(uri: str | None) -> str:
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+@functools.lru_cache(maxsize=8)
 def client(uri: str):
+    """One client per URI and process: building one checks the store's schema (about a second on sqlite)."""
     from mlflow.tracking import MlflowClient
     return MlflowClient(tracking_uri=uri)
 

@@ -273,7 +273,9 @@ def build_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, done: in
         return model.to(device), tok
     model, tok = load_model(base_dir, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
     if cfg.finetune.method == "lora":
+        import torch
         ft = cfg.finetune
+        torch.manual_seed(cfg.seed)  # the same adapter init on every rank: FSDP2 shards local tensors as they are
         model = add_lora(model, ft.lora_rank, ft.lora_alpha, ft.lora_dropout, ft.target_modules)
         if done > 0:
             from peft import set_peft_model_state_dict
@@ -453,11 +455,11 @@ def log_final_artifacts(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]
 
 # ----------------------------------------------------------------------------- driver: checks and launch
 
-def check(cfg: ExperimentConfig, cluster: dict | None = None) -> Path:
-    """Everything that can be checked before Ray starts; returns the model folder. Raises ConfigError
-    listing every problem."""
+def check(cfg: ExperimentConfig, cluster: dict | None = None, build: bool = True) -> Path | None:
+    """Everything that can be checked before Ray starts; raises ConfigError listing every problem.
+    build: also build (or find) the model folder and return it; False for dry runs."""
     from raycf import data
-    from raycf.models import ModelError, hidden_size, resolve_model_dir
+    from raycf.models import ModelError, peek_hidden_size, resolve_model_dir
     problems = []
     for i, s in enumerate(cfg.stages):
         try:
@@ -474,12 +476,14 @@ def check(cfg: ExperimentConfig, cluster: dict | None = None) -> Path:
     problems += resource_problems(cfg, cluster or local_cluster())
     model_dir = None
     try:
-        model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
-                                      cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
-        h = hidden_size(model_dir)
-        if cfg.finetune.method == "lora" and cfg.finetune.lora_rank > h:
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+        h = peek_hidden_size(cfg.model.name, allow_download=cfg.model.allow_download, cache_dir=cache_dir)
+        if cfg.finetune.method == "lora" and h is not None and cfg.finetune.lora_rank > h:
             problems.append(f"finetune.lora_rank: {cfg.finetune.lora_rank} exceeds the model's hidden size {h}; "
                             f"use a rank <= {h}")
+        if build and not problems:
+            model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
+                                          cache_dir=cache_dir)
     except ModelError as e:
         problems.append(str(e))
     if problems:
