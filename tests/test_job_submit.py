@@ -1,0 +1,251 @@
+"""A real sweep submitted as a Ray job, the way clusters/README.md submits one to a cloud cluster.
+
+    python -m pytest tests/test_job_submit.py -q -m slow        # a few minutes on 2 CPUs
+
+A local head (`ray start --head --block`, own temp dir and ports, token auth on), an MLflow server from
+scripts/mlflow_server.sh on a free loopback port, then `ray job submit --working-dir <repo> -- python -m
+raycf.sweep ...` with a one-stage sweep of the tiny model. The tracking URI reaches the job only through the
+job's runtime env (MLFLOW_TRACKING_URI), so runs found on the server prove the env got there. The sweep's
+parent and child runs are read back over MLflow's REST API.
+
+Token auth: the head and the submitting CLI run with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH pointing to a
+token made for this test, so ~/.ray/auth_token is neither read nor written; the test also checks that the job
+API refuses a request without the token.
+
+Cleanup: every process this test starts carries a marker variable in its environment (Ray's workers inherit
+it); at the end the head is stopped by its pid, then any process still carrying the marker is ended by its pid
+(TERM, then KILL), and the MLflow server by the pid in its PID file. `ray stop` is not used: it would stop
+every Ray cluster on the machine, not only this one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+JOB_TIMEOUT_S = 480
+STAGES = ["simplification"]
+
+
+def _cli(name: str) -> str | None:
+    """The venv's own CLI first (the one that matches this Python), else PATH."""
+    return shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _marked_pids(marker: str) -> list[int]:
+    """Pids of live processes whose environment carries `marker` (Linux /proc; empty elsewhere)."""
+    pids = []
+    needle = marker.encode()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return [p for p in pids if p != os.getpid()]
+
+
+def _end_pids(pids: list[int], grace_s: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace_s
+        while time.time() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.5)
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():  # a zombie waits for its parent's wait(), it runs nothing
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    return True
+
+
+def _get(url: str, token: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    # short and under /tmp: Ray's unix sockets live under the temp dir and their paths must stay < 108 bytes
+    path = Path(tempfile.mkdtemp(prefix="rcfjob-", dir="/tmp" if Path("/tmp").is_dir() else None))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(workdir, cache_dir):
+    """A local Ray head with token auth; yields (dashboard URL, token, env for CLI calls)."""
+    ray_cli = _cli("ray")
+    if ray_cli is None:
+        pytest.skip("the `ray` CLI is not installed (pip install 'ray[default]')")
+    if not Path("/proc/self/environ").exists():
+        pytest.skip("needs /proc to find and end every process it starts")
+    marker = f"RAYCF_JOBTEST_MARK={secrets.token_hex(8)}"
+    token = secrets.token_hex(32)
+    token_file = workdir / "auth_token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    env.update({
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token_file),
+        "RAYCF_CACHE": cache_dir,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        marker.split("=")[0]: marker.split("=")[1],
+    })
+    gcs, dash, client, agent, metrics = _free_ports(5)
+    log = open(workdir / "ray-head.log", "wb")
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
+         f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+         f"--metrics-export-port={metrics}", "--num-cpus=2", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--temp-dir={workdir / 'ray'}", "--disable-usage-stats"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            if head.poll() is not None:
+                pytest.fail(f"ray start exited {head.returncode}:\n{(workdir / 'ray-head.log').read_text()[-3000:]}")
+            try:
+                status, _ = _get(f"{url}/api/version", token, timeout=2)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"dashboard {url} not up in 180 s:\n{(workdir / 'ray-head.log').read_text()[-3000:]}")
+            time.sleep(1)
+        yield url, token, env
+    finally:
+        head.send_signal(signal.SIGTERM)  # `ray start --block` ends the processes it started
+        try:
+            head.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+        _end_pids([head.pid] + _marked_pids(marker), grace_s=10)
+        if head.poll() is None:
+            head.wait(timeout=5)
+        log.close()
+        left = [p for p in _marked_pids(marker) if _alive(p)]
+        assert not left, f"processes of this test's Ray cluster still running: {left}"
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(workdir, cluster):
+    """scripts/mlflow_server.sh on a free loopback port; yields its URL; stopped by its PID file."""
+    if shutil.which("bash") is None or shutil.which("setsid") is None:
+        pytest.skip("scripts/mlflow_server.sh needs bash and setsid")
+    mlflow_cli = _cli("mlflow")
+    assert mlflow_cli, "mlflow CLI not found"
+    (port,) = _free_ports(1)
+    env = {**cluster[2], "HOST": "127.0.0.1", "PORT": str(port), "DATA_DIR": str(workdir / "mlflow"),
+           "MLFLOW": mlflow_cli, "WAIT_S": "120"}
+    script = REPO / "scripts" / "mlflow_server.sh"
+    pid_file = workdir / "mlflow" / f"mlflow-{port}.pid"
+    try:
+        r = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, f"mlflow_server.sh start failed:\n{r.stdout}\n{r.stderr}"
+        assert pid_file.exists()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        pid = int(pid_file.read_text()) if pid_file.exists() else None
+        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, text=True, timeout=60)
+        if pid is not None and _alive(pid):
+            _end_pids([pid], grace_s=5)
+        assert pid is None or not _alive(pid), f"mlflow server pid {pid} still running"
+
+
+def test_job_api_refuses_a_request_without_the_token(cluster):
+    url, token, _ = cluster
+    assert _get(f"{url}/api/jobs/", token)[0] == 200
+    assert _get(f"{url}/api/jobs/")[0] in (401, 403)
+    assert _get(f"{url}/api/jobs/", "not-the-token")[0] in (401, 403)
+
+
+def test_sweep_submitted_as_a_ray_job_logs_nested_runs(cluster, mlflow_server, workdir):
+    url, _, env = cluster
+    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": mlflow_server}}
+    sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
+             "--set", "search={}", "--set", "optim.steps_per_stage=2", "--set", "probes.limit=4",
+             "--set", f"stages=[{','.join(STAGES)}]", "--set", "model.name=tiny-causal",
+             "--set", "name=jobtest", "--set", f"storage_path={workdir / 'runs'}"]
+    submit = [_cli("ray"), "job", "submit", "--address", url, "--working-dir", str(REPO),
+              "--runtime-env-json", json.dumps(runtime_env), "--", *sweep]
+    t0 = time.time()
+    try:
+        r = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        pytest.fail(f"job did not finish in {JOB_TIMEOUT_S} s; last output:\n{out[-4000:]}")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, f"`{' '.join(submit[:6])} ... -- {' '.join(sweep)}` exited {r.returncode}:\n{out[-6000:]}"
+    print(f"job finished in {time.time() - t0:.0f} s; its last lines:\n" + "\n".join(r.stdout.splitlines()[-12:]))
+
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("raycf-default")  # tracking.experiment of search_spaces/default.yaml
+    assert exp is not None, f"no experiment raycf-default on {mlflow_server}; job output:\n{out[-3000:]}"
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and r.info.run_name == "jobtest"]
+    assert len(parents) == 1, [(r.info.run_name, r.data.tags.get("mlflow.parentRunId")) for r in runs]
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert children, "the sweep's parent run has no child run"
+    assert parent.info.status == "FINISHED"
+    for child in children:
+        assert child.info.status == "FINISHED", child.info
+        histories = {key: client.get_metric_history(child.info.run_id, key) for key in child.data.metrics}
+        staged = {key for key, h in histories.items() if sorted(m.step for m in h) == list(range(len(STAGES) + 1))}
+        assert staged, f"no metric logged once per stage 0..{len(STAGES)}: { {k: [m.step for m in h] for k, h in histories.items()} }"
+        if "stage" in histories:
+            assert [(m.step, m.value) for m in sorted(histories["stage"], key=lambda m: m.step)] == \
+                [(k, float(k)) for k in range(len(STAGES) + 1)]
