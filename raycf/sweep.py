@@ -176,6 +176,8 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
     for p in points:  # every problem of every grid point, before training (models built after a dry run)
         trial.check(p, cluster=cluster, build=False)
     cfg, fits = fit_resources(cfg, sc, cluster)
+    share = {"resources.cpus_per_worker": cfg.resources.cpus_per_worker}
+    points = [p.with_overrides(share) for p in points]
     print(dry_run(cfg, sc, resolved, points, fits))
     if dry:
         return 0
@@ -203,7 +205,7 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
         tracking.log_artifact(uri, parent_run_id, space_file)
     t0 = time.perf_counter()
     try:
-        prepared = prepare_shared(points, uri)
+        prepared = prepare_shared(points, uri) if fits > 1 else 0  # one at a time: the cache alone shares
         grid = tuner(cfg, sc, resolved, sweep_dir, parent_run_id, uri, fits, resume).fit()
     except BaseException:
         close_children(uri, parent_run_id, "KILLED")
@@ -218,7 +220,10 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
     print(ranked_table(rows, sc))
     print(f"stage trainings: {stats['stage_trainings']:g} run (naive: {stats['stage_trainings_naive']:g}); "
           f"probe passes: {stats['probe_passes']:g} run (naive: {stats['probe_passes_naive']:g})")
-    print(f"compare runs:  mlflow ui --backend-store-uri {uri}")
+    if uri.startswith(("http://", "https://")):
+        print(f"compare runs:  open {uri} (experiment {cfg.tracking.experiment})")
+    else:
+        print(f"compare runs:  mlflow ui --backend-store-uri {uri}")
     return 1 if grid.errors else 0
 
 
@@ -245,8 +250,7 @@ def tuner(cfg, sc, resolved, sweep_dir: Path, parent_run_id: str, uri: str, fits
         trainable,
         param_space=space.param_space(resolved),
         tune_config=tune.TuneConfig(metric=sc.metric, mode=sc.mode, num_samples=sc.num_samples,
-                                    scheduler=scheduler, search_alg=search_alg, max_concurrent_trials=fits,
-                                    reuse_actors=True),  # one trial driver process for many trials
+                                    scheduler=scheduler, search_alg=search_alg, max_concurrent_trials=fits),
         run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), callbacks=[Progress(sc)],
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=1)),
     )

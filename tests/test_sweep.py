@@ -69,8 +69,9 @@ def test_all_orders_of_three_tasks_train_15_stages(ray_local, tmp_path):
     assert len(kids) == 6
     m = parents[0].data.metrics
     assert (m["stage_trainings"], m["stage_trainings_naive"]) == (15, 18)
-    # one before-training probe pass (the prepare job), then one per distinct stage prefix
-    assert m["prepare_jobs"] == 1 and m["probe_passes"] == 15
+    # trials run one at a time here, so the first computes the before-training row and the rest reuse it:
+    # one probe pass before training, then one per distinct stage prefix
+    assert m["probe_passes"] == 1 + 15
     assert len({k.data.params["task_order"] for k in kids}) == 6
 
 
