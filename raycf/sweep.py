@@ -87,8 +87,8 @@ def fit_resources(cfg: ExperimentConfig, sc: SweepConfig, cluster: dict) -> tupl
 # ----------------------------------------------------------------------------- the Tune trainable
 
 def tune_trial(params: dict, *, base: dict, sweep_dir: str, parent_run_id: str, uri: str) -> None:
-    """One Tune trial: apply the sampled point, open (or, on resume, reopen) its MLflow run, run the
-    trial's TorchTrainer with Tune reporting, and end the run FINISHED or FAILED."""
+    """One Tune trial: apply the sampled point, open (or, on resume, reopen) its MLflow run and run the
+    trial's TorchTrainer with Tune reporting."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
     from raycf import tracking, trial
@@ -111,12 +111,8 @@ def tune_trial(params: dict, *, base: dict, sweep_dir: str, parent_run_id: str, 
     model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
                                   cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
     plan = trial.make_plan(cfg, model_dir, run_id=run_id, tracking_uri=uri)
-    try:
-        trial.trainer(cfg, plan, name=f"{trial_name}", callbacks=[TuneReportCallback()]).fit()
-    except BaseException:
-        tracking.end_run(uri, run_id, "FAILED")
-        raise
-    tracking.end_run(uri, run_id, "FINISHED")
+    # the run's end status is set by the driver (Progress): a trial the scheduler stops is killed mid-call
+    trial.trainer(cfg, plan, name=f"{trial_name}", callbacks=[TuneReportCallback()]).fit()
 
 
 # ----------------------------------------------------------------------------- shared work
@@ -251,7 +247,8 @@ def tuner(cfg, sc, resolved, sweep_dir: Path, parent_run_id: str, uri: str, fits
         param_space=space.param_space(resolved),
         tune_config=tune.TuneConfig(metric=sc.metric, mode=sc.mode, num_samples=sc.num_samples,
                                     scheduler=scheduler, search_alg=search_alg, max_concurrent_trials=fits),
-        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), callbacks=[Progress(sc)],
+        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir),
+                                  callbacks=[Progress(sc, sweep_dir, uri, len(cfg.stages))],
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=1)),
     )
 
@@ -307,24 +304,36 @@ def _progress_cls():
     from ray.tune import Callback
 
     class Progress(Callback):
-        """One line per finished stage: trial, stage, train loss, FG so far."""
+        """Driver side: one line per finished stage, and each trial's MLflow run ended FINISHED (all
+        stages), KILLED (stopped by the scheduler) or FAILED (raised)."""
 
-        def __init__(self, sc: SweepConfig):
-            self.sc = sc
+        def __init__(self, sc: SweepConfig, sweep_dir: Path, uri: str, n_stages: int):
+            self.sc, self.sweep_dir, self.uri, self.n_stages = sc, sweep_dir, uri, n_stages
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            stage = result.get("stage")
-            fg = result.get("forgetting/mean_FG")
-            loss = result.get("train/loss")
+            stage, fg, loss = result.get("stage"), result.get("forgetting/mean_FG"), result.get("train/loss")
             done = sum(t.status == "TERMINATED" for t in trials)
             print(f"[sweep] {trial.trial_id} stage {stage}: "
                   f"loss {loss if loss is None else round(loss, 4)}  mean FG so far "
                   f"{fg if fg is None else round(fg, 2)}  ({done}/{len(trials)} trials done)", flush=True)
+
+        def _end(self, trial, status: str) -> None:
+            from raycf import tracking
+            record = self.sweep_dir / "runs" / f"{trial.trial_id}.json"
+            if record.exists():
+                tracking.end_run(self.uri, json.loads(record.read_text())["run_id"], status)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            finished = (trial.last_result or {}).get("stage") == self.n_stages
+            self._end(trial, "FINISHED" if finished else "KILLED")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._end(trial, "FAILED")
     return Progress
 
 
-def Progress(sc: SweepConfig):  # noqa: N802 - builds the Tune callback lazily (ray import is slow)
-    return _progress_cls()(sc)
+def Progress(sc: SweepConfig, sweep_dir: Path, uri: str, n_stages: int):  # noqa: N802 - lazy ray import
+    return _progress_cls()(sc, sweep_dir, uri, n_stages)
 
 
 def main(argv=None) -> int:

@@ -84,5 +84,8 @@ def test_asha_stops_a_worse_trial_after_stage_1_and_its_run_ends_killed(ray_loca
     _, _, kids = children(over["tracking.uri"], "sweep-test")
     killed = [k for k in kids if k.info.status == "KILLED"]
     assert killed, [k.info.status for k in kids]
-    assert all(k.data.metrics["stage"] < 3 for k in killed)
+    # the stop is asynchronous: a stopped trial may log one more stage before it is killed
+    assert min(k.data.metrics["stage"] for k in killed) == 1
     assert all(k.info.status in ("FINISHED", "KILLED") for k in kids)
+    best = [k for k in kids if k.data.params["optim.lr"] == "0.003"]
+    assert best[0].info.status == "FINISHED" and best[0].data.metrics["stage"] == 3
