@@ -132,8 +132,12 @@ def trial_loop(args: dict) -> None:
                    # seconds this trial itself spent (0 where the cache had the result)
                    "work/train_seconds": stats.get("train/seconds", 0.0) if state is not None else 0.0,
                    "work/probe_seconds": row.get("seconds", 0.0) if fresh else 0.0}
-        if k <= reported or args.get("prepare_only"):
-            continue  # a restarted worker group: Tune and MLflow already have this stage
+        if args.get("prepare_only"):
+            continue
+        if k <= reported:  # a restarted or resumed run: MLflow and Tune already have this stage
+            if k == len(cfg.stages):  # ...but the caller (Tune) still needs a final result from this run
+                ray.train.report(metrics)
+            continue
         if rank == 0 and plan.run_id:
             from raycf import tracking
             tracking.log_metrics(plan.tracking_uri, plan.run_id, metrics, step=k)
