@@ -505,10 +505,10 @@ def resource_problems(cfg: ExperimentConfig, cluster: dict) -> list[str]:
     problems = []
     cpus, gpus = r.workers * r.cpus_per_worker, r.workers * r.gpus_per_worker
     if cpus > cluster.get("CPU", 0) + 1e-9:
-        problems.append(f"resources: {r.workers} workers x {r.cpus_per_worker} CPU = {cpus:g} CPUs, but the cluster "
+        problems.append(f"resources: {r.workers} workers x {r.cpus_per_worker:g} CPU = {cpus:g} CPUs, but the cluster "
                         f"has {cluster.get('CPU', 0):g}; lower resources.workers or resources.cpus_per_worker")
     if gpus > cluster.get("GPU", 0) + 1e-9:
-        problems.append(f"resources: {r.workers} workers x {r.gpus_per_worker} GPU = {gpus:g} GPUs, but the cluster "
+        problems.append(f"resources: {r.workers} workers x {r.gpus_per_worker:g} GPU = {gpus:g} GPUs, but the cluster "
                         f"has {cluster.get('GPU', 0):g}; set resources.gpus_per_worker=0 or add GPU nodes")
     return problems
 

@@ -83,3 +83,22 @@ def test_cli_error_is_one_line_without_traceback():
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["error: search_spaces/default.yaml: optim.lr: must be > 0, got -1.0"]
+
+
+@pytest.mark.parametrize("override,line", [
+    ("finetune.lora_rnak=4", "finetune.lora_rnak: unknown key; did you mean 'lora_rank'?"),
+    ("optim.lr=-0.1", "optim.lr: must be > 0, got -0.1"),
+    ("finetune.lora_rank=0", "finetune.lora_rank: must be >= 1 for method lora, got 0"),
+    ("finetune.lora_rank=100", "finetune.lora_rank: 100 exceeds the model's hidden size 64; use a rank <= 64"),
+    ("stages=[simplification,headlines]", "stages[1]: unknown stage 'headlines'; did you mean 'headline'?"),
+    ("model.name=/no/such/model", "model.name: '/no/such/model' is not a built-in"),
+    ("resources.workers=64", "resources: 64 workers x 1 CPU = 64 CPUs, but the cluster has"),
+])
+def test_trial_cli_refuses_bad_config_before_ray_starts(override, line):
+    r = subprocess.run([sys.executable, "-m", "raycf.trial", "--set", "model.name=tiny-causal",
+                        "--set", "optim.batch_size=64", "--set", override], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    errors = [x for x in r.stderr.strip().splitlines() if x.strip()]
+    assert len(errors) == 1 and line in errors[0], errors
+    assert "Traceback" not in r.stderr and "Started a local Ray instance" not in r.stdout + r.stderr
