@@ -535,7 +535,9 @@ def run_probes(model, tok, task_names, *, shots: int | None = None, limit: int |
 
     shots: few-shot examples for multiple choice (None = each task's default), drawn with `seed`.
     limit: first N rows per task. batch_size: contexts (questions, pairs, prompts) per forward pass.
-    rank/world_size: with torch.distributed initialised, each rank scores a slice (plain model only).
+    rank/world_size: with torch.distributed initialised, each rank scores a balanced slice and the results
+    are all-gathered; every rank must call this together. The model may be plain, DDP- or FSDP2-wrapped
+    (see `probing`); it is left in the train/eval mode it came in.
     """
     results = probe_tasks(model, tok, task_names, shots=shots, limit=limit, seed=seed, rank=rank,
                           world_size=world_size, batch_size=batch_size, max_new_tokens=max_new_tokens)

@@ -3,8 +3,10 @@
     python scripts/bench_probe.py [--model FOLDER] [--data FILE.jsonl] [--shots 0,5] [--lm-eval-batch-sizes 1,8]
 
 Prints, for each k: both accuracies (acc, acc_norm), both wall times and the speed ratio, and the same for the
-process's CPU time (steadier when other jobs share the machine); times include loading the model for both
-(lm-eval loads it inside simple_evaluate). One run each, torch.set_num_threads(2).
+process's CPU time (all threads; stalled threads' spin-waits count too); times include loading the model for both
+(lm-eval loads it inside simple_evaluate), after one untimed warm-up. One run each, torch.set_num_threads(2)
+(--threads): with two threads on two cores any other busy process stalls both threads at every op, and
+times swing 5-10x; --threads 1 is much steadier on a shared machine. The load average is printed.
 lm-eval runs as a user runs it: batch_size 1 is its default, 8 is also reported.
 
 Model: --model, default the SmolLM2-135M folder (`python -m raycf.models smollm2-135m`, needs
@@ -153,6 +155,7 @@ def main(argv=None) -> int:
     test = test[:args.limit] if args.limit else test
     print(f"model {model_dir}\nquestions {len(test)} ({source}), few-shot pool {len(pool)}, "
           f"torch threads {torch.get_num_threads()}, raycf batch {args.batch_size}")
+    run_raycf(model_dir, test[:2], [], args.batch_size)  # warm-up, untimed: page cache, kernels, lazy imports
     rows = []
     for shots in [int(s) for s in args.shots.split(",")]:
         examples = probe.fewshot_examples(pool, shots, seed=args.seed)
@@ -183,8 +186,8 @@ def _maxdiff(a, b) -> float:
 
 
 def print_rows(rows):
-    """wall: seconds on the clock; cpu: CPU seconds of this process (all threads), less sensitive to other
-    processes on the machine; x: ratio to raycf's at the same k."""
+    """wall: seconds on the clock; cpu: CPU seconds of this process (all threads); x: ratio to raycf's at the
+    same k."""
     print(f"{'shots':>5} {'scorer':<14} {'acc':>7} {'acc_norm':>8} {'wall s':>8} {'x':>6} {'cpu s':>8} {'x':>6} "
           f"{'same acc':>8} {'max |dll|':>9}")
     for shots, name, same, m, (wall, cpu), (our_wall, our_cpu), diff in rows:
