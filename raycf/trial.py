@@ -9,6 +9,8 @@ stage prefixes agree share checkpoints.
 """
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import sys
@@ -47,9 +49,13 @@ class TrialPlan:
 # ----------------------------------------------------------------------------- driver side: the plan
 
 def fingerprint(model_dir: Path) -> str:
-    """Identity of a model folder: its config and the names and sizes of its weight files."""
-    files = sorted((p.name, p.stat().st_size) for p in Path(model_dir).iterdir() if p.is_file())
-    return cache.key((Path(model_dir) / "config.json").read_text(), files)
+    """Identity of a model folder: its config and its files (their bytes up to 256 MB in all, names and sizes
+    beyond: hashing a 7B checkpoint on every trial start would cost more than it protects)."""
+    files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
+    if sum(p.stat().st_size for p in files) <= 256 << 20:
+        return cache.key((Path(model_dir) / "config.json").read_text(),
+                         [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files])
+    return cache.key((Path(model_dir) / "config.json").read_text(), [(p.name, p.stat().st_size) for p in files])
 
 
 def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = None,
