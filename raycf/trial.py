@@ -451,15 +451,18 @@ def objective(metrics: dict, task_floor: float) -> float:
 
 
 def log_final_artifacts(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]) -> None:
+    """The accuracy matrix (CSV, heatmap) and the category scores over stages: the report's figures."""
     import tempfile
     from raycf import tracking
+    from raycf.report import category_lines_png
     if not plan.probe_tasks:
         return
     R = accuracy_matrix(cfg, plan, rows)
     with tempfile.TemporaryDirectory() as d:
         R.to_csv(Path(d) / "accuracy_matrix.csv")
         R.heatmap_png(Path(d) / "accuracy_matrix.png")
-        for name in ("accuracy_matrix.csv", "accuracy_matrix.png"):
+        category_lines_png(R, Path(d) / "category_scores.png")
+        for name in ("accuracy_matrix.csv", "accuracy_matrix.png", "category_scores.png"):
             tracking.log_artifact(plan.tracking_uri, plan.run_id, Path(d) / name)
 
 
