@@ -158,9 +158,19 @@ def dry_run(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, points, fits
             f"per trial, {fits} at a time on this cluster")
 
 
+def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """storage_path and cache_dir made absolute against the driver's working directory (cloud URIs kept)."""
+    fixed = {}
+    for key, value in (("storage_path", cfg.storage_path), ("cache_dir", cfg.cache_dir)):
+        if value and "://" not in value:
+            fixed[key] = str(Path(value).expanduser().resolve())
+    return cfg.with_overrides(fixed) if fixed else cfg
+
+
 def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> int:
     import ray
     from raycf import space, tracking, trial
+    cfg = absolute_paths(cfg)  # trials run in Tune's per-trial working dirs: a relative path would scatter
     sc = sweep_config(cfg)
     resolved = space.resolve(cfg)
     points = points_of(cfg, resolved)
