@@ -223,7 +223,10 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
     tracking.log_metrics(uri, parent_run_id, {**stats, "wall_seconds": time.perf_counter() - t0,
                                               "prepare_jobs": prepared}, step=0)
     tracking.end_run(uri, parent_run_id, "FINISHED" if not grid.errors else "FAILED")
-    print(ranked_table(rows, sc))
+    searched = list(cfg.search)
+    print(ranked_table(rows, sc, searched))
+    for line in effects(rows, searched):
+        print(line)
     print(f"stage trainings: {stats['stage_trainings']:g} run (naive: {stats['stage_trainings_naive']:g}); "
           f"probe passes: {stats['probe_passes']:g} run (naive: {stats['probe_passes_naive']:g})")
     if uri.startswith(("http://", "https://")):
@@ -292,22 +295,61 @@ def work_counts(rows: list[dict], points, sc: SweepConfig) -> dict:
             "probe_passes": probed, "probe_passes_naive": naive + len(points) * sc.num_samples}
 
 
-def ranked_table(rows: list[dict], sc: SweepConfig) -> str:
+def _param_col(key: str) -> str:
+    return {"task_order": "order", "warm_start.kind": "warm_start"}.get(key, key.split(".")[-1])
+
+
+def ranked_table(rows: list[dict], sc: SweepConfig, searched: list[str]) -> str:
+    """Trials best first by the sweep's metric, with the searched parameters and the forgetting figures."""
     cols = ["forgetting/mean_FG", "forgetting/knowledge/FG", "forgetting/reasoning/FG", "forgetting/reading/FG",
             "forgetting/bias/FG", "forgetting/tasks/average"]
-    key = sc.metric
+    params = ["task_order" if k == "stages" else k for k in searched]
     sign = 1 if sc.mode == "min" else -1
-    rows = sorted(rows, key=lambda r: sign * r["metrics"].get(key, float("inf") * sign))
-    head = f"{'rank':4s} {'trial':28s} {'status':8s} {'warm':8s} {'lr':>8s} {'stage':>5s} " + \
-        " ".join(f"{c.split('/')[-2] + '/' + c.split('/')[-1] if c.count('/') > 1 else c.split('/')[-1]:>18s}"
-                 for c in cols)
+    rows = sorted(rows, key=lambda r: sign * r["metrics"].get(sc.metric, float("inf") * sign))
+    width = {k: max([len(_param_col(k))] + [len(r["params"].get(k, "-")) for r in rows]) for k in params}
+    head = f"{'rank':4s} {'trial':28s} {'status':8s} " + " ".join(f"{_param_col(k):>{width[k]}s}" for k in params) + \
+        f" {'stage':>5s} " + " ".join(f"{c.removeprefix('forgetting/'):>15s}" for c in cols)
     lines = [head]
     for i, r in enumerate(rows, 1):
         m, p = r["metrics"], r["params"]
-        vals = " ".join(f"{m[c]:18.2f}" if c in m else f"{'-':>18s}" for c in cols)
-        lines.append(f"{i:<4d} {r['run'][:28]:28s} {r['status'][:8]:8s} {p.get('warm_start.kind', '-'):8s} "
-                     f"{float(p.get('optim.lr', 'nan')):8.1e} {int(m.get('stage', 0)):5d} {vals}")
+        vals = " ".join(f"{m[c]:15.2f}" if c in m else f"{'-':>15s}" for c in cols)
+        lines.append(f"{i:<4d} {r['run'][:28]:28s} {r['status'][:8]:8s} " +
+                     " ".join(f"{p.get(k, '-'):>{width[k]}s}" for k in params) +
+                     f" {int(m.get('stage', 0)):5d} {vals}")
     return "\n".join(lines)
+
+
+def effects(rows: list[dict], searched: list[str], metric: str = "forgetting/mean_FG") -> list[str]:
+    """One line per searched parameter: the mean of `metric` over the trials at each of its values; for
+    the warm start, whether `general` forgot less than `none` (the study's finding), said either way."""
+    params = ["task_order" if k == "stages" else k for k in searched]
+    done = [r for r in rows if metric in r["metrics"]]
+    lines = []
+    for k in params:
+        groups: dict[str, list[float]] = {}
+        for r in done:
+            groups.setdefault(r["params"].get(k, "-"), []).append(r["metrics"][metric])
+        if len(groups) < 2:
+            continue
+        lines.append(f"{metric} by {k}: " + ", ".join(
+            f"{v} {sum(x) / len(x):.2f} ({len(x)} trials)" for v, x in groups.items()))
+    if "warm_start.kind" in params:
+        others = [k for k in params if k != "warm_start.kind"]
+        pairs: dict[tuple, dict[str, float]] = {}
+        for r in done:
+            pairs.setdefault(tuple(r["params"].get(k) for k in others), {})[r["params"]["warm_start.kind"]] = \
+                r["metrics"][metric]
+        matched = [(p["general"], p["none"]) for p in pairs.values() if {"general", "none"} <= p.keys()]
+        if matched:
+            wins = sum(g < n for g, n in matched)
+            g, n = (sum(x) / len(matched) for x in zip(*matched))
+            verdict = ("general forgets less than none, as the study found" if wins == len(matched) else
+                       "general does NOT forget less than none here, unlike the study" if wins == 0 else
+                       f"mixed: general forgets less in {wins} of {len(matched)} matched settings, "
+                       f"so this sweep does not confirm the study's finding everywhere")
+            lines.append(f"warm start: mean FG general {g:.2f} vs none {n:.2f} over {len(matched)} matched "
+                         f"settings; {verdict}")
+    return lines
 
 
 def _progress_cls():
