@@ -22,8 +22,15 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str], source: str | None = None):
         self.problems = problems
+        self.source = source
         prefix = f"{source}: " if source else ""
         super().__init__("\n".join(prefix + p for p in problems))
+
+    def lines(self, source: str | None = None) -> str:
+        """What a CLI prints: `error: <file>: <key or line>: <problem>; <fix>`, one line per problem;
+        `source` (the YAML the run came from) names the file when the error does not already."""
+        where = "" if self.source or not source else f"{source}: "
+        return "\n".join(f"error: {where}{line}" for line in str(self).splitlines())
 
 
 @dataclass
@@ -32,7 +39,8 @@ class ModelConfig:
     kind: str = "auto"                # auto | causal | seq2seq (auto: read from the folder's config.json)
     dtype: str = "float32"            # weights in memory; bf16 autocast on GPU is resources.mixed_precision
     allow_download: bool = False      # hub names need this: raycf is offline by default
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False   # run Python code a model folder ships (config.json auto_map): only if trusted
+    allow_pickle: bool = False        # load pickle weights (pytorch_model.bin, *.pt: can run code); else safetensors
 
 
 @dataclass
@@ -62,6 +70,9 @@ class OptimConfig:
 class DataConfig:
     examples_per_stage: int = 0       # 0 = all training rows of a stage
     replay_ratio: float = 0.0         # fraction of each stage's examples drawn from earlier stages
+    # your own rows: stage name -> {train: FILE, eval: FILE} (.jsonl or .parquet, see raycf/data/README.md;
+    # eval optional for a shipped stage). Replaces a shipped stage's rows or adds a stage of that name.
+    sources: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -167,7 +178,9 @@ def _check_type(value, annotation: str, key: str, problems: list[str]):
 
 def _build(cls, data, prefix: str, problems: list[str]):
     if not isinstance(data, dict):
-        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
+        key = prefix.rstrip('.') or 'config'
+        problems.append(f"{key}: expected a mapping, got {type(data).__name__} {data!r}; "
+                        f"write {key}: {{key: value, ...}}")
         return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -210,16 +223,56 @@ def _validate(cfg: ExperimentConfig, problems: list[str]) -> None:
         problems.append("optim: set optim.steps_per_stage > 0 or optim.epochs > 0, else no stage trains")
     if cfg.resources.cpus_per_worker == 0 and cfg.resources.gpus_per_worker == 0:
         problems.append("resources.cpus_per_worker: a worker needs some CPU or GPU; set it > 0 (fractions work)")
-    if not cfg.stages or not all(isinstance(s, str) for s in cfg.stages):
+    if not isinstance(cfg.stages, list):
+        pass  # reported by _build
+    elif not cfg.stages or not all(isinstance(s, str) for s in cfg.stages):
         problems.append(f"stages: expected a non-empty list of task names, got {cfg.stages!r}")
     elif len(set(cfg.stages)) != len(cfg.stages):
         problems.append(f"stages: a task appears twice in {cfg.stages}; each stage must be a different task")
+    problems += _source_problems(cfg.data.sources)
     if cfg.warm_start.kind == "checkpoint" and not cfg.warm_start.path:
         problems.append("warm_start.path: required when warm_start.kind is checkpoint")
     per_step = cfg.resources.workers * cfg.optim.grad_accum
     if isinstance(per_step, int) and per_step > 0 and cfg.optim.batch_size % per_step:
         problems.append(f"optim.batch_size: {cfg.optim.batch_size} must be a multiple of resources.workers x "
                         f"optim.grad_accum = {per_step} (it is the global batch)")
+
+
+SOURCE_SPLITS = ("train", "eval")
+
+
+def _source_problems(sources: dict) -> list[str]:
+    """The shape of data.sources (the files themselves are read by raycf.trial.check)."""
+    problems = []
+    for name, files in sources.items() if isinstance(sources, dict) else ():
+        key = f"data.sources.{name}"
+        if not isinstance(files, dict):
+            problems.append(f"{key}: expected {{train: FILE.jsonl, eval: FILE.jsonl}}, got "
+                            f"{type(files).__name__} {files!r}")
+            continue
+        for split, path in files.items():
+            if split not in SOURCE_SPLITS:
+                problems.append(f"{key}.{split}: unknown key{_did_you_mean(str(split), SOURCE_SPLITS)}")
+            elif not isinstance(path, str) or not path:
+                problems.append(f"{key}.{split}: expected a file path, got {type(path).__name__} {path!r}")
+        if "train" not in files and set(files) <= set(SOURCE_SPLITS):  # else the misspelt key is the problem
+            problems.append(f"{key}.train: missing; give the stage's training rows (a .jsonl or .parquet file)")
+    return problems
+
+
+def _absolute_paths(cfg: ExperimentConfig) -> None:
+    """Paths to data, task YAMLs and model folders are relative to the working directory of the command;
+    Ray workers and Tune trials run elsewhere, so the config carries them absolute."""
+    from raycf.models import BUILTIN
+    cfg.data.sources = {name: {split: str(Path(path).expanduser().absolute()) for split, path in files.items()}
+                        for name, files in cfg.data.sources.items()}
+    cfg.probes.suites = [str(Path(s).expanduser().absolute()) if isinstance(s, str) and
+                         s.endswith((".yaml", ".yml")) and Path(s).expanduser().is_file() else s
+                         for s in cfg.probes.suites]
+    if cfg.model.name not in BUILTIN and Path(cfg.model.name).expanduser().is_dir():
+        cfg.model.name = str(Path(cfg.model.name).expanduser().absolute())
+    if cfg.warm_start.path and Path(cfg.warm_start.path).expanduser().is_dir():
+        cfg.warm_start.path = str(Path(cfg.warm_start.path).expanduser().absolute())
 
 
 def from_dict(data: dict, source: str | None = None) -> ExperimentConfig:
@@ -232,6 +285,7 @@ def from_dict(data: dict, source: str | None = None) -> ExperimentConfig:
         pass  # a value of the wrong type, already reported by _build
     if problems:
         raise ConfigError(problems, source)
+    _absolute_paths(cfg)
     return cfg
 
 
@@ -275,7 +329,9 @@ def read_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
-        raise ConfigError([f"byte {e.start}: not UTF-8 text; save the file as UTF-8"], str(path)) from None
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise ConfigError([f"line {line}: not UTF-8 text (byte {e.start}); save the file as UTF-8"],
+                          str(path)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
@@ -283,7 +339,8 @@ def read_yaml(path: str | Path) -> dict:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([f"top level must be a mapping of sections, got {type(data).__name__}"], str(path))
+        raise ConfigError([f"top level must be a mapping of sections, got {type(data).__name__}; write sections "
+                           f"like `model: {{name: raycf-tiny}}` (see search_spaces/default.yaml)"], str(path))
     return data
 
 
@@ -299,8 +356,29 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> Exper
     return from_dict(data, source=str(path) if path else None)
 
 
+def redact_uri(uri: str | None) -> str | None:
+    """A URI with its password (and a token-only user part) replaced by ***: http://me:***@host."""
+    if not uri or "@" not in uri or "://" not in uri:
+        return uri
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(uri)
+    if not parts.username and not parts.password:
+        return uri
+    user = f"{parts.username}:***" if parts.password else "***"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def public_dict(cfg: ExperimentConfig) -> dict:
+    """The config as it may be printed, logged to MLflow or written next to results: no credentials."""
+    data = cfg.to_dict()
+    data["tracking"]["uri"] = redact_uri(data["tracking"]["uri"])
+    return data
+
+
 def to_yaml(cfg: ExperimentConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    """The resolved config for people and artifacts (credentials in tracking.uri redacted)."""
+    return yaml.safe_dump(public_dict(cfg), sort_keys=False)
 
 
 def flat_params(cfg: ExperimentConfig) -> dict[str, str]:
@@ -317,7 +395,7 @@ def flat_params(cfg: ExperimentConfig) -> dict[str, str]:
                 out[prefix + key] = " > ".join(map(str, value)) if key == "stages" else ",".join(map(str, value))
             else:
                 out[prefix + key] = str(value)
-    walk(cfg.to_dict(), "")
+    walk(public_dict(cfg), "")
     return out
 
 
@@ -330,7 +408,7 @@ def main(argv=None) -> int:
     try:
         print(to_yaml(load(args.space, parse_overrides(args.set))), end="")
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(e.lines(args.space), file=sys.stderr)
         return 2
     return 0
 

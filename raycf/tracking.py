@@ -9,6 +9,8 @@ import functools
 import os
 from pathlib import Path
 
+from raycf.config import redact_uri
+
 
 def resolve_uri(uri: str | None) -> str:
     """The tracking URI: the config's, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db."""
@@ -24,15 +26,24 @@ def client(uri: str):
 
 
 def check_reachable(uri: str) -> None:
-    """Fail at start, not after training: an http(s) server must answer."""
+    """Fail at start, not after training: an http(s) server must answer. Credentials in the URI
+    (http://user:password@host) go in an Authorization header and never into a message."""
     if not uri.startswith(("http://", "https://")):
         return
+    import base64
     import urllib.request
+    from urllib.parse import unquote, urlsplit
+    parts = urlsplit(uri)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    request = urllib.request.Request(parts._replace(netloc=host).geturl().rstrip("/") + "/health")
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+        urllib.request.urlopen(request, timeout=5).read()
     except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
-        raise ConnectionError(f"tracking.uri {uri} does not answer ({e.__class__.__name__}); start the server "
-                              f"(scripts/mlflow_server.sh) or fix tracking.uri") from None
+        raise ConnectionError(f"tracking.uri {redact_uri(uri)} does not answer ({e.__class__.__name__}); start the "
+                              f"server (scripts/mlflow_server.sh) or fix tracking.uri") from None
 
 
 def experiment_id(c, name: str) -> str:
