@@ -37,25 +37,34 @@ class Example:
     def targets(self) -> int:
         return sum(1 for t in self.labels if t != IGNORE)
 
+    @property
+    def longest(self) -> int:
+        """Tokens of the longer sequence the model sees (what optim.max_length bounds)."""
+        return max(len(self.input_ids), len(self.labels))
+
 
 def encode(rows: list[dict], tok, kind: str, max_length: int, source: str = "stage") -> list[Example]:
     """Alpaca prompt -> context, `output` -> response; loss on response tokens only."""
-    from raycf.data.template import prompt
     examples, too_long = [], []
     for i, row in enumerate(rows):
-        ctx = tok(prompt(row), add_special_tokens=True)["input_ids"]
-        resp = tok(row["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        if kind == "seq2seq":
-            ex = Example(ctx, resp)
-        else:
-            ex = Example(ctx + resp, [IGNORE] * len(ctx) + resp)
-        if max(len(ex.input_ids), len(ex.labels)) > max_length:
+        ex = encode_row(row, tok, kind)
+        if ex.longest > max_length:
             too_long.append(i + 1)
         examples.append(ex)
     if too_long:
         raise DataError(f"{source}: {len(too_long)} rows (first: row {too_long[0]}) are longer than "
                         f"optim.max_length={max_length} tokens; raise optim.max_length or shorten them")
     return examples
+
+
+def encode_row(row: dict, tok, kind: str) -> Example:
+    """One row as the model trains on it: Alpaca prompt -> context, `output` + EOS -> response."""
+    from raycf.data.template import prompt
+    ctx = tok(prompt(row), add_special_tokens=True)["input_ids"]
+    resp = tok(row["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    if kind == "seq2seq":
+        return Example(ctx, resp)
+    return Example(ctx + resp, [IGNORE] * len(ctx) + resp)
 
 
 def num_steps(n_examples: int, batch_size: int, epochs: float, steps_per_stage: int) -> int:

@@ -32,6 +32,9 @@ REQUIRED = {"multiple_choice": ("choices", "answer"), "pairs": ("sent_more", "se
             "generation": ("instruction", "input", "output")}
 YAML_KEYS = {"name", "category", "type", "source", "template", "shots", "metric", "version", "licence",
              "description", "hub"}
+# Metrics raycf.probe computes for each row type (a task YAML may name these only).
+METRICS = {"multiple_choice": ("acc", "acc_norm"), "pairs": ("pct_stereotype", "likelihood_diff"),
+           "generation": ("bleu", "rouge1", "sari")}
 HUB_KEYS = {"path", "name", "split", "fewshot_split", "map"}
 
 
@@ -88,7 +91,7 @@ def check_row(row, type: str, fields=()) -> str | None:
     if type == "multiple_choice":
         choices, answer = row["choices"], row["answer"]
         if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-            return "'choices' must be a list of strings"
+            return f"'choices' is {choices!r}; give a list of strings, e.g. [\"yes\", \"no\"]"
         if len(choices) < 2:
             return f"'choices' has {len(choices)} item(s); give at least 2 choices"
         if not isinstance(answer, int) or isinstance(answer, bool):
@@ -99,12 +102,12 @@ def check_row(row, type: str, fields=()) -> str | None:
     if type == "generation":
         bad = [f for f in REQUIRED["generation"] if not isinstance(row[f], str)]
         if bad:
-            return f"{', '.join(repr(b) for b in bad)} must be string(s)"
+            return f"{', '.join(repr(b) for b in bad)} must be string(s); quote the value(s) in the JSON"
         refs = row.get("references")
         if refs is not None and (not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs)):
-            return "'references' must be a non-empty list of strings"
+            return "'references' must be a non-empty list of strings; give [\"...\"] or leave the field out"
     if type == "pairs" and not all(isinstance(row[f], str) for f in REQUIRED["pairs"]):
-        return "'sent_more', 'sent_less' and 'bias_type' must be strings"
+        return "'sent_more', 'sent_less' and 'bias_type' must be strings; quote the values in the JSON"
     return None
 
 
@@ -145,34 +148,37 @@ def _read_parquet(path: Path) -> list[tuple[int, object]]:
     return list(enumerate(rows, start=1))
 
 
-def load_rows(path, type: str | None = None, fields=()) -> list[dict]:
+def load_rows(path, type: str | None = None, fields=(), numbered: bool = False) -> list:
     """Validated rows of a .jsonl (one JSON object per line) or .parquet file.
 
     type: multiple_choice | pairs | generation, or None to infer it from the first row.
     fields: extra fields every row must have (those a template names). Every bad row is reported in
     one DataError, each as `FILE:LINE: problem; fix` (LINE is 1-based; the row number for parquet).
+    numbered: return (LINE, row) pairs, for checks that report a line of their own.
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file; check the path (relative paths start at the working directory)")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give a .jsonl or .parquet file")
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".json", ".parquet"):
         raise DataError(f"{path}: unknown file type {suffix!r}; give a .jsonl or .parquet file")
-    numbered = _read_parquet(path) if suffix == ".parquet" else _read_jsonl(path)
+    lines = _read_parquet(path) if suffix == ".parquet" else _read_jsonl(path)
     if type is None:
-        first = numbered[0][1]
+        first = lines[0][1]
         type = infer_type(first) if isinstance(first, dict) else None
         if type is None:
-            raise DataError(f"{path}:{numbered[0][0]}: cannot tell the row type; a row needs 'choices' "
+            raise DataError(f"{path}:{lines[0][0]}: cannot tell the row type; a row needs 'choices' "
                             f"(multiple_choice), 'sent_more' (pairs) or 'instruction' (generation)")
     if type not in TYPES:
         raise DataError(f"row type {type!r} is unknown{_did_you_mean(type, TYPES)}")
-    errors = [f"{path}:{n}: {problem}" for n, row in numbered
+    errors = [f"{path}:{n}: {problem}" for n, row in lines
               if (problem := check_row(row, type, fields)) is not None]
     if errors:
         more = f"\n... and {len(errors) - 20} more bad rows" if len(errors) > 20 else ""
         raise DataError("\n".join(errors[:20]) + more)
-    return [row for _, row in numbered]
+    return lines if numbered else [row for _, row in lines]
 
 
 # --- task specs (YAML) ----------------------------------------------------------------------------
@@ -183,8 +189,14 @@ def _spec_from_file(path: str) -> dict:
     p = Path(path)
     try:
         spec = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[:e.start].count(b"\n") + 1
+        raise DataError(f"{p}: line {line}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     except yaml.YAMLError as e:
-        raise DataError(f"{p}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise DataError(f"{p}: {where}malformed YAML ({getattr(e, 'problem', None) or 'syntax'}); fix the syntax") \
+            from None
     if not isinstance(spec, dict):
         raise DataError(f"{p}: a task YAML must be a mapping of fields (see raycf/data/README.md)")
     errors = validate_spec(spec, p)
@@ -209,8 +221,13 @@ def validate_spec(spec: dict, path: Path) -> list[str]:
         errors.append("shots must be an integer >= 0")
     if not isinstance(spec.get("version", 1), int):
         errors.append("version must be an integer")
-    if not isinstance(spec.get("metric", []), (list, str)):
+    metric = spec.get("metric", [])
+    if not isinstance(metric, (list, str)):
         errors.append("metric must be a list of metric names")
+    elif spec.get("type") in METRICS:
+        known = METRICS[spec["type"]]
+        errors += [f"metric {m!r} is not computed for {spec['type']} tasks{_did_you_mean(m, known)}"
+                   for m in ([metric] if isinstance(metric, str) else metric) if m not in known]
     hub = spec.get("hub") or {}
     errors += [f"hub: unknown key {k!r}{_did_you_mean(k, HUB_KEYS)}" for k in hub if k not in HUB_KEYS]
     if hub and hub.get("map") not in HUB_MAPS:
@@ -222,13 +239,27 @@ def _registry() -> dict[str, Path]:
     return {p.stem: p for p in sorted(TASKS_DIR.glob("*.yaml"))}
 
 
+def is_task_file(name) -> bool:
+    """A task YAML of the user's own, named by its path."""
+    return str(name).endswith((".yaml", ".yml"))
+
+
 def _spec(name: str) -> dict:
-    if str(name).endswith((".yaml", ".yml")) and Path(name).exists():
-        return _spec_from_file(str(Path(name).resolve()))  # a task YAML of the user's own
+    if is_task_file(name):
+        if not Path(name).is_file():
+            raise DataError(f"{name}: no such task YAML; check the path or give a registered task name")
+        return _spec_from_file(str(Path(name).resolve()))
     reg = _registry()
     if name not in reg:
         raise DataError(f"unknown task {name!r}{_did_you_mean(name, reg)}")
     return _spec_from_file(str(reg[name]))
+
+
+def stage_spec(name: str) -> dict:
+    """The learned-task probe of a stage of the user's own (data.sources, no task YAML): its eval rows in
+    the Alpaca template, greedy generation scored by ROUGE-1, as the shipped headline stage is."""
+    return {"name": name, "category": "tasks", "type": "generation", "template": "alpaca", "shots": 0,
+            "metric": ["rouge1"], "version": 1}
 
 
 def resolve_template(spec: dict) -> str:
@@ -259,6 +290,12 @@ def suite(names_or_categories) -> list[str]:
             out += task_names(item)
         elif item in known:
             out.append(item)
+        elif is_task_file(item):
+            try:
+                _spec(item)
+                out.append(item)
+            except DataError as e:
+                errors.append(str(e))
         else:
             errors.append(f"{item!r} is neither a task nor a category{_did_you_mean(item, [*CATEGORIES, *known])}")
     if errors:
@@ -271,15 +308,20 @@ def load_task(name: str, source: str | None = None, fewshot_source: str | None =
     """The probe task `name` (or a task YAML path) with its rows.
 
     source: None = the YAML's `source` (default "shipped"); "shipped"; "hub" (the study's dataset via
-    `datasets.load_dataset`, needs the network); or a .jsonl/.parquet path of your own rows.
+    `datasets.load_dataset`, needs the network); or a .jsonl/.parquet path of your own rows (a relative
+    `source:` in a task YAML of your own starts at the YAML's folder).
     fewshot_source: a file for the k-shot pool when `source` is a file (else the pool is empty).
     shots: override the YAML's default k. limit: keep the first `limit` rows.
+    A name that is no registered task, given with a file `source`, is a stage of the user's own (stage_spec).
     """
-    spec = _spec(name)
+    own_stage = source not in (None, "shipped", "hub") and not is_task_file(name) and name not in _registry()
+    spec = stage_spec(name) if own_stage else _spec(name)
     template = resolve_template(spec)
     fields = template_fields(template)
     k = spec["shots"] if shots is None else shots
     src = source or spec.get("source", "shipped")
+    if source is None and is_task_file(name) and src not in ("shipped", "hub"):
+        src = str(Path(name).parent / src)
     if src == "shipped":
         rows, pool = _shipped(spec)
     elif src == "hub":
@@ -322,9 +364,10 @@ def load_stage(name: str, split: str = "train", limit: int | None = None, source
     """Rows {"instruction", "input", "output"} of an instruction stage (one of STAGES, or GENERAL).
 
     split: train | eval (disjoint). The eval split of simplification also has "references" (for SARI).
-    source: "shipped", "hub" (the study's dataset; not for `general`), or a .jsonl/.parquet path.
+    source: "shipped", "hub" (the study's dataset; not for `general`), or a .jsonl/.parquet path (then
+    `name` may be a stage of the user's own).
     """
-    if name not in (*STAGES, GENERAL):
+    if name not in (*STAGES, GENERAL) and source in ("shipped", "hub"):
         raise DataError(f"unknown stage {name!r}{_did_you_mean(name, (*STAGES, GENERAL))}")
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r} for stage {name}{_did_you_mean(split, SPLITS)}")

@@ -107,5 +107,6 @@ def test_generation_rows(tmp_path):
                         '{"instruction": "x", "input": "", "output": "y", "references": []}\n')
     with pytest.raises(DataError) as e:
         load_rows(p, "generation")
-    assert str(e.value).splitlines() == [f"{p}:1: 'input' must be string(s)",
-                                         f"{p}:2: 'references' must be a non-empty list of strings"]
+    assert str(e.value).splitlines() == [
+        f"{p}:1: 'input' must be string(s); quote the value(s) in the JSON",
+        f"{p}:2: 'references' must be a non-empty list of strings; give [\"...\"] or leave the field out"]
