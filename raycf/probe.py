@@ -521,9 +521,10 @@ def _cost(context: str, continuations) -> int:
 
 
 def probe_tasks(model, tok, task_names, **kwargs) -> list[ProbeResult]:
-    """probe_task for each name (raycf.data.load_task) on the model as `probing` prepares it."""
-    from raycf.data import load_task
-    tasks = [load_task(name) for name in task_names]
+    """probe_task for each task (a raycf.data Task, or a name for raycf.data.load_task) on the model as
+    `probing` prepares it."""
+    from raycf.data import Task, load_task
+    tasks = [name if isinstance(name, Task) else load_task(name) for name in task_names]
     with probing(model) as plain:
         return [probe_task(plain, tok, task, **kwargs) for task in tasks]
 
@@ -555,20 +556,25 @@ def format_table(results) -> str:
     return "\n".join(lines)
 
 
-def _load(model_dir, adapter: str | None):
+def _load(model_dir, adapter: str | None, trust_remote_code: bool = False, allow_pickle: bool = False):
     """Model + tokenizer from a folder; with `adapter`, the PEFT adapter on top, not merged."""
     from raycf.models import load_model
-    model, tok = load_model(model_dir)
+    model, tok = load_model(model_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     if adapter:
         from peft import PeftModel
         model = PeftModel.from_pretrained(model, adapter)
     return model, tok
 
 
-def _check_adapter(adapter: str | None):
+def _check_adapter(adapter: str | None, allow_pickle: bool = False):
     from pathlib import Path
     if adapter and not (Path(adapter) / "adapter_config.json").exists():
         raise FileNotFoundError(f"--adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    if adapter and not allow_pickle and not (Path(adapter) / "adapter_model.safetensors").exists() \
+            and (Path(adapter) / "adapter_model.bin").exists():
+        raise FileNotFoundError(f"--adapter {adapter}: holds only pickle weights (adapter_model.bin), which can "
+                                f"run code when loaded; save it as safetensors or pass --allow-pickle for a folder "
+                                f"you trust")
 
 
 def main(argv=None) -> int:
@@ -582,19 +588,28 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the few-shot draw")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code (auto_map)")
+    p.add_argument("--allow-pickle", action="store_true", help="load pickle weights (pytorch_model.bin)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     if not args.debug:
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()  # stderr is for the one error line
     try:
-        from raycf.models import resolve_model_dir
-        model_dir = resolve_model_dir(args.model)
-        _check_adapter(args.adapter)
-        from raycf.data import suite
-        names = suite([s.strip() for s in args.suite.split(",") if s.strip()])
-        model, tok = _load(model_dir, args.adapter)
-        results = probe_tasks(model, tok, names, shots=args.shots, limit=args.limit, seed=args.seed,
+        from raycf.models import ModelError, folder_problems, resolve_model_dir
+        model_dir = resolve_model_dir(args.model, key="--model")
+        problems = folder_problems(model_dir, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
+                                   key="--model")
+        if problems:
+            raise ModelError(problems[0])
+        _check_adapter(args.adapter, args.allow_pickle)
+        from raycf.data import DataError, load_task, suite
+        try:  # bad rows are reported before the model loads
+            tasks = [load_task(n) for n in suite([s.strip() for s in args.suite.split(",") if s.strip()])]
+        except DataError as e:
+            raise DataError(f"--suite: {e}") from None
+        model, tok = _load(model_dir, args.adapter, args.trust_remote_code, args.allow_pickle)
+        results = probe_tasks(model, tok, tasks, shots=args.shots, limit=args.limit, seed=args.seed,
                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
     except Exception as e:
         if args.debug:

@@ -18,6 +18,7 @@ Domains: grid (every value, multiplies the trial count), choice, uniform, loguni
 """
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import random
@@ -55,6 +56,17 @@ def stage_orders(arg, stages: list[str], seed: int, key: str, problems: list[str
     return []
 
 
+def check_orders(cfg: ExperimentConfig, key: str, orders: list, problems: list[str]) -> None:
+    """Task orders written out in the space may name only stages that exist: shipped or in data.sources."""
+    from raycf.data import GENERAL, STAGES
+    known = [*STAGES, GENERAL, *cfg.data.sources]
+    for i, order in enumerate(orders, 1):
+        bad = [s for s in order if s not in known] if isinstance(order, list) else []
+        if bad:
+            problems.append(f"search.{key}: order {i} {order} names unknown stage {bad[0]!r}"
+                            f"{_did_you_mean(str(bad[0]), known)} (a stage of your own needs data.sources.{bad[0]})")
+
+
 def check_values(cfg: ExperimentConfig, key: str, values: list, problems: list[str]) -> None:
     """Every value a grid/choice can take must make a valid config."""
     for v in values:
@@ -72,8 +84,11 @@ def resolve(cfg: ExperimentConfig) -> dict:
         try:
             get_dotted(cfg, key)
         except (AttributeError, KeyError, TypeError):
+            from raycf.config import flat_params
+            keys = [k for k in flat_params(cfg) if difflib.get_close_matches(key, [k], cutoff=0.6)]
             top = [f for f in cfg.to_dict() if f not in ("search", "sweep")]
-            problems.append(f"search.{key}: not a config key{_did_you_mean(key.split('.')[0], top)}")
+            hint = _did_you_mean(key, keys) if keys else _did_you_mean(key.split('.')[0], top)
+            problems.append(f"search.{key}: not a config key{hint}")
             continue
         d = _domain(spec, key, problems)
         if d is None:
@@ -84,12 +99,16 @@ def resolve(cfg: ExperimentConfig) -> dict:
                 problems.append(f"search.{key}: the orders domain is for `stages` only")
                 continue
             values = stage_orders(arg, list(cfg.stages), cfg.seed, key, problems)
+            if isinstance(arg, list):
+                check_orders(cfg, key, values, problems)
             check_values(cfg, key, values, problems)
             out[key] = ("grid", values)
         elif name in ("grid", "choice"):
             if not isinstance(arg, list) or not arg:
                 problems.append(f"search.{key}: {name} needs a non-empty list of values (it gives zero trials)")
                 continue
+            if key == "stages":
+                check_orders(cfg, key, arg, problems)
             check_values(cfg, key, arg, problems)
             out[key] = (name, arg)
         else:

@@ -404,7 +404,7 @@ def main(argv=None) -> int:
     except (ConfigError, ConnectionError) as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(e.lines(args.space) if isinstance(e, ConfigError) else f"error: {e}", file=sys.stderr)
         return 2
 
 

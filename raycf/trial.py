@@ -68,16 +68,16 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     warm_key = None
     if cfg.warm_start.kind == "general":
         ws = cfg.warm_start
-        warm_key = cache.key("warm", start, _data_key(data.GENERAL), ws.lr, ws.steps,
+        warm_key = cache.key("warm", start, _data_key(cfg, data.GENERAL), ws.lr, ws.steps,
                              ws.batch_size, cfg.optim.max_length, cfg.seed)
         start = warm_key
     elif cfg.warm_start.kind == "checkpoint":
         start = fingerprint(Path(cfg.warm_start.path))
     recipe = [asdict(cfg.finetune), asdict(cfg.optim), asdict(cfg.data), cfg.seed]
-    stage_keys = [cache.key("stage", start, recipe, [_data_key(s) for s in cfg.stages[:k]])
+    stage_keys = [cache.key("stage", start, recipe, [_data_key(cfg, s) for s in cfg.stages[:k]])
                   for k in range(1, len(cfg.stages) + 1)]
     probe_tasks = probe_task_names(cfg)
-    probe_recipe = [(t, data.load_task(t).version) for t in probe_tasks], cfg.probes.shots, cfg.probes.limit, \
+    probe_recipe = [_task_key(probe_task(cfg, t)) for t in probe_tasks], cfg.probes.shots, cfg.probes.limit, \
         cfg.probes.max_new_tokens, cfg.seed
     probe_keys = [cache.key("probe", w, probe_recipe) for w in [start] + stage_keys]
     return TrialPlan(model_dir=str(model_dir), kind=kind, storage=storage, start_key=start, warm_key=warm_key,
@@ -85,10 +85,27 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
                      tracking_uri=tracking_uri, run_id=run_id)
 
 
-def _data_key(stage: str) -> str:
+def _data_key(cfg: ExperimentConfig, stage: str) -> str:
     """Stages are keyed by their rows' content, so edited data never reuses a stale checkpoint."""
+    return cache.key(stage, stage_rows(cfg, stage))
+
+
+def _task_key(task) -> tuple:
+    """A probe task's identity: its version, and the rows' content when they are the user's own file."""
+    return (task.name, task.version) if task.source == "shipped" else (task.name, task.version, cache.key(task.rows))
+
+
+def stage_rows(cfg: ExperimentConfig, name: str, split: str = "train") -> list[dict]:
+    """Rows of stage `name`: the user's file from data.sources when it gives this split, else the shipped set."""
     from raycf import data
-    return cache.key(stage, data.load_stage(stage))
+    file = cfg.data.sources.get(name, {}).get(split)
+    return data.load_stage(name, split, source=file) if file else data.load_stage(name, split)
+
+
+def probe_task(cfg: ExperimentConfig, name: str):
+    """The probe task `name`; a stage with an eval file in data.sources is probed on those rows."""
+    from raycf import data
+    return data.load_task(name, source=cfg.data.sources.get(name, {}).get("eval"))
 
 
 def probe_task_names(cfg: ExperimentConfig) -> list[str]:
@@ -218,13 +235,12 @@ def ensure_warm_start(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: 
     if _agree(cache.lookup(path) is not None):
         return path
     from raycf import data
-    from raycf.models import load_model
     from raycf.train import encode, train_stage, wrap
-    model, tok = load_model(Path(plan.model_dir), dtype=cfg.model.dtype)
+    model, tok = load_base(cfg, plan.model_dir)
     model.to(device)
     model = wrap(model, cfg.resources.strategy, device, _bf16(cfg, device))
     ws = cfg.warm_start
-    examples = encode(data.load_stage(data.GENERAL), tok, plan.kind, cfg.optim.max_length, source=data.GENERAL)
+    examples = encode(stage_rows(cfg, data.GENERAL), tok, plan.kind, cfg.optim.max_length, source=data.GENERAL)
     stats = train_stage(model, examples, kind=plan.kind, pad_id=tok.pad_token_id, batch_size=ws.batch_size,
                         steps=ws.steps, grad_accum=1, lr=ws.lr, weight_decay=0.0, schedule="constant", warmup=0,
                         max_grad_norm=cfg.optim.max_grad_norm, seed=cfg.seed, device=device)
@@ -275,13 +291,21 @@ def plain_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, model, s
     return copy["model"]
 
 
+def load_base(cfg: ExperimentConfig, folder):
+    """The model a trial starts from (model, warm start or checkpoint), loaded only as the config allows:
+    its own code with model.trust_remote_code, pickle weights with model.allow_pickle."""
+    from raycf.models import load_model
+    m = cfg.model
+    return load_model(Path(folder), dtype=m.dtype, trust_remote_code=m.trust_remote_code, allow_pickle=m.allow_pickle)
+
+
 def build_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, done: int, device):
     """The model to train from stage done+1: base (+ fresh LoRA), or the weights of stage `done`."""
     from raycf.models import add_lora, load_model
     if cfg.finetune.method == "full" and done > 0:
         model, tok = load_model(plan.stage_dir(done), dtype=cfg.model.dtype)
         return model.to(device), tok
-    model, tok = load_model(base_dir, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    model, tok = load_base(cfg, base_dir)
     if cfg.finetune.method == "lora":
         import torch
         ft = cfg.finetune
@@ -297,15 +321,14 @@ def build_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, done: in
 def stage_examples(cfg: ExperimentConfig, k: int, tok, kind: str):
     """Training examples of stage k: its task's rows, plus replayed rows of earlier stages."""
     import random
-    from raycf import data
     from raycf.train import encode
-    rows = data.load_stage(cfg.stages[k - 1])
+    rows = stage_rows(cfg, cfg.stages[k - 1])
     n = cfg.data.examples_per_stage or len(rows)
     rng = random.Random(cfg.seed * 1000 + k)
     rows = rng.sample(rows, min(n, len(rows)))
     if cfg.data.replay_ratio > 0 and k > 1:
         n_replay = int(round(len(rows) * cfg.data.replay_ratio / (1 - cfg.data.replay_ratio)))
-        pool = [r for s in cfg.stages[:k - 1] for r in data.load_stage(s)]
+        pool = [r for s in cfg.stages[:k - 1] for r in stage_rows(cfg, s)]
         rows = rows + rng.sample(pool, min(n_replay, len(pool)))
     return encode(rows, tok, kind, cfg.optim.max_length, source=cfg.stages[k - 1])
 
@@ -382,7 +405,7 @@ def reload_loss(cfg: ExperimentConfig, plan: TrialPlan, folder: Path, examples, 
     else:
         from peft import PeftModel
         base_dir = plan.warm_dir() if plan.warm_key else Path(cfg.warm_start.path or plan.model_dir)
-        model, _ = load_model(base_dir, dtype=cfg.model.dtype)
+        model, _ = load_base(cfg, base_dir)
         model = PeftModel.from_pretrained(model, folder)
     return eval_loss(model, examples, plan.kind, pad_id)
 
@@ -398,7 +421,8 @@ def probe_row(cfg: ExperimentConfig, plan: TrialPlan, k: int, get_model, tok, ra
         return cache.read_json(path), 0
     from raycf import probe
     t0 = time.perf_counter()
-    scores = probe.run_probes(get_model(), tok, plan.probe_tasks, shots=cfg.probes.shots, limit=cfg.probes.limit or None,
+    tasks = [probe_task(cfg, t) for t in plan.probe_tasks]
+    scores = probe.run_probes(get_model(), tok, tasks, shots=cfg.probes.shots, limit=cfg.probes.limit or None,
                               seed=cfg.seed, rank=rank, world_size=world,
                               max_new_tokens=cfg.probes.max_new_tokens)
     row = {"scores": scores, "seconds": time.perf_counter() - t0}
@@ -413,9 +437,8 @@ def probe_row(cfg: ExperimentConfig, plan: TrialPlan, k: int, get_model, tok, ra
 def accuracy_matrix(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]):
     """The accuracy matrix R so far: one row per probe pass, one column per probe task (primary metric)."""
     import numpy as np
-    from raycf import data
     from raycf.forgetting import AccuracyMatrix
-    tasks = [data.load_task(t) for t in plan.probe_tasks]
+    tasks = [probe_task(cfg, t) for t in plan.probe_tasks]
     scores = np.full((len(cfg.stages) + 1, len(tasks)), np.nan)
     for i, row in enumerate(rows):
         for j, t in enumerate(tasks):
@@ -426,12 +449,12 @@ def accuracy_matrix(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]):
 
 def stage_metrics(cfg: ExperimentConfig, plan: TrialPlan, k: int, stats: dict, rows: list[dict]) -> dict:
     """What Tune and MLflow see after stage k: train stats, probe scores, forgetting so far."""
-    from raycf import data
     metrics = {"stage": k}
     metrics.update({key: v for key, v in stats.items() if key.startswith(("train/", "checkpoint/"))})
     if rows and rows[-1]:
+        categories = {t.name: t.category for t in (probe_task(cfg, n) for n in plan.probe_tasks)}
         for name, scores in rows[-1]["scores"].items():
-            cat = data.load_task(name).category
+            cat = categories[name]
             metrics.update({f"probe/{cat}/{name}/{m}": v for m, v in scores.items()})
         metrics["probe/seconds"] = rows[-1]["seconds"]
         if k > 0:
@@ -471,37 +494,109 @@ def log_final_artifacts(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]
 def check(cfg: ExperimentConfig, cluster: dict | None = None, build: bool = True) -> Path | None:
     """Everything that can be checked before Ray starts; raises ConfigError listing every problem.
     build: also build (or find) the model folder and return it; False for dry runs."""
-    from raycf import data
-    from raycf.models import ModelError, peek_hidden_size, resolve_model_dir
-    problems = []
-    for i, s in enumerate(cfg.stages):
-        try:
-            data.load_stage(s, limit=1)
-        except data.DataError as e:
-            problems.append(f"stages[{i}]: {e}")
-    try:
-        probe_task_names(cfg)
-    except data.DataError as e:
-        problems.append(f"probes.suites: {e}")
-    if cfg.warm_start.kind == "checkpoint" and cfg.warm_start.path and \
-            not (Path(cfg.warm_start.path) / "config.json").exists():
-        problems.append(f"warm_start.path: {cfg.warm_start.path} is not a model folder (no config.json)")
+    from raycf.models import ModelError, folder_problems, peek_hidden_size, resolve_model_dir
+    problems = data_problems(cfg)
+    ws = cfg.warm_start
+    if ws.kind == "checkpoint" and ws.path and not (Path(ws.path) / "config.json").exists():
+        problems.append(f"warm_start.path: {ws.path} is not a model folder (no config.json); give a folder "
+                        f"written by save_pretrained, e.g. a stage checkpoint")
+    elif ws.kind == "checkpoint" and ws.path:
+        problems += folder_problems(Path(ws.path), trust_remote_code=cfg.model.trust_remote_code,
+                                    allow_pickle=cfg.model.allow_pickle, key="warm_start.path")
     problems += resource_problems(cfg, cluster or local_cluster())
     model_dir = None
     try:
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
         h = peek_hidden_size(cfg.model.name, allow_download=cfg.model.allow_download, cache_dir=cache_dir)
+        folder = Path(cfg.model.name).expanduser()
+        if folder.is_dir():  # a folder of the user's: read before anything loads it
+            problems += folder_problems(folder, trust_remote_code=cfg.model.trust_remote_code,
+                                        allow_pickle=cfg.model.allow_pickle)
         if cfg.finetune.method == "lora" and h is not None and cfg.finetune.lora_rank > h:
             problems.append(f"finetune.lora_rank: {cfg.finetune.lora_rank} exceeds the model's hidden size {h}; "
                             f"use a rank <= {h}")
         if build and not problems:
             model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
                                           cache_dir=cache_dir)
+            if not folder.is_dir():  # built here or downloaded: the same rules
+                problems += folder_problems(model_dir, trust_remote_code=cfg.model.trust_remote_code,
+                                            allow_pickle=cfg.model.allow_pickle)
+        if not problems and cfg.data.sources:
+            problems += long_row_problems(cfg, model_dir or _tokenizer_dir(cfg))
     except ModelError as e:
         problems.append(str(e))
     if problems:
         raise ConfigError(problems)
     return model_dir
+
+
+def data_problems(cfg: ExperimentConfig) -> list[str]:
+    """Stages, data.sources files (every bad row as FILE:LINE) and probe tasks (with their rows)."""
+    from raycf import data
+    problems = []
+    for name, files in cfg.data.sources.items():
+        for split, file in files.items():
+            try:
+                data.load_rows(file, "generation")
+            except data.DataError as e:
+                problems += [f"data.sources.{name}.{split}: {line}" for line in str(e).splitlines()]
+    for i, s in enumerate(cfg.stages):
+        if s not in cfg.data.sources:
+            try:
+                data.load_stage(s, limit=1)
+            except data.DataError as e:
+                problems.append(f"stages[{i}]: {e} (a stage of your own needs data.sources.{s}.train)")
+    try:
+        names = probe_task_names(cfg)
+    except data.DataError as e:
+        return problems + [f"probes.suites: {e}"]
+    for name in names:
+        if name in cfg.data.sources and name not in data.STAGES and "eval" not in cfg.data.sources[name]:
+            problems.append(f"data.sources.{name}.eval: missing; probes.suites has tasks, which probes every stage "
+                            f"on its eval rows: give an eval file or drop tasks from probes.suites")
+        elif name not in cfg.stages:  # stages and their files were checked above
+            try:
+                probe_task(cfg, name)
+            except data.DataError as e:
+                key = f"probes.suites[{cfg.probes.suites.index(name)}]" if name in cfg.probes.suites else \
+                    "probes.suites"
+                problems += [f"{key}: {line}" for line in str(e).splitlines()]
+    return problems
+
+
+def _tokenizer_dir(cfg: ExperimentConfig) -> Path | None:
+    """A folder with the model's tokenizer that needs nothing built: the user's folder or the shipped raycf-tiny."""
+    from raycf.pretrain import SHIPPED
+    if Path(cfg.model.name).expanduser().is_dir():
+        return Path(cfg.model.name).expanduser()
+    if cfg.model.name == "raycf-tiny" and (SHIPPED / "tokenizer.json").exists():
+        return SHIPPED
+    return None
+
+
+def long_row_problems(cfg: ExperimentConfig, model_dir: Path | None) -> list[str]:
+    """Training rows of data.sources longer than optim.max_length tokens (the trainer refuses them, so say so
+    before Ray starts). Needs the model's tokenizer: skipped when the model is not built yet (a dry run)."""
+    if model_dir is None:
+        return []
+    from transformers import AutoTokenizer
+    from raycf import data
+    from raycf.models import model_kind
+    from raycf.train import encode_row
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.model.trust_remote_code)
+    kind = model_kind(model_dir) if cfg.model.kind == "auto" else cfg.model.kind
+    problems = []
+    for name, files in cfg.data.sources.items():
+        if "train" not in files:
+            continue
+        rows = data.load_rows(files["train"], "generation", numbered=True)
+        long = [(line, n) for line, row in rows if (n := encode_row(row, tok, kind).longest) > cfg.optim.max_length]
+        if long:
+            more = f" (and {len(long) - 1} more rows)" if len(long) > 1 else ""
+            (line, n), m = long[0], cfg.optim.max_length
+            problems.append(f"data.sources.{name}.train: {files['train']}:{line}: example is {n} tokens, longer "
+                            f"than optim.max_length={m}{more}; raise optim.max_length or shorten the row")
+    return problems
 
 
 def local_cluster() -> dict:
@@ -590,7 +685,7 @@ def main(argv=None) -> int:
     except (ConfigError, ConnectionError) as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(e.lines(args.space) if isinstance(e, ConfigError) else f"error: {e}", file=sys.stderr)
         return 2
     print(summary(metrics))
     return 0
