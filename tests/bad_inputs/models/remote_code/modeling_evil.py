@@ -1,0 +1,1 @@
+raise SystemExit('custom code ran')  # must never be imported without the flag
