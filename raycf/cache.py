@@ -10,6 +10,8 @@ Layout under <storage_path>/cache/:  warm/<key>/  stages/<key>/  probes/<key>/
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -59,6 +61,36 @@ def staging_dir(path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir(parents=True)
     return tmp
+
+
+def disk_full(e: BaseException) -> bool:
+    # safetensors reports ENOSPC as its own error type, with the OS message inside
+    return (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+        any(m in str(e) for m in ("No space left on device", "Disk quota exceeded", "os error 28"))
+
+
+class StorageFull(OSError):
+    """No space left where an entry is being written; the message says what is kept and how to go on."""
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Write the entry `path`: yields a staging folder and publishes it when the block ends. On any error the
+    staging folder is removed and published entries stay as they were; a full disk (or quota) becomes
+    StorageFull with a message a user can act on."""
+    tmp = None
+    try:
+        tmp = staging_dir(path)
+        yield tmp
+        publish(tmp, path)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full(e):
+            raise StorageFull(f"no space left on the disk of {path.parent} while writing {path.parent.name}/"
+                              f"{path.name}; entries written before are intact: free space there or set "
+                              f"storage_path to a larger disk, then run again to continue from them") from None
+        raise
 
 
 def publish(tmp: Path, path: Path) -> Path:

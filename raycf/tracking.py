@@ -1,12 +1,16 @@
 """MLflow tracking: where runs go, one run per trial (nested under a sweep's parent), stage-indexed metrics.
 
 The tracking URI is always passed explicitly to Ray workers (env vars do not reach them by themselves).
-Default: a sqlite file in the working directory.
+Default: a sqlite file in the working directory. A server outage during a sweep loses nothing: see send().
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
+import shutil
+import time
 from pathlib import Path
 
 from raycf.config import redact_uri
@@ -71,11 +75,15 @@ def log_params(uri: str, run_id: str, params: dict[str, str]) -> None:
         c.log_batch(run_id, params=new[i:i + 100])
 
 
-def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int, *, spool: Path | None = None,
+                timestamp: int | None = None) -> None:
+    """Finite numeric metrics at `step`. With `spool`, an unreachable server does not lose them (see send)."""
+    if spool is not None:
+        return send(uri, run_id, {"op": "metrics", "metrics": metrics, "step": step,
+                                  "timestamp": int(time.time() * 1000)}, spool)
     import math
-    import time
     from mlflow.entities import Metric
-    ts = int(time.time() * 1000)
+    ts = timestamp or int(time.time() * 1000)
     rows = [Metric(k, float(v), ts, step) for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
     c = client(uri)
@@ -83,10 +91,142 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
         c.log_batch(run_id, metrics=rows[i:i + 500])
 
 
-def log_artifact(uri: str, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+def log_artifact(uri: str, run_id: str, path: str | Path, artifact_path: str | None = None, *,
+                 spool: Path | None = None) -> None:
+    if spool is not None:  # keep a copy: the original may be a temporary file
+        keep = Path(spool) / "files" / f"{run_id}-{time.time_ns()}-{Path(path).name}"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, keep)
+        return send(uri, run_id, {"op": "artifact", "path": str(keep), "artifact_path": artifact_path,
+                                  "name": Path(path).name}, spool)
     client(uri).log_artifact(run_id, str(path), artifact_path)
 
 
-def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+def end_run(uri: str, run_id: str, status: str = "FINISHED", *, spool: Path | None = None) -> None:
     """status: FINISHED | FAILED | KILLED."""
+    if spool is not None:
+        return send(uri, run_id, {"op": "end", "status": status}, spool)
     client(uri).set_terminated(run_id, status=status)
+
+
+# ----------------------------------------------------------------------------- outages
+# A trial must not fail, nor lose what it measured, because the tracking server is down for a while.
+# Calls made with a spool folder (under storage_path) go through send(): each operation is tried after
+# the ones this run already has waiting; if the server does not answer, it is appended to
+# <spool>/<run_id>.jsonl and replayed, in order and with its original timestamp, by the next call that
+# gets through or by flush() (the trial's and the sweep's last step). A sweep whose server is still down
+# at the end says so and names the folder; `python -m raycf.tracking flush --storage DIR` sends it later.
+
+def _unreachable(e: Exception) -> bool:
+    """Server down or overloaded (kept for later); anything else (a bad request) is a real error."""
+    from mlflow.exceptions import MlflowException
+    if isinstance(e, (ConnectionError, OSError, TimeoutError)):
+        return True
+    if isinstance(e, MlflowException):
+        text = str(e)
+        return any(w in text for w in ("Max retries", "Connection", "connection", "timed out", "503", "502",
+                                       "504", "database is locked"))
+    return type(e).__module__.startswith(("requests", "urllib3"))
+
+
+def _apply(uri: str, run_id: str, op: dict) -> None:
+    if op["op"] == "metrics":
+        log_metrics(uri, run_id, op["metrics"], op["step"], timestamp=op["timestamp"])
+    elif op["op"] == "artifact":
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:  # upload under the original file name
+            shutil.copyfile(op["path"], Path(d) / op["name"])
+            log_artifact(uri, run_id, Path(d) / op["name"], op.get("artifact_path"))
+    elif op["op"] == "end":
+        end_run(uri, run_id, op["status"])
+
+
+def _replay(uri: str, run_id: str, ops: list[dict], spool: Path) -> list[dict]:
+    """Apply ops in order; return those not applied (the server went away again)."""
+    for i, op in enumerate(ops):
+        try:
+            _apply(uri, run_id, op)
+        except Exception as e:  # noqa: BLE001 - sorted by _unreachable
+            if not _unreachable(e):
+                raise
+            return ops[i:]
+        if op["op"] == "artifact":
+            Path(op["path"]).unlink(missing_ok=True)
+    return []
+
+
+def _write_pending(spool: Path, run_id: str, ops: list[dict]) -> None:
+    path = Path(spool) / f"{run_id}.jsonl"
+    if not ops:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text("".join(json.dumps(op) + "\n" for op in ops))
+    os.replace(tmp, path)
+
+
+def pending(spool: Path, run_id: str) -> list[dict]:
+    path = Path(spool) / f"{run_id}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
+def send(uri: str, run_id: str, op: dict, spool: Path) -> None:
+    """Apply `op` after this run's waiting operations, or keep it (and them) in the spool."""
+    with _quick_failures():
+        left = _replay(uri, run_id, pending(spool, run_id) + [op], spool)
+    if left:
+        print(f"[raycf] MLflow at {redact_uri(uri)} does not answer; {len(left)} operation(s) of run {run_id} "
+              f"kept in {spool} and sent when it does", flush=True)
+    _write_pending(spool, run_id, left)
+
+
+def flush(uri: str, spool: Path, *, run_id: str | None = None, wait_s: float = 0.0) -> int:
+    """Send the waiting operations of `run_id` (default: every run) in `spool`, trying again for up to
+    `wait_s` seconds while the server is away; returns how many still wait."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = 0
+        files = sorted(Path(spool).glob("*.jsonl")) if Path(spool).exists() else []
+        for path in [f for f in files if run_id is None or f.stem == run_id]:
+            with _quick_failures():
+                rest = _replay(uri, path.stem, pending(spool, path.stem), spool)
+            _write_pending(spool, path.stem, rest)
+            left += len(rest)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(2.0)
+
+
+@contextlib.contextmanager
+def _quick_failures():
+    """MLflow's HTTP client retries for minutes by default; while a spool can keep the data, give up in
+    seconds (the user's own settings win)."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {k: os.environ.get(k) for k in keys}
+    for k, v in keys.items():
+        os.environ.setdefault(k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m raycf.tracking", description="send what an outage kept back")
+    p.add_argument("command", choices=["flush"])
+    p.add_argument("--storage", required=True, help="the sweep's storage_path (its spool/ folder is read)")
+    p.add_argument("--tracking-uri", default=None)
+    a = p.parse_args(argv)
+    left = flush(resolve_uri(a.tracking_uri), Path(a.storage) / "spool")
+    print(f"{left} operation(s) still waiting" if left else "nothing waiting")
+    return 1 if left else 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

@@ -36,3 +36,63 @@ def toy_tokenizer():
     from raycf.models import build_tokenizer
     texts = [prompt(r) + r["output"] for r in toy_rows(200, seed=1)]
     return build_tokenizer(texts, vocab_size=400)
+
+
+class MlflowServer:
+    """scripts/mlflow_server.sh on a free loopback port, restartable on the same port and store: fault tests
+    stop it mid-run and start it again. Stopped by its PID file at the end."""
+
+    def __init__(self, data_dir):
+        import shutil
+        import socket
+        import sys
+        from pathlib import Path
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.script = Path(__file__).resolve().parents[1] / "scripts" / "mlflow_server.sh"
+        mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+        self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "DATA_DIR": str(data_dir),
+                    "MLFLOW": mlflow, "WAIT_S": "120"}
+
+    def _run(self, cmd):
+        import subprocess
+        r = subprocess.run(["bash", str(self.script), cmd], env=self.env, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, f"mlflow_server.sh {cmd}: {r.stdout}{r.stderr}"
+
+    def start(self) -> str:
+        self._run("start")
+        return self.url
+
+    def stop(self) -> None:
+        self._run("stop")
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    server = MlflowServer(tmp_path / "mlflow-server")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """tmpfs(size) -> a size-limited filesystem of the test's own (disk-full cases); unmounted at the end.
+    Mounting needs root (CI runs as root); elsewhere the test is skipped with the reason."""
+    import subprocess
+    mounts = []
+
+    def mount(size: str):
+        path = tmp_path / f"tmpfs{len(mounts)}"
+        path.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); run as root")
+        mounts.append(path)
+        return path
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], check=True)

@@ -1,4 +1,6 @@
 """raycf.cache: content keys, atomic publish, corrupted entries detected and dropped."""
+import pytest
+
 from raycf import cache
 
 
@@ -35,3 +37,21 @@ def test_losing_a_publish_race_keeps_the_first_entry(tmp_path):
         cache.publish(tmp, path)
     assert cache.read_json(path) == "first"
     assert [p.name for p in path.parent.iterdir()] == ["k3"]
+
+
+def test_disk_full_while_writing_keeps_the_previous_entry_and_says_so(tmpfs):
+    small_disk = tmpfs("1m")
+    import torch
+    from safetensors.torch import load_file, save_file
+    first = cache.entry_dir(small_disk, "stages", "k1")
+    with cache.writing(first) as tmp:
+        save_file({"w": torch.arange(1000, dtype=torch.float32)}, str(tmp / "adapter.safetensors"))
+    second = cache.entry_dir(small_disk, "stages", "k2")
+    with pytest.raises(cache.StorageFull) as e:
+        with cache.writing(second) as tmp:  # 4 MB of weights into what is left of 1 MiB
+            save_file({"w": torch.zeros(1 << 20)}, str(tmp / "adapter.safetensors"))
+    assert str(e.value).startswith(f"no space left on the disk of {first.parent} while writing stages/k2; "
+                                   "entries written before are intact")
+    assert sorted(p.name for p in first.parent.iterdir()) == ["k1"]  # no half-written staging folder left
+    assert cache.lookup(first) == first
+    assert torch.equal(load_file(str(first / "adapter.safetensors"))["w"], torch.arange(1000, dtype=torch.float32))
