@@ -16,10 +16,10 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from raycf.config import ConfigError, ExperimentConfig, _build
+from raycf.config import ConfigError, ExperimentConfig, _build, redact_uri
 
 
 @dataclass
@@ -99,9 +99,12 @@ def tune_trial(params: dict, *, base: dict, sweep_dir: str, parent_run_id: str, 
     ctx = ray.tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
     record = Path(sweep_dir) / "runs" / f"{trial_id}.json"
-    if record.exists():  # resumed sweep: same trial, same MLflow run
+    logged = -1
+    if record.exists():  # a retried trial or a resumed sweep: same MLflow run, stages it holds not logged again
         run_id = json.loads(record.read_text())["run_id"]
-        tracking.client(uri).update_run(run_id, status="RUNNING")
+        c = tracking.client(uri)
+        c.update_run(run_id, status="RUNNING")
+        logged = max((m.step for m in c.get_metric_history(run_id, "sweep/probe_passes")), default=-1)
     else:
         run_id = tracking.start_run(uri, cfg.tracking.experiment, trial_name, parent_run_id=parent_run_id,
                                     tags={"raycf.trial_id": trial_id, "raycf.task_order": " > ".join(cfg.stages)})
@@ -110,7 +113,11 @@ def tune_trial(params: dict, *, base: dict, sweep_dir: str, parent_run_id: str, 
         tracking.log_params(uri, run_id, {**flat_params(cfg), "task_order": " > ".join(cfg.stages)})
     model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
                                   cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
-    plan = trial.make_plan(cfg, model_dir, run_id=run_id, tracking_uri=uri)
+    plan = replace(trial.make_plan(cfg, model_dir, run_id=run_id, tracking_uri=uri), logged=logged)
+    if os.environ.get("RAYCF_HEARTBEAT_DIR"):  # fault-injection tests kill this trial driver by its pid
+        beat = Path(os.environ["RAYCF_HEARTBEAT_DIR"]) / "driver.json"
+        beat.parent.mkdir(parents=True, exist_ok=True)
+        beat.write_text(json.dumps({"pid": os.getpid(), "trial_id": trial_id}))
     # the run's end status is set by the driver (Progress): a trial the scheduler stops is killed mid-call
     trial.trainer(cfg, plan, name=f"{trial_name}", callbacks=[TuneReportCallback()]).fit()
 
@@ -217,6 +224,11 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
         close_children(uri, parent_run_id, "KILLED")
         tracking.end_run(uri, parent_run_id, "FAILED")
         raise
+    waiting = tracking.flush(uri, storage / "spool", wait_s=60)  # what an MLflow outage kept back
+    if waiting:
+        raise ConnectionError(f"MLflow at {redact_uri(uri)} still does not answer; {waiting:g} operation(s) wait in "
+                              f"{storage / 'spool'}: send them with `python -m raycf.tracking flush --storage "
+                              f"{storage}`, then see the summary with --resume")
     close_children(uri, parent_run_id, "KILLED")  # trials the scheduler stopped
     rows = summarize(uri, parent_run_id, sc)
     stats = work_counts(rows, points, sc)
@@ -230,9 +242,9 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
     print(f"stage trainings: {stats['stage_trainings']:g} run (naive: {stats['stage_trainings_naive']:g}); "
           f"probe passes: {stats['probe_passes']:g} run (naive: {stats['probe_passes_naive']:g})")
     if uri.startswith(("http://", "https://")):
-        print(f"compare runs:  open {uri} (experiment {cfg.tracking.experiment})")
+        print(f"compare runs:  open {redact_uri(uri)} (experiment {cfg.tracking.experiment})")
     else:
-        print(f"compare runs:  mlflow ui --backend-store-uri {uri}")
+        print(f"compare runs:  mlflow ui --backend-store-uri {redact_uri(uri)}")
     return 1 if grid.errors else 0
 
 
@@ -373,7 +385,8 @@ def _progress_cls():
             from raycf import tracking
             record = self.sweep_dir / "runs" / f"{trial.trial_id}.json"
             if record.exists():
-                tracking.end_run(self.uri, json.loads(record.read_text())["run_id"], status)
+                tracking.end_run(self.uri, json.loads(record.read_text())["run_id"], status,
+                                 spool=self.sweep_dir.parents[1] / "spool")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             finished = (trial.last_result or {}).get("stage") == self.n_stages

@@ -35,6 +35,7 @@ class TrialPlan:
     probe_keys: list = field(default_factory=list)   # one per row of the accuracy matrix (0 = before)
     tracking_uri: str = ""
     run_id: str | None = None
+    logged: int = -1                    # last stage the MLflow run already holds (a retried or resumed trial)
 
     def stage_dir(self, k: int) -> Path:
         return cache.entry_dir(self.storage, "stages", self.stage_keys[k - 1])
@@ -44,6 +45,10 @@ class TrialPlan:
 
     def warm_dir(self) -> Path:
         return cache.entry_dir(self.storage, "warm", self.warm_key)
+
+    def spool_dir(self) -> Path:
+        """MLflow operations an outage kept back (raycf.tracking.send)."""
+        return Path(self.storage) / "spool"
 
 
 # ----------------------------------------------------------------------------- driver side: the plan
@@ -131,7 +136,7 @@ def trial_loop(args: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
     device = _device(cfg)
-    reported = _last_reported_stage()
+    reported = max(_last_reported_stage(), plan.logged)
     base_dir = ensure_warm_start(cfg, plan, rank, world, device)
     done = _agree(cached_prefix(plan))
     model, tok = build_model(cfg, plan, base_dir, done, device)
@@ -163,7 +168,7 @@ def trial_loop(args: dict) -> None:
             continue
         if rank == 0 and plan.run_id:
             from raycf import tracking
-            tracking.log_metrics(plan.tracking_uri, plan.run_id, metrics, step=k)
+            tracking.log_metrics(plan.tracking_uri, plan.run_id, metrics, step=k, spool=plan.spool_dir())
             if k == len(cfg.stages):
                 log_final_artifacts(cfg, plan, rows)
         if k == 0:
@@ -246,12 +251,11 @@ def ensure_warm_start(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: 
                         max_grad_norm=cfg.optim.max_grad_norm, seed=cfg.seed, device=device)
     sd = full_state_dict(model)
     if rank == 0:
-        tmp = cache.staging_dir(path)
-        _unwrap(model).save_pretrained(tmp, state_dict=sd)
-        tok.save_pretrained(tmp)
-        (tmp / "result.json").write_text(json.dumps({"stage": 0, "task": data.GENERAL, "train/loss": stats.loss,
-                                                     "train/seconds": stats.seconds}))
-        cache.publish(tmp, path)
+        with cache.writing(path) as tmp:
+            _unwrap(model).save_pretrained(tmp, state_dict=sd)
+            tok.save_pretrained(tmp)
+            (tmp / "result.json").write_text(json.dumps({"stage": 0, "task": data.GENERAL,
+                                                         "train/loss": stats.loss, "train/seconds": stats.seconds}))
         print(f"[raycf] warm start 'general' trained: loss {stats.loss:.4f} in {stats.seconds:.1f}s -> {path}")
     _barrier()
     return path
@@ -373,25 +377,23 @@ def save_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, resul
     live = eval_loss(model, probe_batch, plan.kind, tok.pad_token_id, device)
     sd = full_state_dict(model)
     if rank == 0:
-        path = plan.stage_dir(k)
-        tmp = cache.staging_dir(path)
         inner = _unwrap(model)
-        if cfg.finetune.method == "lora":
-            from peft import get_peft_model_state_dict
-            adapter = get_peft_model_state_dict(inner, state_dict=sd)
-            if not adapter or all(float(t.abs().sum()) == 0 for t in adapter.values()):
-                raise RuntimeError(f"stage {k}: the LoRA adapter to save is empty or all zeros")
-            inner.save_pretrained(tmp, state_dict=sd)
-        else:
-            inner.save_pretrained(tmp, state_dict=sd)
-            tok.save_pretrained(tmp)
-        reloaded = reload_loss(cfg, plan, tmp, probe_batch, tok.pad_token_id)
-        if abs(reloaded - live) > 1e-3 * max(1.0, abs(live)):
-            raise RuntimeError(f"stage {k}: checkpoint reloads to loss {reloaded:.6f}, live model {live:.6f}")
-        result["checkpoint/reload_loss"] = reloaded
-        result["checkpoint/live_loss"] = live
-        (tmp / "result.json").write_text(json.dumps(result))
-        cache.publish(tmp, path)
+        with cache.writing(plan.stage_dir(k)) as tmp:
+            if cfg.finetune.method == "lora":
+                from peft import get_peft_model_state_dict
+                adapter = get_peft_model_state_dict(inner, state_dict=sd)
+                if not adapter or all(float(t.abs().sum()) == 0 for t in adapter.values()):
+                    raise RuntimeError(f"stage {k}: the LoRA adapter to save is empty or all zeros")
+                inner.save_pretrained(tmp, state_dict=sd)
+            else:
+                inner.save_pretrained(tmp, state_dict=sd)
+                tok.save_pretrained(tmp)
+            reloaded = reload_loss(cfg, plan, tmp, probe_batch, tok.pad_token_id)
+            if abs(reloaded - live) > 1e-3 * max(1.0, abs(live)):
+                raise RuntimeError(f"stage {k}: checkpoint reloads to loss {reloaded:.6f}, live model {live:.6f}")
+            result["checkpoint/reload_loss"] = reloaded
+            result["checkpoint/live_loss"] = live
+            (tmp / "result.json").write_text(json.dumps(result))
     _barrier()
     return sd
 
@@ -427,9 +429,8 @@ def probe_row(cfg: ExperimentConfig, plan: TrialPlan, k: int, get_model, tok, ra
                               max_new_tokens=cfg.probes.max_new_tokens)
     row = {"scores": scores, "seconds": time.perf_counter() - t0}
     if rank == 0:
-        tmp = cache.staging_dir(path)
-        (tmp / "result.json").write_text(json.dumps(row))
-        cache.publish(tmp, path)
+        with cache.writing(path) as tmp:
+            (tmp / "result.json").write_text(json.dumps(row))
     _barrier()
     return row, 1
 
@@ -486,7 +487,7 @@ def log_final_artifacts(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]
         R.heatmap_png(Path(d) / "accuracy_matrix.png")
         category_lines_png(R, Path(d) / "category_scores.png")
         for name in ("accuracy_matrix.csv", "accuracy_matrix.png", "category_scores.png"):
-            tracking.log_artifact(plan.tracking_uri, plan.run_id, Path(d) / name)
+            tracking.log_artifact(plan.tracking_uri, plan.run_id, Path(d) / name, spool=plan.spool_dir())
 
 
 # ----------------------------------------------------------------------------- driver: checks and launch
@@ -662,10 +663,17 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=True, log_to_driver=True)
     try:
         result = trainer(cfg, plan, name).fit()
-    except BaseException:
-        tracking.end_run(uri, run_id, "FAILED")
+    except BaseException as e:
+        tracking.end_run(uri, run_id, "FAILED", spool=plan.spool_dir())
+        if cache.disk_full(e):  # Ray's own writes to storage_path may be what failed first
+            raise cache.StorageFull(f"no space left on the disk of {plan.storage} while trial {name} wrote there; "
+                                    f"entries written before are intact: free space there or set storage_path to a "
+                                    f"larger disk, then run again to continue from them") from e
         raise
-    tracking.end_run(uri, run_id, "FINISHED")
+    tracking.end_run(uri, run_id, "FINISHED", spool=plan.spool_dir())
+    if tracking.flush(uri, plan.spool_dir(), run_id=run_id, wait_s=60):
+        print(f"[raycf] MLflow is still unreachable: this run's last metrics wait in {plan.spool_dir()}; send them "
+              f"with `python -m raycf.tracking flush --storage {plan.storage}`", file=sys.stderr)
     return dict(result.metrics or {})
 
 

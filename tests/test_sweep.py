@@ -38,11 +38,15 @@ def children(uri: str, experiment: str):
 
 
 @pytest.fixture(scope="module")
-def ray_local(cache_dir):
+def ray_local(cache_dir, tmp_path_factory):
+    import os
     import ray
+    beat = tmp_path_factory.mktemp("heartbeat")
+    os.environ["RAYCF_HEARTBEAT_DIR"] = str(beat)  # workers and trial drivers inherit it at ray.init
     ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
-    yield
+    yield beat
     ray.shutdown()
+    del os.environ["RAYCF_HEARTBEAT_DIR"]
 
 
 def test_warm_start_sweep_tracks_parent_children_and_shares_the_warm_start(ray_local, tmp_path):
@@ -89,3 +93,50 @@ def test_asha_stops_a_worse_trial_after_stage_1_and_its_run_ends_killed(ray_loca
     assert all(k.info.status in ("FINISHED", "KILLED") for k in kids)
     best = [k for k in kids if k.data.params["optim.lr"] == "0.003"]
     assert best[0].info.status == "FINISHED" and best[0].data.metrics["stage"] == 3
+
+
+def test_trial_driver_killed_mid_stage_2_is_retried_from_stage_1_with_the_same_results(ray_local, tmp_path):
+    """Tune retries a trial whose driver process died; the retry trains stages 2-3 only, logs each stage once
+    into the same MLflow run, and ends with the results of an uninterrupted run (same seed, bit for bit)."""
+    import json
+    import os
+    import signal
+    import threading
+    import time
+    from raycf import trial
+    stages = ["simplification", "headline", "explanation"]
+    over = small(tmp_path, stages=stages, name="driverkill", search={"optim.lr": {"grid": [2e-3]}})
+    killed = []
+
+    def killer():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                beat = json.loads((ray_local / "rank0.json").read_text())
+                if beat.get("stage") == 2:
+                    pid = json.loads((ray_local / "driver.json").read_text())["pid"]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+    for f in ray_local.glob("*.json"):
+        f.unlink()
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    assert sweep.run(load(over)) == 0
+    t.join(timeout=1)
+    assert killed, "the trial driver was never seen in stage 2"
+    c, parents, kids = children(over["tracking.uri"], "sweep-test")
+    assert len(kids) == 1 and kids[0].info.status == "FINISHED"
+    run_id = kids[0].info.run_id
+    assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2, 3]  # each stage logged once
+    assert c.get_metric_history(run_id, "sweep/stage_trainings")[-1].value == 2  # the retry: stages 2 and 3
+    # the same point as one uninterrupted trial, in storage of its own
+    clean = load({**over, "optim.lr": 2e-3, "storage_path": str(tmp_path / "clean"),
+                  "tracking.uri": f"sqlite:///{tmp_path / 'clean.db'}"})
+    want = trial.run(trial.first_point(clean))
+    got = c.get_run(run_id).data.metrics
+    keys = [k for k in want if k.startswith(("probe/", "forgetting/")) and k != "probe/seconds"]
+    assert keys and {k: got[k] for k in keys} == {k: want[k] for k in keys}

@@ -140,3 +140,121 @@ def test_general_warm_start_is_computed_once_for_two_trials(ray_local, tmp_path)
     trial.run(b)
     assert list((tmp_path / "runs" / "cache" / "warm").iterdir()) == warm
     assert (warm[0] / "result.json").stat().st_mtime_ns == stamp
+
+
+# --- faults: nothing finished is lost, and the results equal the uninterrupted baseline bit for bit -----
+
+RESULT_PREFIXES = ("probe/", "forgetting/", "objective")
+
+
+def results(metrics: dict) -> dict:
+    """The measured results of a trial (probe scores, forgetting figures, objective), without timings."""
+    return {k: v for k, v in metrics.items() if k.startswith(RESULT_PREFIXES) and k != "probe/seconds"}
+
+
+def when_rank0_reaches(beat_dir: Path, stage: int, action, timeout: float = 300) -> threading.Thread:
+    """Run `action()` in a thread once rank 0's heartbeat shows `stage` (its training has begun)."""
+    for f in beat_dir.glob("*.json"):
+        f.unlink()
+
+    def watch():
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if json.loads((beat_dir / "rank0.json").read_text()).get("stage") == stage:
+                    action()
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def test_mlflow_server_stopped_mid_trial_loses_nothing_and_results_are_bit_identical(ray_local, baseline,
+                                                                                     mlflow_server, tmp_path):
+    from mlflow import MlflowClient
+    cfg = make_cfg(tmp_path, **{"tracking.uri": mlflow_server.url})
+    spool, events = tmp_path / "runs" / "spool", []
+
+    def outage():
+        mlflow_server.stop()
+        events.append("stopped")
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(spool.glob("*.jsonl")):
+            time.sleep(0.1)
+        events.append("kept")  # stage 2's metrics waited in the spool
+        mlflow_server.start()
+        events.append("restarted")
+    t = when_rank0_reaches(ray_local, 2, outage)
+    final = trial.run(cfg)
+    t.join(timeout=300)
+    assert events == ["stopped", "kept", "restarted"]
+    assert not list(spool.glob("*.jsonl"))  # everything sent
+    c = MlflowClient(mlflow_server.url)
+    (run,) = c.search_runs([c.get_experiment_by_name("test").experiment_id])
+    assert run.info.status == "FINISHED"
+    steps = lambda key: [m.step for m in c.get_metric_history(run.info.run_id, key)]  # noqa: E731
+    assert steps("train/loss") == [1, 2, 3]
+    assert steps("probe/knowledge/facts_geography/acc") == [0, 1, 2, 3]
+    assert "accuracy_matrix.csv" in [f.path for f in c.list_artifacts(run.info.run_id)]
+    assert results(final) == results(baseline[1])  # determinism: same config and seed, same bits
+    assert c.get_run(run.info.run_id).data.metrics["forgetting/mean_FG"] == final["forgetting/mean_FG"]
+
+
+def test_disk_full_while_writing_stage_2_keeps_stage_1_and_the_rerun_resumes(ray_local, baseline, tmpfs,
+                                                                            tmp_path):
+    from peft import PeftModel
+    from raycf import cache
+    from raycf.models import load_model
+    from raycf.train import eval_loss
+    disk = tmpfs("32m")
+    cfg = make_cfg(tmp_path, **{"storage_path": str(disk / "runs"), "resources.max_failures": 0})
+
+    def fill():
+        with open(disk / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+    t = when_rank0_reaches(ray_local, 2, fill)
+    with pytest.raises(Exception) as failed:
+        trial.run(cfg)
+    t.join(timeout=60)
+    assert "no space left on the disk of" in str(failed.value)
+    assert "entries written before are intact" in str(failed.value)
+    plan = trial.make_plan(cfg, trial.check(cfg))
+    assert cache.lookup(plan.stage_dir(1)) == plan.stage_dir(1) and cache.lookup(plan.stage_dir(2)) is None
+    assert not [p for p in plan.stage_dir(1).parent.iterdir() if p.name.startswith(".")]  # no half-written entry
+    first = json.loads((plan.stage_dir(1) / "result.json").read_text())
+    model, tok = load_model(Path(plan.model_dir))
+    model = PeftModel.from_pretrained(model, plan.stage_dir(1))
+    examples = trial.stage_examples(cfg, 1, tok, "causal")[:4]
+    assert eval_loss(model, examples, "causal", tok.pad_token_id) == pytest.approx(first["checkpoint/live_loss"],
+                                                                                 abs=1e-5)
+    run, losses = history(cfg, "train/loss")
+    assert run.info.status == "FAILED" and sorted(losses) == [1]
+    (disk / "filler").unlink()
+    final = trial.run(cfg)
+    assert final["sweep/stage_trainings"] == 2  # stages 2 and 3; stage 1 came from the disk
+    assert results(final) == results(baseline[1])
+
+
+def test_corrupted_stage_checkpoint_is_detected_and_recomputed(ray_local, baseline, tmp_path):
+    import shutil
+    from raycf import cache
+    cfg = make_cfg(tmp_path)
+    shutil.copytree(Path(baseline[0].storage_path) / "cache", tmp_path / "runs" / "cache")
+    plan = trial.make_plan(cfg, trial.check(cfg))
+    weights = plan.stage_dir(2) / "adapter_model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # one flipped byte in the middle of the tensors
+    weights.write_bytes(bytes(blob))
+    final = trial.run(cfg)
+    assert final["sweep/stage_trainings"] == 2  # stage 2 failed its checksum: it and stage 3 were trained again
+    assert cache.lookup(plan.stage_dir(2)) == plan.stage_dir(2)
+    assert (plan.stage_dir(2) / "adapter_model.safetensors").read_bytes() != bytes(blob)
+    assert results(final) == results(baseline[1])
