@@ -635,7 +635,9 @@ def trainer(cfg: ExperimentConfig, plan: TrialPlan, name: str, callbacks=None, p
                                                resources_per_worker=res),
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(Path(plan.storage) / "ray"), callbacks=callbacks,
-            failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
+            # a worker group that cannot start (no resources within the start timeout, 60 s by default) is
+            # retried ten times, then the trial fails with Ray's message instead of waiting forever
+            failure_config=ray.train.FailureConfig(max_failures=r.max_failures, controller_failure_limit=10),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
     )
 
