@@ -3,7 +3,8 @@
     python scripts/bench_train.py                       # tiny-causal and SmolLM2-135M (if converted), LoRA
     python scripts/bench_train.py --model tiny-causal --steps 40
 
-Each side runs in its own subprocess (so peak memory is its own), single process, 2 threads, LoRA on
+Each side runs in its own subprocess (so peak memory is its own), --repeat times alternating with the other
+side (medians reported: a 2-core machine shared with other work is noisy), single process, 2 threads, LoRA on
 every linear layer, the same encoded examples (Alpaca prompt, loss on the response only) from all five
 offline instruction stages (variable length), the same global batch, lr and number of optimizer steps.
 tokens/s counts the non-pad tokens each side feeds the model, over the training loop's wall time.
@@ -108,6 +109,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=3, help="runs per side, alternating; medians are reported")
     p.add_argument("--child", choices=["raycf", "hf"])
     p.add_argument("--model-dir")
     a = p.parse_args()
@@ -123,12 +125,18 @@ def main() -> None:
         except ModelError as e:
             print(f"{name}: skipped ({e})")
             continue
-        r, h = measure("raycf", model_dir, a), measure("hf", model_dir, a)
+        runs = {"raycf": [], "hf": []}
+        for _ in range(a.repeat):  # alternate, so a burst of load elsewhere hits both sides alike
+            for side in runs:
+                runs[side].append(measure(side, model_dir, a))
+        r, h = (sorted(runs[side], key=lambda m: m["tokens_per_s"])[len(runs[side]) // 2] for side in runs)
         for side, m in (("raycf", r), ("hf", h)):
             print(f"{name:14s} {side:6s} {m['tokens_per_s']:9.1f} {m['seconds']:8.2f} {m['tokens']:8d} "
                   f"{m['loss']:7.4f} {m['peak_rss_mb']:8.0f}")
-        print(f"{name:14s} ratio  raycf/HF Trainer tokens/s = {r['tokens_per_s'] / h['tokens_per_s']:.2f}x, "
-              f"peak memory {r['peak_rss_mb']:.0f} MB vs {h['peak_rss_mb']:.0f} MB")
+        spread = {side: ", ".join(f"{m['tokens_per_s']:.0f}" for m in ms) for side, ms in runs.items()}
+        print(f"{name:14s} ratio  raycf/HF Trainer tokens/s = {r['tokens_per_s'] / h['tokens_per_s']:.2f}x (medians of "
+              f"{a.repeat}; raycf {spread['raycf']}, hf {spread['hf']}), peak memory {r['peak_rss_mb']:.0f} MB vs "
+              f"{h['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":
