@@ -73,6 +73,9 @@ class DataConfig:
     # your own rows: stage name -> {train: FILE, eval: FILE} (.jsonl or .parquet, see raycf/data/README.md;
     # eval optional for a shipped stage). Replaces a shipped stage's rows or adds a stage of that name.
     sources: dict = field(default_factory=dict)
+    # the study's own datasets from the Hugging Face hub (each task YAML's `hub:`), for stages without a file
+    # in `sources` and for the probes; needs the network. false: raycf's offline sets
+    hub: bool = False
 
 
 @dataclass
@@ -87,7 +90,7 @@ class WarmStartConfig:
 @dataclass
 class ProbeConfig:
     suites: list = field(default_factory=lambda: ["knowledge", "reasoning", "reading", "bias", "tasks"])
-    shots: int = 0
+    shots: int | None = None          # None: each task's default (5-shot knowledge, 0-shot the rest, as the study)
     limit: int = 0                    # items per task, 0 = all
     max_new_tokens: int = 32          # generation probes (learned tasks)
 
@@ -164,10 +167,10 @@ def _check_type(value, annotation: str, key: str, problems: list[str]):
         except ValueError:
             pass
     expected = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict}.get(ann)
-    if ann == "str|None":
-        if value is None or isinstance(value, str):
+    if ann in ("str|None", "int|None"):
+        if value is None or isinstance(value, expected := str if ann == "str|None" else int) \
+                and not isinstance(value, bool):
             return value
-        expected = str
     if expected is None:  # typing.Any
         return value
     if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):

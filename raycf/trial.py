@@ -101,16 +101,20 @@ def _task_key(task) -> tuple:
 
 
 def stage_rows(cfg: ExperimentConfig, name: str, split: str = "train") -> list[dict]:
-    """Rows of stage `name`: the user's file from data.sources when it gives this split, else the shipped set."""
+    """Rows of stage `name`: the user's file from data.sources when it gives this split, else the study's dataset
+    (data.hub) or the shipped set."""
     from raycf import data
     file = cfg.data.sources.get(name, {}).get(split)
-    return data.load_stage(name, split, source=file) if file else data.load_stage(name, split)
+    if file:
+        return data.load_stage(name, split, source=file)
+    return data.load_stage(name, split, source="hub" if cfg.data.hub and name != data.GENERAL else "shipped")
 
 
 def probe_task(cfg: ExperimentConfig, name: str):
-    """The probe task `name`; a stage with an eval file in data.sources is probed on those rows."""
+    """The probe task `name`; a stage with an eval file in data.sources is probed on those rows, and with
+    data.hub the study's dataset is."""
     from raycf import data
-    return data.load_task(name, source=cfg.data.sources.get(name, {}).get("eval"))
+    return data.load_task(name, source=cfg.data.sources.get(name, {}).get("eval") or ("hub" if cfg.data.hub else None))
 
 
 def probe_task_names(cfg: ExperimentConfig) -> list[str]:
@@ -556,8 +560,8 @@ def data_problems(cfg: ExperimentConfig) -> list[str]:
             problems.append(f"data.sources.{name}.eval: missing; probes.suites has tasks, which probes every stage "
                             f"on its eval rows: give an eval file or drop tasks from probes.suites")
         elif name not in cfg.stages:  # stages and their files were checked above
-            try:
-                probe_task(cfg, name)
+            try:  # with data.hub the task's definition is checked, not downloaded: checks stay offline
+                probe_task(cfg.with_overrides({"data.hub": False}) if cfg.data.hub else cfg, name)
             except data.DataError as e:
                 key = f"probes.suites[{cfg.probes.suites.index(name)}]" if name in cfg.probes.suites else \
                     "probes.suites"

@@ -102,3 +102,19 @@ def test_trial_cli_refuses_bad_config_before_ray_starts(override, line):
     errors = [x for x in r.stderr.strip().splitlines() if x.strip()]
     assert len(errors) == 1 and line in errors[0], errors
     assert "Traceback" not in r.stderr and "Started a local Ray instance" not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("name", ["default", "smollm2", "orders", "paper_bloomz_mt0", "paper_llama_alpaca"])
+def test_every_shipped_space_passes_the_dry_run_or_only_lacks_gpus_here(name, capsys, cache_dir):
+    """A dry run checks a whole space offline; the paper-scale spaces fail here on resources alone."""
+    from raycf import sweep
+    rc = sweep.main(["--space", str(ROOT / "search_spaces" / f"{name}.yaml"), "--dry-run"])
+    out, err = capsys.readouterr()
+    if name.startswith("paper_"):
+        assert rc == 2 and err.splitlines() == [
+            f"error: {ROOT / 'search_spaces' / name}.yaml: resources: 8 workers x 8 CPU = 64 CPUs, but the cluster "
+            f"has {__import__('os').cpu_count()}; lower resources.workers or resources.cpus_per_worker",
+            f"error: {ROOT / 'search_spaces' / name}.yaml: resources: 8 workers x 1 GPU = 8 GPUs, but the cluster "
+            f"has 0; set resources.gpus_per_worker=0 or add GPU nodes"]
+    else:
+        assert rc == 0 and out.splitlines()[-1].startswith("space ok: ")
