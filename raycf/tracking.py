@@ -137,6 +137,9 @@ def _apply(uri: str, run_id: str, op: dict) -> None:
         with tempfile.TemporaryDirectory() as d:  # upload under the original file name
             shutil.copyfile(op["path"], Path(d) / op["name"])
             log_artifact(uri, run_id, Path(d) / op["name"], op.get("artifact_path"))
+    elif op["op"] == "tags":
+        for k, v in op["tags"].items():
+            client(uri).set_tag(run_id, k, v)
     elif op["op"] == "end":
         end_run(uri, run_id, op["status"])
 

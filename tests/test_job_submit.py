@@ -168,10 +168,10 @@ def cluster(workdir, cache_dir):
     finally:
         head.send_signal(signal.SIGTERM)  # `ray start --block` ends the processes it started
         try:
-            head.wait(timeout=15)
+            head.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
-        _end_pids([head.pid] + _marked_pids(marker), grace_s=10)
+        _end_pids([head.pid] + _marked_pids(marker), grace_s=3)
         if head.poll() is None:
             head.wait(timeout=5)
         log.close()

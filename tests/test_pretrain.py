@@ -83,7 +83,7 @@ def chance(name):
     return sum(1 / len(r["choices"]) for r in t.rows) / len(t.rows)
 
 
-def finetune(model, tok, stage, steps=100, lr=1e-3, batch=8):
+def finetune(model, tok, stage, steps=50, lr=1e-3, batch=8):
     """Plain loop, Alpaca prompt, loss on the response tokens only."""
     from raycf.data.template import prompt
     rows, rng = load_stage(stage), random.Random(0)
@@ -109,9 +109,9 @@ def finetune(model, tok, stage, steps=100, lr=1e-3, batch=8):
 MEASURED = {"facts_geography": 0.5222, "facts_science": 0.5176, "facts_words": 0.7176, "boolq_toy": 0.6706,
             "mathqa_toy": 0.5133, "piqa_toy": 0.8875, "race_high_toy": 0.5154, "race_middle_toy": 1.0,
             "crows_pairs_toy": 0.7248}
-MEASURED_AFTER_SIMPLIFICATION = {"facts_geography": 0.2222, "facts_science": 0.2941, "facts_words": 0.4941,
-                                 "boolq_toy": 0.6412, "mathqa_toy": 0.52, "piqa_toy": 0.65, "race_high_toy": 0.4615,
-                                 "race_middle_toy": 0.8615, "crows_pairs_toy": 0.624}
+MEASURED_AFTER_SIMPLIFICATION = {"facts_geography": 0.2556, "facts_science": 0.3294, "facts_words": 0.4471,
+                                 "boolq_toy": 0.7118, "mathqa_toy": 0.5, "piqa_toy": 0.6375, "race_high_toy": 0.5231,
+                                 "race_middle_toy": 0.9615, "crows_pairs_toy": 0.6318}
 
 
 def test_shipped_raycf_tiny_matches_todays_corpus_tokenizer_and_settings(tmp_path):
@@ -139,8 +139,8 @@ def test_raycf_tiny_is_well_above_chance_then_forgets():
             assert acc[name] >= chance(name) + 0.15, (name, acc[name], chance(name))
         assert acc[name] == pytest.approx(MEASURED[name], abs=0.03), name
     after = probe(finetune(model, tok, "simplification"), tok, names)
-    print("after 100 steps of simplification", {k: round(v, 4) for k, v in after.items()})
+    print("after 50 steps of simplification", {k: round(v, 4) for k, v in after.items()})
     for name in names:
         assert after[name] == pytest.approx(MEASURED_AFTER_SIMPLIFICATION[name], abs=0.08), name
     drops = [acc[n] - after[n] for n in names if n != "crows_pairs_toy"]
-    assert sum(drops) / len(drops) > 0.1  # forgetting is visible: measured 0.15
+    assert sum(drops) / len(drops) > 0.1  # forgetting is visible: measured 0.12
