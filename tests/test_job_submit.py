@@ -216,6 +216,7 @@ def test_sweep_submitted_as_a_ray_job_logs_nested_runs(cluster, mlflow_server, w
     runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": mlflow_server}}
     sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
              "--set", "search={}", "--set", "optim.steps_per_stage=2", "--set", "probes.limit=4",
+             "--set", "probes.suites=[knowledge]", "--set", "resources.workers=1",
              "--set", f"stages=[{','.join(STAGES)}]", "--set", "model.name=tiny-causal",
              "--set", "name=jobtest", "--set", f"storage_path={workdir / 'runs'}"]
     submit = [_cli("ray"), "job", "submit", "--address", url, "--working-dir", str(REPO),

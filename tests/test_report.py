@@ -214,23 +214,11 @@ def screenshot_module():
 
 
 @pytest.fixture(scope="module")
-def sweep_report(cache_dir, tmp_path_factory):
-    """2 trials (learning rates) x 2 stages of tiny-causal, every probe suite, 4 rows per probe; then the report."""
-    import ray
-    from raycf import config, sweep
-    d = tmp_path_factory.mktemp("sweep")
-    uri = f"sqlite:///{d / 'mlflow.db'}"
-    over = {"name": "r", "model.name": "tiny-causal", "stages": STAGES, "optim.steps_per_stage": 2,
-            "optim.batch_size": 4, "data.examples_per_stage": 16, "probes.limit": 4, "probes.max_new_tokens": 4,
-            "resources.workers": 1, "tracking.uri": uri, "tracking.experiment": "report-test",
-            "storage_path": str(d / "runs"), "search": {"optim.lr": {"grid": [3e-3, 1e-4]}}}
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
-    try:
-        assert sweep.run(config.load(ROOT / "search_spaces/default.yaml", over)) == 0
-    finally:
-        ray.shutdown()
-    page = report.build(uri, "report-test", d / "report")
-    return uri, page
+def sweep_report(warm_sweep):
+    """The report of conftest's small real sweep: 2 trials (warm start none, general) x 2 stages of tiny-causal,
+    every probe suite, 4 rows per probe."""
+    uri, d = warm_sweep
+    return uri, report.build(uri, "warm-sweep", d / "report")
 
 
 @pytest.mark.slow
@@ -238,7 +226,7 @@ def test_report_tables_equal_the_metrics_in_mlflow(sweep_report):
     from raycf import tracking
     uri, page = sweep_report
     c = tracking.client(uri)
-    runs = c.search_runs([c.get_experiment_by_name("report-test").experiment_id])
+    runs = c.search_runs([c.get_experiment_by_name("warm-sweep").experiment_id])
     (parent,) = [r for r in runs if "raycf.sweep" in r.data.tags]
     kids = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     rows = csv_rows(page.parent / "table.csv")
@@ -247,7 +235,7 @@ def test_report_tables_equal_the_metrics_in_mlflow(sweep_report):
     for row in rows:
         run = kids[row["run_name"]]
         assert (row["status"], row["stages_done"]) == (run.info.status, "2/2") == ("FINISHED", "2/2")
-        assert row["optim.lr"] == run.data.params["optim.lr"]
+        assert row["warm_start.kind"] == run.data.params["warm_start.kind"]
         for key in (k for k in row if k.startswith("forgetting/")):
             assert key in run.data.metrics and float(row[key]) == run.data.metrics[key], key
             checked += 1
@@ -267,8 +255,8 @@ def test_sweep_logs_figures_and_the_report_matrix_equals_the_trials_own(sweep_re
     from raycf import tracking
     uri, _ = sweep_report
     c = tracking.client(uri)
-    label, trials = report.load_trials(c, "report-test")
-    assert label == "sweep 'r' (FINISHED)"
+    label, trials = report.load_trials(c, "warm-sweep")
+    assert label == "sweep 'w' (FINISHED)"
     for t in trials:
         names = {a.path for a in c.list_artifacts(t.run_id)}
         assert {"accuracy_matrix.csv", "accuracy_matrix.png", "category_scores.png"} <= names
@@ -285,7 +273,7 @@ def test_sweep_logs_figures_and_the_report_matrix_equals_the_trials_own(sweep_re
 def test_every_image_is_an_embedded_png(sweep_report):
     _, page = sweep_report
     sources = re.findall(r'<img [^>]*src="([^"]*)"', page.read_text())
-    # trade-off, FG vs optim.lr, and per trial the accuracy matrix and the category lines
+    # trade-off, FG vs warm_start.kind, and per trial the accuracy matrix and the category lines
     assert len(sources) == 1 + 1 + 2 * 2
     for src in sources:
         assert src.startswith("data:image/png;base64,")

@@ -52,20 +52,20 @@ def ray_local(cache_dir, tmp_path_factory):
     del os.environ["RAYCF_HEARTBEAT_DIR"]
 
 
-def test_warm_start_sweep_tracks_parent_children_and_shares_the_warm_start(ray_local, tmp_path):
-    over = small(tmp_path, search={"warm_start.kind": {"grid": ["none", "general"]}})
-    assert sweep.run(load(over)) == 0
-    c, parents, kids = children(over["tracking.uri"], "sweep-test")
+def test_warm_start_sweep_tracks_parent_children_and_shares_the_warm_start(warm_sweep):
+    uri, folder = warm_sweep  # conftest: warm start none vs general, 2 stages, every probe suite
+    c, parents, kids = children(uri, "warm-sweep")
     assert len(parents) == 1 and len(kids) == 2
     assert parents[0].info.status == "FINISHED" and all(k.info.status == "FINISHED" for k in kids)
     assert {k.data.tags["mlflow.parentRunId"] for k in kids} == {parents[0].info.run_id}
+    assert sorted(k.data.params["warm_start.kind"] for k in kids) == ["general", "none"]
     for k in kids:
         steps = [m.step for m in c.get_metric_history(k.info.run_id, "probe/knowledge/facts_geography/acc")]
         assert sorted(steps) == [0, 1, 2]
         assert "forgetting/knowledge/FG" in k.data.metrics
         assert k.data.params["task_order"] == "simplification > headline"
     assert parents[0].data.metrics["stage_trainings"] == 4
-    assert len(list((tmp_path / "runs" / "cache" / "warm").iterdir())) == 1
+    assert len(list((folder / "runs" / "cache" / "warm").iterdir())) == 1
 
 
 def test_all_orders_of_three_tasks_train_15_stages(ray_local, tmp_path):

@@ -66,39 +66,44 @@ def test_microbatches_partition_the_global_batch(toy_tokenizer):
     assert sorted(i for m in parts for i in m) == batch and all(len(m) == 4 for m in parts)
 
 
-def _worker(rank, world, strategy, kind, lora, out, port):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    import torch.distributed as dist
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _losses(strategy, kind, lora):
+    """Per-stage losses of two 3-step stages; distributed when a process group is up."""
     from tests.conftest import toy_rows as rows
     from raycf.data.template import prompt
     from raycf.models import build_tokenizer
     tok = build_tokenizer([prompt(r) + r["output"] for r in rows(200, seed=1)], vocab_size=400)
     model = T.wrap(_model(kind, tok, lora), strategy, torch.device("cpu"), False)
     ex = T.encode(rows(64), tok, kind, 256)
-    losses = [T.train_stage(model, ex, kind=kind, pad_id=tok.pad_token_id, **{**HP, "steps": 3, "seed": s}).loss
-              for s in (0, 1)]
+    return [T.train_stage(model, ex, kind=kind, pad_id=tok.pad_token_id, **{**HP, "steps": 3, "seed": s}).loss
+            for s in (0, 1)]
+
+
+def _worker(rank, world, kind, lora, out, port):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    losses = {strategy: _losses(strategy, kind, lora) for strategy in ("fsdp", "ddp")}  # one process group
     if rank == 0:
         torch.save(losses, out)
     dist.barrier()
     dist.destroy_process_group()
 
 
-def _run(world, strategy, kind, lora, tmp_path, port):
-    import torch.multiprocessing as mp
-    out = tmp_path / f"{strategy}{world}{kind}{lora}.pt"
-    mp.spawn(_worker, args=(world, strategy, kind, lora, str(out), port), nprocs=world, join=True)
-    return torch.load(out)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,lora", [("causal", True), ("causal", False), ("seq2seq", True)])
 def test_fsdp2_and_ddp_match_one_process(tmp_path, kind, lora):
     """Two stages of 3 steps: per-stage losses of 2-rank FSDP2 and DDP equal a 1-process run to 1e-4."""
-    single = _run(1, "fsdp", kind, lora, tmp_path, 29610)
-    fsdp = _run(2, "fsdp", kind, lora, tmp_path, 29611)
-    ddp = _run(2, "ddp", kind, lora, tmp_path, 29612)
-    assert fsdp == pytest.approx(single, abs=1e-4)
-    assert ddp == pytest.approx(single, abs=1e-4)
+    import torch.multiprocessing as mp
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = _losses("fsdp", kind, lora)  # this process, no process group: plain training
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "losses.pt"
+    mp.spawn(_worker, args=(2, kind, lora, str(out), 29611), nprocs=2, join=True)
+    got = torch.load(out)
+    assert got["fsdp"] == pytest.approx(single, abs=1e-4)
+    assert got["ddp"] == pytest.approx(single, abs=1e-4)
     assert single[1] < single[0]  # it learns
