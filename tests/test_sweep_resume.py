@@ -9,31 +9,61 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sweep import ROOT, children, small
+from tests.test_sweep import ROOT, children, load, small
 
 pytestmark = pytest.mark.slow
 
 
-def test_killed_driver_resumes_without_duplicate_runs(tmp_path, cache_dir):
-    over = small(tmp_path, name="resume", search={"optim.lr": {"grid": [1e-3, 3e-3]}})
+def test_killed_driver_resumes_without_duplicate_runs_and_with_a_clean_runs_results(tmp_path, cache_dir):
+    """Kill the sweep driver and the Ray it started (the machine goes down) in the middle of the second trial's
+    last stage; --resume leaves the first trial alone, trains only that stage of the second, and ends with the
+    numbers of a clean run."""
+    # 20 steps a stage: long enough for the kill to land inside stage 2, never after it
+    over = small(tmp_path, name="resume", search={"optim.lr": {"grid": [1e-3, 3e-3]}}, **{"optim.steps_per_stage": 20})
     sets = [f"--set={k}={json.dumps(v)}" for k, v in over.items()]
     cmd = [sys.executable, "-m", "raycf.sweep", *sets]
-    env = {**os.environ, "RAYCF_CACHE": cache_dir}
+    beats = tmp_path / "heartbeat"
+    beats.mkdir()
+    env = {**os.environ, "RAYCF_CACHE": cache_dir, "RAYCF_HEARTBEAT_DIR": str(beats)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     records = tmp_path / "runs" / "sweeps" / "resume" / "runs"
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list(records.glob("*.json"))) < 2:  # the second trial has started
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    deadline, second_started, beat, first = time.time() + 300, False, {}, set()
+    while time.time() < deadline and not (second_started and beat.get("stage") == 2):
+        seen = {f.stem for f in records.glob("*.json")}
+        if len(seen) == 1:
+            first = seen
+        if not second_started and len(seen) == 2:
+            second_started, (second,) = True, seen - first  # the first trial is done: forget its heartbeats
+            for f in beats.glob("rank*.json"):
+                f.unlink()
+        try:
+            beat = json.loads((beats / "rank0.json").read_text()) if second_started else {}
+        except (OSError, ValueError):
+            beat = {}
+        time.sleep(0.05)
+    if beat.get("pid"):
+        os.kill(beat["pid"], signal.SIGKILL)  # the Train worker first: it would otherwise finish the stage
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its process group
     proc.wait()
+    assert beat.get("stage") == 2, "the second trial was never seen in its stage 2"
     subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
-    r = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cmd + ["--resume"], cwd=ROOT, env={**env, "RAYCF_HEARTBEAT_DIR": ""}, capture_output=True,
+                       text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     c, parents, kids = children(over["tracking.uri"], "sweep-test")
     assert len(parents) == 1 and len(kids) == 2
     assert all(k.info.status == "FINISHED" for k in kids), [k.info.status for k in kids]
     assert len({k.data.tags["raycf.trial_id"] for k in kids}) == 2
-    # every stage logged once per trial: the finished trial was not rerun, the cut one went on from its last stage
+    # every stage logged once per trial: the finished trial was not rerun, the cut one went on from stage 1
     for k in kids:
         assert sorted(m.step for m in c.get_metric_history(k.info.run_id, "train/loss")) == [1, 2]
+    (cut,) = [k for k in kids if k.data.tags["raycf.trial_id"] == second]
+    assert c.get_metric_history(cut.info.run_id, "sweep/stage_trainings")[-1].value == 1  # stage 2 only
+    # the same point as one uninterrupted trial, in storage of its own
+    from raycf import trial
+    clean = load({**over, "optim.lr": float(cut.data.params["optim.lr"]), "storage_path": str(tmp_path / "clean"),
+                  "tracking.uri": f"sqlite:///{tmp_path / 'clean.db'}"})
+    want = trial.run(trial.first_point(clean))
+    keys = [k for k in want if k.startswith(("probe/", "forgetting/")) and k != "probe/seconds"]
+    assert keys and {k: cut.data.metrics[k] for k in keys} == {k: want[k] for k in keys}
