@@ -670,7 +670,8 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
     tracking.log_artifact(uri, run_id, config_file)
     print(f"[raycf] trial {name}: {len(cfg.stages)} stages ({' > '.join(cfg.stages)}), "
           f"MLflow run {run_id} at {uri}")
-    if not ray.is_initialized():
+    own_ray = not ray.is_initialized()  # a local Ray started here is stopped here
+    if own_ray:
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=True, log_to_driver=True)
     try:
         result = trainer(cfg, plan, name).fit()
@@ -681,6 +682,9 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
                                     f"entries written before are intact: free space there or set storage_path to a "
                                     f"larger disk, then run again to continue from them") from e
         raise
+    finally:
+        if own_ray:
+            ray.shutdown()
     tracking.end_run(uri, run_id, "FINISHED", spool=plan.spool_dir())
     if tracking.flush(uri, plan.spool_dir(), run_id=run_id, wait_s=60):
         print(f"[raycf] MLflow is still unreachable: this run's last metrics wait in {plan.spool_dir()}; send them "

@@ -13,7 +13,8 @@ token made for this test, so ~/.ray/auth_token is neither read nor written; the 
 API refuses a request without the token.
 
 Cleanup: every process this test starts carries a marker variable in its environment (Ray's workers inherit
-it); at the end the head is stopped by its pid, then any process still carrying the marker is ended by its pid
+it) or holds a log file in the cluster's own temp dir (Ray's agents, whose process title overwrites their
+environment); at the end the head is stopped by its pid, then any such process left is ended by its pid
 (TERM, then KILL), and the MLflow server by the pid in its PID file. `ray stop` is not used: it would stop
 every Ray cluster on the machine, not only this one.
 """
@@ -60,13 +61,15 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _marked_pids(marker: str) -> list[int]:
-    """Pids of live processes whose environment carries `marker` (Linux /proc; empty elsewhere)."""
+def _marked_pids(marker: str, under: Path) -> list[int]:
+    """Pids of live processes whose environment carries `marker`, or that hold a file open under `under` (this
+    cluster's Ray temp dir: Ray's agents set their process title over their environment). Linux /proc."""
     pids = []
-    needle = marker.encode()
+    needle, prefix = marker.encode(), str(under)
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
+            if needle in (entry / "environ").read_bytes().split(b"\0") or \
+                    any(os.readlink(fd).startswith(prefix) for fd in (entry / "fd").iterdir()):
                 pids.append(int(entry.name))
         except (OSError, ValueError):
             continue
@@ -171,11 +174,11 @@ def cluster(workdir, cache_dir):
             head.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
-        _end_pids([head.pid] + _marked_pids(marker), grace_s=3)
+        _end_pids([head.pid] + _marked_pids(marker, workdir / 'ray'), grace_s=3)
         if head.poll() is None:
             head.wait(timeout=5)
         log.close()
-        left = [p for p in _marked_pids(marker) if _alive(p)]
+        left = [p for p in _marked_pids(marker, workdir / 'ray') if _alive(p)]
         assert not left, f"processes of this test's Ray cluster still running: {left}"
 
 
