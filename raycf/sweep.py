@@ -204,48 +204,48 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
     if not resume and parent_file.exists():
         raise ConfigError([f"sweep {cfg.name!r} already exists under {storage}; continue it with --resume or "
                            f"give a new name with --set name=..."])
-    if not ray.is_initialized():
-        ray.init(num_cpus=int(cluster["CPU"]), include_dashboard=True, log_to_driver=False)
-    if resume:
-        parent_run_id = json.loads(parent_file.read_text())["run_id"]
-    else:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        parent_run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, tags={"raycf.sweep": cfg.name})
-        parent_file.write_text(json.dumps({"run_id": parent_run_id}))
-        space_file = sweep_dir / "search_space.yaml"
-        from raycf.config import to_yaml
-        space_file.write_text(to_yaml(cfg))
-        tracking.log_artifact(uri, parent_run_id, space_file)
-    t0 = time.perf_counter()
-    try:
-        prepared = prepare_shared(points, uri) if fits > 1 else 0  # one at a time: the cache alone shares
-        grid = tuner(cfg, sc, resolved, sweep_dir, parent_run_id, uri, fits, resume).fit()
-    except BaseException:
-        close_children(uri, parent_run_id, "KILLED")
-        tracking.end_run(uri, parent_run_id, "FAILED")
-        raise
-    waiting = tracking.flush(uri, storage / "spool", wait_s=60)  # what an MLflow outage kept back
-    if waiting:
-        raise ConnectionError(f"MLflow at {redact_uri(uri)} still does not answer; {waiting:g} operation(s) wait in "
-                              f"{storage / 'spool'}: send them with `python -m raycf.tracking flush --storage "
-                              f"{storage}`, then see the summary with --resume")
-    close_children(uri, parent_run_id, "KILLED")  # trials the scheduler stopped
-    rows = summarize(uri, parent_run_id, sc)
-    stats = work_counts(rows, points, sc)
-    tracking.log_metrics(uri, parent_run_id, {**stats, "wall_seconds": time.perf_counter() - t0,
-                                              "prepare_jobs": prepared}, step=0)
-    tracking.end_run(uri, parent_run_id, "FINISHED" if not grid.errors else "FAILED")
-    searched = list(cfg.search)
-    print(ranked_table(rows, sc, searched))
-    for line in effects(rows, searched):
-        print(line)
-    print(f"stage trainings: {stats['stage_trainings']:g} run (naive: {stats['stage_trainings_naive']:g}); "
-          f"probe passes: {stats['probe_passes']:g} run (naive: {stats['probe_passes_naive']:g})")
-    if uri.startswith(("http://", "https://")):
-        print(f"compare runs:  open {redact_uri(uri)} (experiment {cfg.tracking.experiment})")
-    else:
-        print(f"compare runs:  mlflow ui --backend-store-uri {redact_uri(uri)}")
-    return 1 if grid.errors else 0
+    # a local Ray started here is stopped when the sweep ends
+    with trial.ray_session(num_cpus=int(cluster["CPU"]), include_dashboard=True, log_to_driver=False):
+        if resume:
+            parent_run_id = json.loads(parent_file.read_text())["run_id"]
+        else:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            parent_run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, tags={"raycf.sweep": cfg.name})
+            parent_file.write_text(json.dumps({"run_id": parent_run_id}))
+            space_file = sweep_dir / "search_space.yaml"
+            from raycf.config import to_yaml
+            space_file.write_text(to_yaml(cfg))
+            tracking.log_artifact(uri, parent_run_id, space_file)
+        t0 = time.perf_counter()
+        try:
+            prepared = prepare_shared(points, uri) if fits > 1 else 0  # one at a time: the cache alone shares
+            grid = tuner(cfg, sc, resolved, sweep_dir, parent_run_id, uri, fits, resume).fit()
+        except BaseException:
+            close_children(uri, parent_run_id, "KILLED")
+            tracking.end_run(uri, parent_run_id, "FAILED")
+            raise
+        waiting = tracking.flush(uri, storage / "spool", wait_s=60)  # what an MLflow outage kept back
+        if waiting:
+            raise ConnectionError(f"MLflow at {redact_uri(uri)} still does not answer; {waiting:g} operation(s) wait in "
+                                  f"{storage / 'spool'}: send them with `python -m raycf.tracking flush --storage "
+                                  f"{storage}`, then see the summary with --resume")
+        close_children(uri, parent_run_id, "KILLED")  # trials the scheduler stopped
+        rows = summarize(uri, parent_run_id, sc)
+        stats = work_counts(rows, points, sc)
+        tracking.log_metrics(uri, parent_run_id, {**stats, "wall_seconds": time.perf_counter() - t0,
+                                                  "prepare_jobs": prepared}, step=0)
+        tracking.end_run(uri, parent_run_id, "FINISHED" if not grid.errors else "FAILED")
+        searched = list(cfg.search)
+        print(ranked_table(rows, sc, searched))
+        for line in effects(rows, searched):
+            print(line)
+        print(f"stage trainings: {stats['stage_trainings']:g} run (naive: {stats['stage_trainings_naive']:g}); "
+              f"probe passes: {stats['probe_passes']:g} run (naive: {stats['probe_passes_naive']:g})")
+        if uri.startswith(("http://", "https://")):
+            print(f"compare runs:  open {redact_uri(uri)} (experiment {cfg.tracking.experiment})")
+        else:
+            print(f"compare runs:  mlflow ui --backend-store-uri {redact_uri(uri)}")
+        return 1 if grid.errors else 0
 
 
 def tuner(cfg, sc, resolved, sweep_dir: Path, parent_run_id: str, uri: str, fits: int, resume: bool):

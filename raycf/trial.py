@@ -9,6 +9,7 @@ stage prefixes agree share checkpoints.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import json
@@ -609,6 +610,20 @@ def local_cluster() -> dict:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
+@contextlib.contextmanager
+def ray_session(**init):
+    """The Ray this process is connected to, or one started here with `init` and stopped on the way out."""
+    import ray
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(**init)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def resource_problems(cfg: ExperimentConfig, cluster: dict) -> list[str]:
     r = cfg.resources
     problems = []
@@ -654,7 +669,6 @@ def trainer(cfg: ExperimentConfig, plan: TrialPlan, name: str, callbacks=None, p
 def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | None = None) -> dict:
     """Run one trial to the end on the current Ray cluster (started locally if none); returns the final
     metrics. The MLflow run ends FINISHED, or FAILED with the error."""
-    import ray
     from raycf import tracking
     from raycf.config import flat_params, to_yaml
     model_dir = check(cfg)
@@ -670,11 +684,9 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
     tracking.log_artifact(uri, run_id, config_file)
     print(f"[raycf] trial {name}: {len(cfg.stages)} stages ({' > '.join(cfg.stages)}), "
           f"MLflow run {run_id} at {uri}")
-    own_ray = not ray.is_initialized()  # a local Ray started here is stopped here
-    if own_ray:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=True, log_to_driver=True)
     try:
-        result = trainer(cfg, plan, name).fit()
+        with ray_session(address=os.environ.get("RAY_ADDRESS"), include_dashboard=True, log_to_driver=True):
+            result = trainer(cfg, plan, name).fit()
     except BaseException as e:
         tracking.end_run(uri, run_id, "FAILED", spool=plan.spool_dir())
         if cache.disk_full(e):  # Ray's own writes to storage_path may be what failed first
@@ -682,9 +694,6 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
                                     f"entries written before are intact: free space there or set storage_path to a "
                                     f"larger disk, then run again to continue from them") from e
         raise
-    finally:
-        if own_ray:
-            ray.shutdown()
     tracking.end_run(uri, run_id, "FINISHED", spool=plan.spool_dir())
     if tracking.flush(uri, plan.spool_dir(), run_id=run_id, wait_s=60):
         print(f"[raycf] MLflow is still unreachable: this run's last metrics wait in {plan.spool_dir()}; send them "

@@ -35,8 +35,7 @@ def warm_sweep(cache_dir, tmp_path_factory):
     """One small real sweep (Ray Tune + Train, MLflow sqlite) that the sweep and report tests share: warm start
     none vs general, 2 stages of tiny-causal, every probe suite on 4 rows. Returns (tracking URI, its folder)."""
     from pathlib import Path
-    import ray
-    from raycf import config, sweep
+    from raycf import config, sweep, trial
     d = tmp_path_factory.mktemp("warm-sweep")
     uri = f"sqlite:///{d / 'mlflow.db'}"
     over = {"name": "w", "model.name": "tiny-causal", "stages": ["simplification", "headline"],
@@ -45,14 +44,8 @@ def warm_sweep(cache_dir, tmp_path_factory):
             "resources.workers": 1, "resources.cpus_per_worker": 1.5,
             "tracking.uri": uri, "tracking.experiment": "warm-sweep", "storage_path": str(d / "runs"),
             "search": {"warm_start.kind": {"grid": ["none", "general"]}}}
-    own = not ray.is_initialized()
-    if own:
-        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
-    try:
+    with trial.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):  # 2 CPUs, as CI has
         assert sweep.run(config.load(Path(__file__).resolve().parents[1] / "search_spaces/default.yaml", over)) == 0
-    finally:
-        if own:
-            ray.shutdown()
     return uri, d
 
 

@@ -131,6 +131,7 @@ def cluster(workdir, cache_dir):
     if not Path("/proc/self/environ").exists():
         pytest.skip("needs /proc to find and end every process it starts")
     marker = f"RAYCF_JOBTEST_MARK={secrets.token_hex(8)}"
+    ray_dir = workdir / "ray"  # this cluster's temp dir: its processes hold their logs open there
     token = secrets.token_hex(32)
     token_file = workdir / "auth_token"
     token_file.write_text(token)
@@ -150,7 +151,7 @@ def cluster(workdir, cache_dir):
         [ray_cli, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
          f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
          f"--metrics-export-port={metrics}", "--num-cpus=2", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--temp-dir={workdir / 'ray'}", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", f"--temp-dir={ray_dir}", "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     try:
@@ -174,11 +175,11 @@ def cluster(workdir, cache_dir):
             head.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
-        _end_pids([head.pid] + _marked_pids(marker, workdir / 'ray'), grace_s=3)
+        _end_pids([head.pid] + _marked_pids(marker, ray_dir), grace_s=3)
         if head.poll() is None:
             head.wait(timeout=5)
         log.close()
-        left = [p for p in _marked_pids(marker, workdir / 'ray') if _alive(p)]
+        left = [p for p in _marked_pids(marker, ray_dir) if _alive(p)]
         assert not left, f"processes of this test's Ray cluster still running: {left}"
 
 

@@ -40,6 +40,17 @@ def children(uri: str, experiment: str):
     return c, parents, kids
 
 
+def assert_equals_clean_run(metrics: dict, over: dict, lr: float, tmp_path) -> None:
+    """`metrics` hold, bit for bit, the probe and forgetting figures of one uninterrupted trial at the same
+    point (run here, in storage and an MLflow store of its own)."""
+    from raycf import trial
+    clean = load({**over, "optim.lr": lr, "storage_path": str(tmp_path / "clean"),
+                  "tracking.uri": f"sqlite:///{tmp_path / 'clean.db'}"})
+    want = trial.run(trial.first_point(clean))
+    keys = [k for k in want if k.startswith(("probe/", "forgetting/")) and k != "probe/seconds"]
+    assert keys and {k: metrics[k] for k in keys} == {k: want[k] for k in keys}
+
+
 @pytest.fixture(scope="module")
 def ray_local(cache_dir, tmp_path_factory):
     import os
@@ -110,7 +121,6 @@ def test_trial_driver_killed_mid_stage_2_is_retried_from_stage_1_with_the_same_r
     import signal
     import threading
     import time
-    from raycf import trial
     stages = ["simplification", "headline", "explanation"]
     over = small(tmp_path, stages=stages, name="driverkill", search={"optim.lr": {"grid": [2e-3]}},
                  **{"resources.workers": 2, "resources.cpus_per_worker": 1})  # slow enough to die mid-stage 2
@@ -141,10 +151,4 @@ def test_trial_driver_killed_mid_stage_2_is_retried_from_stage_1_with_the_same_r
     run_id = kids[0].info.run_id
     assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2, 3]  # each stage logged once
     assert c.get_metric_history(run_id, "sweep/stage_trainings")[-1].value == 2  # the retry: stages 2 and 3
-    # the same point as one uninterrupted trial, in storage of its own
-    clean = load({**over, "optim.lr": 2e-3, "storage_path": str(tmp_path / "clean"),
-                  "tracking.uri": f"sqlite:///{tmp_path / 'clean.db'}"})
-    want = trial.run(trial.first_point(clean))
-    got = c.get_run(run_id).data.metrics
-    keys = [k for k in want if k.startswith(("probe/", "forgetting/")) and k != "probe/seconds"]
-    assert keys and {k: got[k] for k in keys} == {k: want[k] for k in keys}
+    assert_equals_clean_run(c.get_run(run_id).data.metrics, over, 2e-3, tmp_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sweep import ROOT, children, load, small
+from tests.test_sweep import ROOT, assert_equals_clean_run, children, small
 
 pytestmark = pytest.mark.slow
 
@@ -60,10 +60,4 @@ def test_killed_driver_resumes_without_duplicate_runs_and_with_a_clean_runs_resu
         assert sorted(m.step for m in c.get_metric_history(k.info.run_id, "train/loss")) == [1, 2]
     (cut,) = [k for k in kids if k.data.tags["raycf.trial_id"] == second]
     assert c.get_metric_history(cut.info.run_id, "sweep/stage_trainings")[-1].value == 1  # stage 2 only
-    # the same point as one uninterrupted trial, in storage of its own
-    from raycf import trial
-    clean = load({**over, "optim.lr": float(cut.data.params["optim.lr"]), "storage_path": str(tmp_path / "clean"),
-                  "tracking.uri": f"sqlite:///{tmp_path / 'clean.db'}"})
-    want = trial.run(trial.first_point(clean))
-    keys = [k for k in want if k.startswith(("probe/", "forgetting/")) and k != "probe/seconds"]
-    assert keys and {k: cut.data.metrics[k] for k in keys} == {k: want[k] for k in keys}
+    assert_equals_clean_run(cut.data.metrics, over, float(cut.data.params["optim.lr"]), tmp_path)
