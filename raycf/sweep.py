@@ -34,6 +34,8 @@ class SweepConfig:
     reduction_factor: float = 2.0
     max_concurrent: int = 0           # 0 = as many as the cluster holds
     trial_cpus: float = 0.1           # the Tune trial's own driver (it only waits on its Train workers)
+    worker_pool: bool = True          # trials run on persistent Train worker groups (raycf.pool); false: a
+                                      # TorchTrainer per trial, whose workers come and go with it
 
 
 SCHEDULERS, ALGS = ("fifo", "asha"), ("basic", "optuna")
@@ -86,12 +88,15 @@ def fit_resources(cfg: ExperimentConfig, sc: SweepConfig, cluster: dict) -> tupl
 
 # ----------------------------------------------------------------------------- the Tune trainable
 
-def tune_trial(params: dict, *, base: dict, sweep_dir: str, parent_run_id: str, uri: str) -> None:
-    """One Tune trial: apply the sampled point, open (or, on resume, reopen) its MLflow run and run the
-    trial's TorchTrainer with Tune reporting."""
+def tune_trial(params: dict, *, base: dict, sweep_dir: str, parent_run_id: str, uri: str,
+               board: str | None = None) -> None:
+    """One Tune trial: apply the sampled point, open (or, on resume, reopen) its MLflow run, and run the trial:
+    as a job of the worker pool (`board`: the name of its board actor), relaying each stage's result to Tune, or
+    as a TorchTrainer of its own with Tune reporting. (Names, not actor handles, travel in Tune's state: a resumed
+    sweep has a new pool.)"""
+    import ray
     import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-    from raycf import tracking, trial
+    from raycf import pool, tracking, trial
     from raycf.config import flat_params, from_dict
     from raycf.models import resolve_model_dir
 
@@ -99,12 +104,16 @@ def tune_trial(params: dict, *, base: dict, sweep_dir: str, parent_run_id: str, 
     ctx = ray.tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
     record = Path(sweep_dir) / "runs" / f"{trial_id}.json"
-    logged = -1
+    logged, work = -1, {}
     if record.exists():  # a retried trial or a resumed sweep: same MLflow run, stages it holds not logged again
         run_id = json.loads(record.read_text())["run_id"]
         c = tracking.client(uri)
         c.update_run(run_id, status="RUNNING")
-        logged = max((m.step for m in c.get_metric_history(run_id, "sweep/probe_passes")), default=-1)
+        for key in ("sweep/probe_passes", "sweep/stage_trainings"):
+            history = c.get_metric_history(run_id, key)
+            logged = max([logged] + [m.step for m in history])
+            if history:
+                work[key] = max(history, key=lambda m: (m.step, m.timestamp)).value
     else:
         run_id = tracking.start_run(uri, cfg.tracking.experiment, trial_name, parent_run_id=parent_run_id,
                                     tags={"raycf.trial_id": trial_id, "raycf.task_order": " > ".join(cfg.stages)})
@@ -113,22 +122,30 @@ def tune_trial(params: dict, *, base: dict, sweep_dir: str, parent_run_id: str, 
         tracking.log_params(uri, run_id, {**flat_params(cfg), "task_order": " > ".join(cfg.stages)})
     model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
                                   cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
-    plan = replace(trial.make_plan(cfg, model_dir, run_id=run_id, tracking_uri=uri), logged=logged)
+    plan = replace(trial.make_plan(cfg, model_dir, run_id=run_id, tracking_uri=uri), logged=logged, work=work)
     if os.environ.get("RAYCF_HEARTBEAT_DIR"):  # fault-injection tests kill this trial driver by its pid
         beat = Path(os.environ["RAYCF_HEARTBEAT_DIR"]) / "driver.json"
         beat.parent.mkdir(parents=True, exist_ok=True)
         beat.write_text(json.dumps({"pid": os.getpid(), "trial_id": trial_id}))
     # the run's end status is set by the driver (Progress): a trial the scheduler stops is killed mid-call
-    trial.trainer(cfg, plan, name=f"{trial_name}", callbacks=[TuneReportCallback()]).fit()
+    if board is None:
+        from ray.tune.integration.ray_train import TuneReportCallback
+        trial.trainer(cfg, plan, name=f"{trial_name}", callbacks=[TuneReportCallback()]).fit()
+        return
+    board = pool.find_board(board)
+    job = ray.get(board.submit.remote(pool.job(cfg, plan, trial_id)))
+    for item in pool.results(board, job):
+        ray.tune.report({**item["metrics"], "stage_checkpoint": item.get("checkpoint", "")})
 
 
 # ----------------------------------------------------------------------------- shared work
 
-def prepare_shared(points: list[ExperimentConfig], uri: str) -> int:
-    """Train each distinct `general` warm start and probe each distinct start once, before trials run.
-    Returns how many prepare jobs ran."""
-    from raycf import cache, trial
-    seen, jobs = set(), 0
+def prepare_shared(points: list[ExperimentConfig], uri: str, board=None) -> int:
+    """Train each distinct `general` warm start and probe each distinct start once, before trials run (on the
+    worker pool's slots side by side, or a TorchTrainer each). Returns how many prepare jobs ran."""
+    import ray
+    from raycf import cache, pool, trial
+    seen, jobs, ran = set(), [], 0
     for cfg in points:
         model_dir = trial.check(cfg)
         plan = trial.make_plan(cfg, model_dir, tracking_uri=uri)
@@ -140,9 +157,16 @@ def prepare_shared(points: list[ExperimentConfig], uri: str) -> int:
         if warm_ready and probe_ready:
             continue
         print(f"[raycf] preparing shared start {plan.start_key} (warm start: {cfg.warm_start.kind})")
-        trial.trainer(cfg, plan, name=f"prepare-{plan.start_key}", prepare_only=True).fit()
-        jobs += 1
-    return jobs
+        ran += 1
+        if board is None:
+            trial.trainer(cfg, plan, name=f"prepare-{plan.start_key}", prepare_only=True).fit()
+        else:
+            jobs.append(ray.get(board.submit.remote(pool.job(cfg, plan, f"prepare-{plan.start_key}",
+                                                             prepare_only=True))))
+    for job in jobs:
+        for _ in pool.results(board, job):
+            pass
+    return ran
 
 
 # ----------------------------------------------------------------------------- driver
@@ -177,6 +201,7 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> int:
     import ray
     from raycf import space, tracking, trial
+    trial.mark("sweep_start")
     cfg = absolute_paths(cfg)  # trials run in Tune's per-trial working dirs: a relative path would scatter
     sc = sweep_config(cfg)
     resolved = space.resolve(cfg)
@@ -206,24 +231,33 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
                            f"give a new name with --set name=..."])
     # a local Ray started here is stopped when the sweep ends
     with trial.ray_session(num_cpus=int(cluster["CPU"]), include_dashboard=True, log_to_driver=False):
-        if resume:
-            parent_run_id = json.loads(parent_file.read_text())["run_id"]
-        else:
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            parent_run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, tags={"raycf.sweep": cfg.name})
-            parent_file.write_text(json.dumps({"run_id": parent_run_id}))
-            space_file = sweep_dir / "search_space.yaml"
-            from raycf.config import to_yaml
-            space_file.write_text(to_yaml(cfg))
-            tracking.log_artifact(uri, parent_run_id, space_file)
-        t0 = time.perf_counter()
+        trial.mark("sweep_ray_ready")
+        t0, t_start = time.perf_counter(), time.time()
+        workers = None
+        if sc.worker_pool:  # started first: its workers import while the driver opens the MLflow runs
+            from raycf import pool
+            workers = pool.Pool(cfg, fits, str(storage), cfg.name)
+            print(f"[raycf] starting the worker pool: {fits} Train worker group(s) of {cfg.resources.workers} "
+                  f"worker(s), kept for every trial")
         try:
-            prepared = prepare_shared(points, uri) if fits > 1 else 0  # one at a time: the cache alone shares
-            grid = tuner(cfg, sc, resolved, sweep_dir, parent_run_id, uri, fits, resume).fit()
-        except BaseException:
-            close_children(uri, parent_run_id, "KILLED")
-            tracking.end_run(uri, parent_run_id, "FAILED")
-            raise
+            parent_run_id = open_parent(cfg, uri, sweep_dir, resume)
+            try:
+                # no waiting for the pool: Tune starts its trials meanwhile, their jobs wait on the board
+                board = workers.board if workers else None
+                prepared = prepare_shared(points, uri, board) if fits > 1 else 0  # one at a time: the cache shares
+                grid = tuner(cfg, sc, resolved, sweep_dir, parent_run_id, uri, fits, resume,
+                             workers.name if workers else None).fit()
+            except BaseException:
+                close_children(uri, parent_run_id, "KILLED")
+                tracking.end_run(uri, parent_run_id, "FAILED")
+                raise
+        finally:
+            startup = 0.0
+            if workers is not None:
+                ready = workers.ready_at()
+                startup = ready - t_start if ready else 0.0
+                workers.close()
+        trial.mark("sweep_trials_done")
         waiting = tracking.flush(uri, storage / "spool", wait_s=60)  # what an MLflow outage kept back
         if waiting:
             raise ConnectionError(f"MLflow at {redact_uri(uri)} still does not answer; {waiting:g} operation(s) wait in "
@@ -233,27 +267,49 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
         rows = summarize(uri, parent_run_id, sc)
         stats = work_counts(rows, points, sc)
         tracking.log_metrics(uri, parent_run_id, {**stats, "wall_seconds": time.perf_counter() - t0,
-                                                  "prepare_jobs": prepared}, step=0)
+                                                  "prepare_jobs": prepared, "pool_startup_seconds": startup}, step=0)
         tracking.end_run(uri, parent_run_id, "FINISHED" if not grid.errors else "FAILED")
-        searched = list(cfg.search)
-        print(ranked_table(rows, sc, searched))
-        for line in effects(rows, searched):
-            print(line)
-        print(f"stage trainings: {stats['stage_trainings']:g} run (naive: {stats['stage_trainings_naive']:g}); "
-              f"probe passes: {stats['probe_passes']:g} run (naive: {stats['probe_passes_naive']:g})")
-        if uri.startswith(("http://", "https://")):
-            print(f"compare runs:  open {redact_uri(uri)} (experiment {cfg.tracking.experiment})")
-        else:
-            print(f"compare runs:  mlflow ui --backend-store-uri {redact_uri(uri)}")
+        print_summary(cfg, sc, rows, stats, uri)
         return 1 if grid.errors else 0
 
 
-def tuner(cfg, sc, resolved, sweep_dir: Path, parent_run_id: str, uri: str, fits: int, resume: bool):
+def open_parent(cfg: ExperimentConfig, uri: str, sweep_dir: Path, resume: bool) -> str:
+    """The sweep's parent MLflow run: reopened on --resume, else created with the search space as artifact."""
+    from raycf import tracking
+    from raycf.config import to_yaml
+    parent_file = sweep_dir / "parent_run.json"
+    if resume:
+        return json.loads(parent_file.read_text())["run_id"]
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    parent_run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, tags={"raycf.sweep": cfg.name})
+    parent_file.write_text(json.dumps({"run_id": parent_run_id}))
+    space_file = sweep_dir / "search_space.yaml"
+    space_file.write_text(to_yaml(cfg))
+    tracking.log_artifact(uri, parent_run_id, space_file)
+    return parent_run_id
+
+
+def print_summary(cfg: ExperimentConfig, sc: SweepConfig, rows: list[dict], stats: dict, uri: str) -> None:
+    """The ranked table, the effect of each searched parameter, the shared-work counts, and where to compare."""
+    searched = list(cfg.search)
+    print(ranked_table(rows, sc, searched))
+    for line in effects(rows, searched):
+        print(line)
+    print(f"stage trainings: {stats['stage_trainings']:g} run (naive: {stats['stage_trainings_naive']:g}); "
+          f"probe passes: {stats['probe_passes']:g} run (naive: {stats['probe_passes_naive']:g})")
+    if uri.startswith(("http://", "https://")):
+        print(f"compare runs:  open {redact_uri(uri)} (experiment {cfg.tracking.experiment})")
+    else:
+        print(f"compare runs:  mlflow ui --backend-store-uri {redact_uri(uri)}")
+
+
+def tuner(cfg, sc, resolved, sweep_dir: Path, parent_run_id: str, uri: str, fits: int, resume: bool,
+          board: str | None = None):
     from ray import tune
     from raycf import space
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, base=cfg.to_dict(), sweep_dir=str(sweep_dir),
-                             parent_run_id=parent_run_id, uri=uri),
+                             parent_run_id=parent_run_id, uri=uri, board=board),
         {"CPU": sc.trial_cpus})
     path = str(sweep_dir / "tune")
     if resume and tune.Tuner.can_restore(path):
@@ -277,7 +333,7 @@ def tuner(cfg, sc, resolved, sweep_dir: Path, parent_run_id: str, uri: str, fits
                                     # with ASHA: a stopped trial's fit() would keep running in the kept actor
                                     reuse_actors=sc.scheduler == "fifo"),
         run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir),
-                                  callbacks=[Progress(sc, sweep_dir, uri, len(cfg.stages))],
+                                  callbacks=[Progress(sc, sweep_dir, uri, len(cfg.stages), board)],
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=1)),
     )
 
@@ -373,10 +429,16 @@ def _progress_cls():
 
     class Progress(Callback):
         """Driver side: one line per finished stage, and each trial's MLflow run ended FINISHED (all
-        stages), KILLED (stopped by the scheduler) or FAILED (raised)."""
+        stages), KILLED (stopped by the scheduler) or FAILED (raised). With the worker pool, a trial that
+        ends, fails or is retried has its job cancelled there at once (its workers stop at the next step)."""
 
-        def __init__(self, sc: SweepConfig, sweep_dir: Path, uri: str, n_stages: int):
-            self.sc, self.sweep_dir, self.uri, self.n_stages = sc, sweep_dir, uri, n_stages
+        def __init__(self, sc: SweepConfig, sweep_dir: Path, uri: str, n_stages: int, board: str | None = None):
+            self.sc, self.sweep_dir, self.uri, self.n_stages, self.board = sc, sweep_dir, uri, n_stages, board
+
+        def _cancel(self, trial) -> None:
+            if self.board is not None:
+                from raycf import pool
+                pool.find_board(self.board).cancel.remote(trial.trial_id)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             stage, fg, loss = result.get("stage"), result.get("forgetting/mean_FG"), result.get("train/loss")
@@ -396,6 +458,7 @@ def _progress_cls():
             self._send(trial, {"op": "end", "status": status})
 
         def on_trial_complete(self, iteration, trials, trial, **info):
+            self._cancel(trial)
             stage = (trial.last_result or {}).get("stage")
             if stage != self.n_stages:
                 # the scheduler decided on this stage's result; the workers, not yet told, may have logged
@@ -403,13 +466,17 @@ def _progress_cls():
                 self._send(trial, {"op": "tags", "tags": {"raycf.stopped_after_stage": str(stage)}})
             self._end(trial, "FINISHED" if stage == self.n_stages else "KILLED")
 
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            self._cancel(trial)  # its driver died; the retry's job starts after this one stopped
+
         def on_trial_error(self, iteration, trials, trial, **info):
+            self._cancel(trial)
             self._end(trial, "FAILED")
     return Progress
 
 
-def Progress(sc: SweepConfig, sweep_dir: Path, uri: str, n_stages: int):  # noqa: N802 - lazy ray import
-    return _progress_cls()(sc, sweep_dir, uri, n_stages)
+def Progress(sc: SweepConfig, sweep_dir: Path, uri: str, n_stages: int, board: str | None = None):  # noqa: N802
+    return _progress_cls()(sc, sweep_dir, uri, n_stages, board)
 
 
 def main(argv=None) -> int:

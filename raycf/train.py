@@ -150,15 +150,26 @@ def wrap(model, strategy: str, device: torch.device, mixed_precision: bool):
         from torch.nn.parallel import DistributedDataParallel
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
-    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    mesh = _mesh(device.type, dist.get_world_size())
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision \
         else MixedPrecisionPolicy()
     for block in transformer_blocks(model):
         fully_shard(block, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     return model
+
+
+_MESHES: dict = {}
+
+
+def _mesh(device_type: str, world: int):
+    """One device mesh per process group: a pooled worker wraps a new model for every trial it serves."""
+    from torch.distributed.device_mesh import init_device_mesh
+    key = (device_type, world, id(dist.distributed_c10d._get_default_group()))
+    if key not in _MESHES:
+        _MESHES[key] = init_device_mesh(device_type, (world,))
+    return _MESHES[key]
 
 
 def transformer_blocks(model) -> list[torch.nn.Module]:

@@ -37,6 +37,7 @@ class TrialPlan:
     tracking_uri: str = ""
     run_id: str | None = None
     logged: int = -1                    # last stage the MLflow run already holds (a retried or resumed trial)
+    work: dict = field(default_factory=dict)  # sweep/* work counts of the trial's earlier attempts (carried on)
 
     def stage_dir(self, k: int) -> Path:
         return cache.entry_dir(self.storage, "stages", self.stage_keys[k - 1])
@@ -130,58 +131,99 @@ def probe_task_names(cfg: ExperimentConfig) -> list[str]:
 
 # ----------------------------------------------------------------------------- worker side
 
+class Cancelled(Exception):
+    """The job's trial was stopped (by the scheduler, a retry or a lost driver); every rank raises it at the same
+    optimizer step, so no rank is left waiting in a collective."""
+
+
+def mark(event: str) -> None:
+    """Append `<epoch s> <pid> <event>` to $RAYCF_TIMELINE, if set: where a trial's wall time goes
+    (scripts/bench_sweep.py --timeline reads it)."""
+    path = os.environ.get("RAYCF_TIMELINE")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{time.time():.3f} {os.getpid()} {event}\n")
+
+
 def trial_loop(args: dict) -> None:
-    """Ray Train worker entry point: run every stage of the trial, resuming after finished ones."""
+    """Ray Train worker entry point of one trial (`python -m raycf.trial`, or a sweep without the worker pool):
+    every stage, resuming after the finished ones."""
     import ray.train
-    import torch
-    import torch.distributed as dist
 
     cfg, plan = from_dict(args["config"]), TrialPlan(**args["plan"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = worker_setup(cfg)
+
+    def report(k: int, metrics: dict, checkpoint: bool) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(str(plan.stage_dir(k))) if checkpoint and rank == 0 else None
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"stage_{k:03d}" if checkpoint else None)
+    run_stages(cfg, plan, rank, world, device, report, reported=max(_last_reported_stage(), plan.logged),
+               prepare_only=bool(args.get("prepare_only")))
+    _barrier()  # no rank tears down while another still reports
+
+
+def worker_setup(cfg: ExperimentConfig):
+    """Threads and device of this worker for `cfg` (called per trial: a pooled worker serves many)."""
+    import torch
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
-    device = _device(cfg)
-    reported = max(_last_reported_stage(), plan.logged)
-    base_dir = ensure_warm_start(cfg, plan, rank, world, device)
+    return _device(cfg)
+
+
+def run_stages(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: int, device, report, *,
+               reported: int = -1, prepare_only: bool = False, stop=None) -> None:
+    """One trial on this worker group (every rank calls it): warm start, probe before training, then per stage
+    train, checkpoint, probe, log to MLflow (rank 0) and report(k, metrics, checkpoint) on every rank. Stages
+    the stage cache holds are not trained again; stages <= `reported` (a restarted or resumed run) are not
+    logged or reported again, but for the last. stop(): called before each stage and at every optimizer step,
+    raises Cancelled on every rank at once. prepare_only: just the warm start and the before-training row."""
+    mark("trial_start")
+    base_dir, warm_seconds = ensure_warm_start(cfg, plan, rank, world, device, stop)
     done = _agree(cached_prefix(plan))
     model, tok = build_model(cfg, plan, base_dir, done, device)
     from raycf.train import wrap
     model = wrap(model, cfg.resources.strategy, device, _bf16(cfg, device))
+    mark("model_ready")
     rows: list[dict] = []
-    work = {"sweep/stage_trainings": 0, "sweep/probe_passes": 0}  # what this trial computed itself
+    # what this trial computed itself, over all its attempts
+    work = {k: plan.work.get(k, 0) for k in ("sweep/stage_trainings", "sweep/probe_passes")}
     copy: dict = {}
-    for k in range(0, 1 if args.get("prepare_only") else len(cfg.stages) + 1):
+    for k in range(0, 1 if prepare_only else len(cfg.stages) + 1):
+        if stop is not None:
+            stop()
         state = None
         if k > done:
-            stats, state = run_stage(cfg, plan, k, model, tok, rank, world, device)
+            stats, state = run_stage(cfg, plan, k, model, tok, rank, world, device, stop)
             work["sweep/stage_trainings"] += 1
+            mark(f"stage{k}_trained train_s={stats['train/seconds']:.2f}")
         else:
             stats = cache.read_json(plan.stage_dir(k)) if k > 0 else {}
         row, fresh = probe_row(cfg, plan, k, lambda: plain_model(cfg, plan, base_dir, model, state, copy, device),
                                tok, rank, world)
         work["sweep/probe_passes"] += fresh
+        mark(f"stage{k}_probed probe_s={row.get('seconds', 0.0) if fresh else 0.0:.2f}")
         rows.append(row)
         metrics = {**stage_metrics(cfg, plan, k, stats, rows), **work,
-                   # seconds this trial itself spent (0 where the cache had the result)
-                   "work/train_seconds": stats.get("train/seconds", 0.0) if state is not None else 0.0,
+                   # seconds this trial itself spent (0 where the cache had the result); step 0: the warm start
+                   "work/train_seconds": stats.get("train/seconds", 0.0) if state is not None else
+                   warm_seconds if k == 0 else 0.0,
                    "work/probe_seconds": row.get("seconds", 0.0) if fresh else 0.0}
-        if args.get("prepare_only"):
+        if prepare_only:
             continue
         if k <= reported:  # a restarted or resumed run: MLflow and Tune already have this stage
             if k == len(cfg.stages):  # ...but the caller (Tune) still needs a final result from this run
-                ray.train.report(metrics)
+                report(k, metrics, False)
             continue
         if rank == 0 and plan.run_id:
             from raycf import tracking
             tracking.log_metrics(plan.tracking_uri, plan.run_id, metrics, step=k, spool=plan.spool_dir())
             if k == len(cfg.stages):
                 log_final_artifacts(cfg, plan, rows)
+        mark(f"stage{k}_logged")
         if k == 0:
             continue  # the before-training row goes to MLflow (step 0); Tune's iterations are the stages
-        checkpoint = ray.train.Checkpoint.from_directory(str(plan.stage_dir(k))) if rank == 0 else None
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"stage_{k:03d}")
-    if dist.is_initialized():
-        dist.barrier()  # no rank tears down while another still reports
+        report(k, metrics, True)
+    mark("trial_end")
 
 
 def _device(cfg: ExperimentConfig):
@@ -234,16 +276,18 @@ def _barrier():
         dist.barrier()
 
 
-def ensure_warm_start(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: int, device) -> Path:
+def ensure_warm_start(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: int, device,
+                      stop=None) -> tuple[Path, float]:
     """The folder the continual stages start from: the model, a checkpoint, or the cached `general`
-    warm start (full fine-tuning on general instruction data), trained here if no trial has yet."""
+    warm start (full fine-tuning on general instruction data), trained here if no trial has yet; and the
+    seconds spent training it here (0 if it was not)."""
     if cfg.warm_start.kind == "checkpoint":
-        return Path(cfg.warm_start.path)
+        return Path(cfg.warm_start.path), 0.0
     if cfg.warm_start.kind == "none":
-        return Path(plan.model_dir)
+        return Path(plan.model_dir), 0.0
     path = plan.warm_dir()
     if _agree(cache.lookup(path) is not None):
-        return path
+        return path, 0.0
     from raycf import data
     from raycf.train import encode, train_stage, wrap
     model, tok = load_base(cfg, plan.model_dir)
@@ -253,7 +297,8 @@ def ensure_warm_start(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: 
     examples = encode(stage_rows(cfg, data.GENERAL), tok, plan.kind, cfg.optim.max_length, source=data.GENERAL)
     stats = train_stage(model, examples, kind=plan.kind, pad_id=tok.pad_token_id, batch_size=ws.batch_size,
                         steps=ws.steps, grad_accum=1, lr=ws.lr, weight_decay=0.0, schedule="constant", warmup=0,
-                        max_grad_norm=cfg.optim.max_grad_norm, seed=cfg.seed, device=device)
+                        max_grad_norm=cfg.optim.max_grad_norm, seed=cfg.seed, device=device,
+                        on_step=(lambda step: stop()) if stop is not None else None)
     sd = full_state_dict(model)
     if rank == 0:
         with cache.writing(path) as tmp:
@@ -263,7 +308,7 @@ def ensure_warm_start(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: 
                                                          "train/loss": stats.loss, "train/seconds": stats.seconds}))
         print(f"[raycf] warm start 'general' trained: loss {stats.loss:.4f} in {stats.seconds:.1f}s -> {path}")
     _barrier()
-    return path
+    return path, stats.seconds
 
 
 def _unwrap(model):
@@ -343,7 +388,7 @@ def stage_examples(cfg: ExperimentConfig, k: int, tok, kind: str):
 
 
 def run_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, rank: int, world: int,
-              device) -> tuple[dict, dict]:
+              device, stop=None) -> tuple[dict, dict]:
     """Train stage k, save its checkpoint into the stage cache (verified); its stats and full state dict."""
     from raycf.train import num_steps, train_stage
     o = cfg.optim
@@ -352,7 +397,7 @@ def run_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, rank: 
     stats = train_stage(model, examples, kind=plan.kind, pad_id=tok.pad_token_id, batch_size=o.batch_size,
                         steps=steps, grad_accum=o.grad_accum, lr=o.lr, weight_decay=o.weight_decay,
                         schedule=o.schedule, warmup=o.warmup_steps, max_grad_norm=o.max_grad_norm,
-                        seed=cfg.seed * 1000 + k, device=device, on_step=_heartbeat(plan, k, rank))
+                        seed=cfg.seed * 1000 + k, device=device, on_step=_on_step(plan, k, rank, stop))
     result = {"stage": k, "task": cfg.stages[k - 1], "train/loss": stats.loss, "train/steps": stats.steps,
               "train/target_tokens": stats.tokens, "train/tokens_per_s": stats.seen_tokens / stats.seconds,
               "train/seconds": stats.seconds}
@@ -360,17 +405,21 @@ def run_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, rank: 
     return result, state
 
 
-def _heartbeat(plan: TrialPlan, k: int, rank: int):
-    """Per-step progress file (pid, stage, step) when RAYCF_HEARTBEAT_DIR is set: fault-injection tests
-    use it to kill a worker by PID in the middle of a stage."""
+def _on_step(plan: TrialPlan, k: int, rank: int, stop=None):
+    """What runs before each optimizer step: the stop check, and a progress file (pid, stage, step) when
+    RAYCF_HEARTBEAT_DIR is set (fault-injection tests use it to kill a worker by PID in the middle of a stage)."""
     folder = os.environ.get("RAYCF_HEARTBEAT_DIR")
-    if not folder:
+    if not folder and stop is None:
         return None
 
-    def beat(step: int) -> None:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / f"rank{rank}.json").write_text(json.dumps({"pid": os.getpid(), "stage": k, "step": step}))
-    return beat
+    def on_step(step: int) -> None:
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / f"rank{rank}.json").write_text(json.dumps({"pid": os.getpid(), "stage": k,
+                                                                      "step": step}))
+        if stop is not None:
+            stop()
+    return on_step
 
 
 def save_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, result: dict, examples, rank: int,
@@ -638,8 +687,16 @@ def resource_problems(cfg: ExperimentConfig, cluster: dict) -> list[str]:
 
 
 def trainer(cfg: ExperimentConfig, plan: TrialPlan, name: str, callbacks=None, prepare_only: bool = False):
-    """The TorchTrainer of one trial (gloo on CPU, NCCL on GPU). prepare_only: just the warm start and the
-    before-training probe row, which trials then share."""
+    """The TorchTrainer of one trial. prepare_only: just the warm start and the before-training probe row,
+    which trials then share."""
+    return torch_trainer(cfg, trial_loop, {"config": cfg.to_dict(), "plan": asdict(plan), "prepare_only": prepare_only},
+                         name, plan.storage, callbacks=callbacks, max_failures=cfg.resources.max_failures)
+
+
+def torch_trainer(cfg: ExperimentConfig, loop, loop_config: dict, name: str, storage: str, *, callbacks=None,
+                  max_failures: int = 2):
+    """A TorchTrainer running `loop` on cfg.resources' workers (gloo on CPU, NCCL on GPU), its Ray results under
+    <storage>/ray. max_failures: worker-group restarts (-1: no limit; the worker pool counts them per job)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     # Ray Train V2's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s) and sees a
@@ -652,16 +709,16 @@ def trainer(cfg: ExperimentConfig, plan: TrialPlan, name: str, callbacks=None, p
     if r.gpus_per_worker:
         res["GPU"] = r.gpus_per_worker
     return TorchTrainer(
-        trial_loop,
-        train_loop_config={"config": cfg.to_dict(), "plan": asdict(plan), "prepare_only": prepare_only},
+        loop,
+        train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if r.gpus_per_worker else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
                                                resources_per_worker=res),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=str(Path(plan.storage) / "ray"), callbacks=callbacks,
+            name=name, storage_path=str(Path(storage) / "ray"), callbacks=callbacks,
             # a worker group that cannot start (no resources within the start timeout, 60 s by default) is
             # retried ten times, then the trial fails with Ray's message instead of waiting forever
-            failure_config=ray.train.FailureConfig(max_failures=r.max_failures, controller_failure_limit=10),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures, controller_failure_limit=10),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
     )
 

@@ -40,13 +40,21 @@ def children(uri: str, experiment: str):
     return c, parents, kids
 
 
+_CLEAN: dict = {}  # the clean run of a point, once per test session
+
+
 def assert_equals_clean_run(metrics: dict, over: dict, lr: float, tmp_path) -> None:
     """`metrics` hold, bit for bit, the probe and forgetting figures of one uninterrupted trial at the same
-    point (run here, in storage and an MLflow store of its own)."""
+    point (`python -m raycf.trial`'s own TorchTrainer, in storage and an MLflow store of its own)."""
+    import json
     from raycf import trial
-    clean = load({**over, "optim.lr": lr, "storage_path": str(tmp_path / "clean"),
-                  "tracking.uri": f"sqlite:///{tmp_path / 'clean.db'}"})
-    want = trial.run(trial.first_point(clean))
+    point = json.dumps({**{k: v for k, v in over.items() if k not in ("name", "storage_path", "tracking.uri")},
+                        "optim.lr": lr}, sort_keys=True)
+    if point not in _CLEAN:
+        clean = load({**over, "optim.lr": lr, "storage_path": str(tmp_path / "clean"),
+                      "tracking.uri": f"sqlite:///{tmp_path / 'clean.db'}"})
+        _CLEAN[point] = trial.run(trial.first_point(clean))
+    want = _CLEAN[point]
     keys = [k for k in want if k.startswith(("probe/", "forgetting/")) and k != "probe/seconds"]
     assert keys and {k: metrics[k] for k in keys} == {k: want[k] for k in keys}
 
@@ -114,8 +122,10 @@ def test_asha_stops_a_worse_trial_after_stage_1_and_its_run_ends_killed(ray_loca
 
 
 def test_trial_driver_killed_mid_stage_2_is_retried_from_stage_1_with_the_same_results(ray_local, tmp_path):
-    """Tune retries a trial whose driver process died; the retry trains stages 2-3 only, logs each stage once
-    into the same MLflow run, and ends with the results of an uninterrupted run (same seed, bit for bit)."""
+    """Tune retries a trial whose driver process died. Its workers live in the pool, not in the driver: the
+    retry's job supersedes the old one, which stops (inside stage 2, or after it if the stage ended before the
+    cancel arrived), and goes on from the last stage the old one finished: each stage trained and logged once into
+    the same MLflow run, and the results of an uninterrupted run (same seed, bit for bit)."""
     import json
     import os
     import signal
@@ -150,5 +160,49 @@ def test_trial_driver_killed_mid_stage_2_is_retried_from_stage_1_with_the_same_r
     assert len(kids) == 1 and kids[0].info.status == "FINISHED"
     run_id = kids[0].info.run_id
     assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2, 3]  # each stage logged once
-    assert c.get_metric_history(run_id, "sweep/stage_trainings")[-1].value == 2  # the retry: stages 2 and 3
+    # counted over both attempts: 1, 2, 3 once each (a stage 2 cut by the cancel is not a training); retraining
+    # stage 1, or stage 2 after it finished, would make it 4 or more
+    assert c.get_metric_history(run_id, "sweep/stage_trainings")[-1].value == 3
+    assert_equals_clean_run(c.get_run(run_id).data.metrics, over, 2e-3, tmp_path)
+
+
+def test_pool_worker_killed_mid_stage_2_restarts_its_group_which_resumes_from_stage_1(ray_local, tmp_path):
+    """A Train worker of the worker pool dies inside stage 2: Ray Train restarts the slot's worker group, which
+    takes the same job again, goes on from stage 1's checkpoint, logs each stage once, and ends with the results
+    of an uninterrupted run (same seed, bit for bit)."""
+    import json
+    import os
+    import signal
+    import threading
+    import time
+    stages = ["simplification", "headline", "explanation"]
+    # the driver-kill test's point (their clean run is shared)
+    over = small(tmp_path, stages=stages, name="workerkill", search={"optim.lr": {"grid": [2e-3]}},
+                 **{"resources.workers": 2, "resources.cpus_per_worker": 1})
+    killed = []
+
+    def killer():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                beat = json.loads((ray_local / "rank1.json").read_text())
+                if beat.get("stage") == 2 and beat.get("step", 0) >= 1:
+                    os.kill(beat["pid"], signal.SIGKILL)
+                    killed.append(beat["pid"])
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+    for f in ray_local.glob("*.json"):
+        f.unlink()
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    assert sweep.run(load(over)) == 0
+    t.join(timeout=1)
+    assert killed, "the pool's rank-1 worker was never seen in stage 2"
+    c, parents, kids = children(over["tracking.uri"], "sweep-test")
+    assert len(kids) == 1 and kids[0].info.status == "FINISHED"
+    run_id = kids[0].info.run_id
+    assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2, 3]  # each stage logged once
+    assert c.get_metric_history(run_id, "sweep/stage_trainings")[-1].value == 3  # stage 1 was not trained again
     assert_equals_clean_run(c.get_run(run_id).data.metrics, over, 2e-3, tmp_path)
