@@ -7,6 +7,10 @@ rename with a manifest of SHA-256 checksums; a folder whose files do not match i
 missing (and removed), never silently reused.
 
 Layout under <storage_path>/cache/:  warm/<key>/  stages/<key>/  probes/<key>/
+
+storage_path may be a cloud URI (raycf.storage): an entry is then written locally, published in the node's
+mirror, and uploaded file by file with its manifest last, so that a reader on any node sees it whole or not
+at all; a reader copies it into its own mirror and checks every file against the manifest before using it.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST = "manifest.json"
@@ -35,25 +40,93 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One cache entry: `root` is the storage_path (a local folder or a URI), `kind` warm | stages | probes."""
+    root: str
+    kind: str
+    key: str
+
+    @property
+    def path(self) -> Path:
+        """The entry on this process's disk (for a URI root: in the node-local mirror)."""
+        from raycf import storage
+        return storage.local_root(self.root) / "cache" / self.kind / self.key
+
+    @property
+    def location(self) -> str:
+        """The entry in storage (for a local root, the same folder as path)."""
+        from raycf import storage
+        return storage.join(self.root, "cache", self.kind, self.key)
+
+    @property
+    def remote(self) -> bool:
+        from raycf import storage
+        return storage.is_uri(self.root)
+
+
 def entry_dir(root: str | Path, kind: str, k: str) -> Path:
-    return Path(root) / "cache" / kind / k
+    return Entry(str(root), kind, k).path
 
 
-def lookup(path: Path) -> Path | None:
-    """`path` if it is a complete, uncorrupted entry; a corrupted one is removed so it gets recomputed."""
-    manifest = path / MANIFEST
-    if not manifest.exists():
-        return None
+def _verified(path: Path) -> bool:
+    """Every file the manifest names is there with its checksum."""
     try:
-        files = json.loads(manifest.read_text())["files"]
-        ok = all((path / name).exists() and _sha256(path / name) == digest for name, digest in files.items())
+        files = json.loads((path / MANIFEST).read_text())["files"]
+        return all((path / name).exists() and _sha256(path / name) == digest for name, digest in files.items())
     except (ValueError, KeyError, OSError):
-        ok = False
-    if not ok:
+        return False
+
+
+def lookup(entry: Entry | Path) -> Path | None:
+    """The entry's local folder if it is complete and uncorrupted (for a URI root, fetched from storage into
+    this node's mirror first), else None. A corrupted entry is removed so that it gets recomputed."""
+    path = entry.path if isinstance(entry, Entry) else Path(entry)
+    if (path / MANIFEST).exists():
+        if _verified(path):
+            return path
         print(f"[raycf] cache entry {path} failed its checksum; recomputing it")
         shutil.rmtree(path, ignore_errors=True)
+    if isinstance(entry, Entry) and entry.remote:
+        return _fetch(entry)
+    return None
+
+
+def published(entry: Entry) -> bool:
+    """Whether the entry exists, without copying it here: a verified local copy, or a manifest in storage."""
+    from raycf import storage
+    if (entry.path / MANIFEST).exists() and _verified(entry.path):
+        return True
+    return entry.remote and storage.exists(storage.join(entry.location, MANIFEST))
+
+
+def _fetch(entry: Entry) -> Path | None:
+    """Copy a published entry from storage into the local mirror, verified; None if storage has none."""
+    from raycf import storage
+    from raycf.config import redact_uri
+    manifest = storage.join(entry.location, MANIFEST)
+    if not storage.exists(manifest):
         return None
-    return path
+    tmp = staging_dir(entry.path)
+    try:
+        try:
+            files = json.loads(storage.read_text(manifest))["files"]
+            storage.download(entry.location, tmp, sorted(files) + [MANIFEST])
+            whole = _verified(tmp)
+        except (ValueError, KeyError, OSError):  # a damaged manifest, or a file it names is gone
+            whole = False
+        if not whole:
+            # a damaged entry: without its manifest it is missing, and the next writer's upload replaces it
+            print(f"[raycf] cache entry {redact_uri(entry.location)} failed its checksum; recomputing it")
+            storage.delete(manifest)
+            return None
+        try:
+            os.rename(tmp, entry.path)
+        except OSError:  # another process of this node fetched it first
+            pass
+        return entry.path if _verified(entry.path) else None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def staging_dir(path: Path) -> Path:
@@ -74,15 +147,18 @@ class StorageFull(OSError):
 
 
 @contextlib.contextmanager
-def writing(path: Path):
-    """Write the entry `path`: yields a staging folder and publishes it when the block ends. On any error the
-    staging folder is removed and published entries stay as they were; a full disk (or quota) becomes
-    StorageFull with a message a user can act on."""
+def writing(entry: Entry | Path):
+    """Write an entry: yields a staging folder and publishes it when the block ends (for a URI root, also
+    uploads it, manifest last). On any error the staging folder is removed and published entries stay as they
+    were; a full disk (or quota) becomes StorageFull with a message a user can act on."""
+    path = entry.path if isinstance(entry, Entry) else Path(entry)
     tmp = None
     try:
         tmp = staging_dir(path)
         yield tmp
         publish(tmp, path)
+        if isinstance(entry, Entry) and entry.remote:
+            upload(entry)
     except BaseException as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -106,6 +182,15 @@ def publish(tmp: Path, path: Path) -> Path:
     except OSError:  # already there (another trial computed the same content)
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def upload(entry: Entry) -> None:
+    """Copy the published local entry to storage, its manifest last; nothing to do if storage has it."""
+    from raycf import storage
+    if storage.exists(storage.join(entry.location, MANIFEST)):
+        return  # another trial published the same content first
+    files = json.loads((entry.path / MANIFEST).read_text())["files"]
+    storage.upload(entry.path, entry.location, sorted(files) + [MANIFEST])
 
 
 def read_json(path: Path, name: str = "result.json") -> dict:

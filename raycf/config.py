@@ -376,11 +376,12 @@ def public_dict(cfg: ExperimentConfig) -> dict:
     """The config as it may be printed, logged to MLflow or written next to results: no credentials."""
     data = cfg.to_dict()
     data["tracking"]["uri"] = redact_uri(data["tracking"]["uri"])
+    data["storage_path"] = redact_uri(data["storage_path"])
     return data
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:
-    """The resolved config for people and artifacts (credentials in tracking.uri redacted)."""
+    """The resolved config for people and artifacts (credentials in tracking.uri and storage_path redacted)."""
     return yaml.safe_dump(public_dict(cfg), sort_keys=False)
 
 

@@ -6,10 +6,11 @@ Why: a TorchTrainer per trial starts a Train controller and seven more processes
 cleaner, synchronisation, dataset and preemption actors), each importing Ray Train and torch, and its workers
 then import transformers and PEFT: 12-16 s of start-up and ~4 s of imports per trial on 2 CPUs (measured with
 RAYCF_TIMELINE), against ~20 s of training in a tiny trial. So the sweep starts one TorchTrainer per trial slot
-(`fits` of them, as many trials as the cluster runs at once) before the first trial. Its workers keep their
+(`fits` of them, as many trials as the cluster runs at once) as it starts, beside Tune. Its workers keep their
 processes, process group and imports, and take job after job from the board, an actor: a Tune trial posts its
 job there and relays each stage's result to Tune; the pool's workers train, probe, checkpoint into the stage
-cache and log to MLflow exactly as a trial's own TorchTrainer does (raycf.trial.run_stages).
+cache and log to MLflow exactly as a trial's own TorchTrainer does (raycf.trial.run_stages). Tune's state holds
+the board's name, not its handle: a resumed sweep finds the new pool's board.
 
 Faults: a worker that dies makes Ray Train restart the slot's worker group; the new group takes the unfinished
 job again and goes on after its last finished stage (the stage cache), up to resources.max_failures restarts
@@ -116,7 +117,7 @@ class Board:
                 return job
             why = self.errors.get(job["id"], "its worker died")
             self._post(job["id"], {"cancelled": True} if job["id"] in self.stopped else
-                       {"error": f"the trial's workers failed {n} times (resources.max_failures="
+                       {"error": f"the trial's workers failed {n} time{'s' * (n != 1)} (resources.max_failures="
                                  f"{job['max_failures']}); last: {why}"})
             del self.current[slot]
         deadline = time.monotonic() + timeout
@@ -226,7 +227,7 @@ def run_job(job: dict, board, slot: int, rank: int, world: int) -> None:
         if rank == 0:
             item = {"stage": k, "metrics": metrics}
             if checkpoint:
-                item["checkpoint"] = str(plan.stage_dir(k))
+                item["checkpoint"] = plan.stage_entry(k).location
             ray.get(board.put.remote(job["id"], item))
     try:
         trial.run_stages(cfg, plan, rank, world, device, report, reported=reported,
@@ -282,10 +283,11 @@ def find_board(name: str):
 class Pool:
     """The board and one TorchTrainer per slot, started by the sweep driver; close() ends them."""
 
-    def __init__(self, cfg, slots: int, storage: str, name: str):
+    def __init__(self, cfg, slots: int, root: str, name: str):
         import ray
         from raycf.config import ConfigError
-        self.slots, self.name = slots, f"raycf-board-{name}"
+        from raycf.trial import pool_shape
+        self.slots, self.name, self.shape = slots, f"raycf-board-{name}", pool_shape(cfg)
         try:
             self.board = ray.remote(Board).options(num_cpus=0, max_concurrency=1000, name=self.name,
                                                    namespace=NAMESPACE).remote(slots)
@@ -294,8 +296,13 @@ class Pool:
                                f"or give a new name with --set name=..."]) from None
         stamp = time.strftime("%Y%m%d-%H%M%S")
         runner = ray.remote(num_cpus=0)(run_slot)
-        self.runners = [runner.remote(cfg.to_dict(), self.board, s, storage, f"{name}-pool{s}-{stamp}")
+        self.runners = [runner.remote(cfg.to_dict(), self.board, s, root, f"{name}-pool{s}-{stamp}")
                         for s in range(slots)]
+
+    def holds(self, cfg) -> bool:
+        """Whether trials of `cfg` fit this pool's worker groups."""
+        from raycf.trial import pool_shape
+        return pool_shape(cfg) == self.shape
 
     def ready_at(self) -> float | None:
         """Epoch seconds when every slot's workers were up (start-up and imports done), None if never."""
@@ -322,13 +329,13 @@ def results(board, job_id: str):
                 return
 
 
-def run_slot(config: dict, board, slot: int, storage: str, name: str) -> None:
+def run_slot(config: dict, board, slot: int, root: str, name: str) -> None:
     """A Ray task: one slot's TorchTrainer, until the board closes; an error that ends it goes to the board."""
     import ray
     from raycf import trial
     from raycf.config import from_dict
     try:
-        trial.torch_trainer(from_dict(config), serve, {"board": board, "slot": slot}, name, storage,
+        trial.torch_trainer(from_dict(config), serve, {"board": board, "slot": slot}, name, root,
                             max_failures=-1).fit()
     except Exception as e:  # noqa: BLE001 - told to the trials waiting on this slot
         ray.get(board.slot_gone.remote(slot, f"{type(e).__name__}: {e}"[:2000]))

@@ -5,10 +5,12 @@
     python -m raycf.sweep --resume                          # continue an interrupted sweep
     ray job submit --working-dir . -- python -m raycf.sweep # the same on a Ray cluster
 
-Shared work is done once: the `general` warm start and the before-training probe row per
-(model, warm start) are prepared before any trial starts, and stage checkpoints are shared through
-the content-addressed stage cache by trials whose stage prefixes agree (a lock per stage key makes
-the second trial wait for the first instead of training the same stage twice).
+Trials run on the worker pool (raycf.pool): Train worker groups started once per sweep, one per trial
+slot, that take trial after trial. Shared work is done once: the `general` warm start and the
+before-training probe row per (model, warm start) are prepared before trials run side by side, and stage
+checkpoints are shared through the content-addressed stage cache by trials whose stage prefixes agree
+(one trial at a time, as on 2 CPUs, reuses every prefix; two trials that reach the same new stage at the
+same moment both train it, and the second's equal copy is dropped).
 """
 from __future__ import annotations
 
@@ -96,17 +98,17 @@ def tune_trial(params: dict, *, base: dict, sweep_dir: str, parent_run_id: str, 
     sweep has a new pool.)"""
     import ray
     import ray.tune
-    from raycf import pool, tracking, trial
+    from raycf import pool, storage, tracking, trial
     from raycf.config import flat_params, from_dict
     from raycf.models import resolve_model_dir
 
     cfg = from_dict(base).with_overrides(params)
     ctx = ray.tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
-    record = Path(sweep_dir) / "runs" / f"{trial_id}.json"
+    record = storage.join(sweep_dir, "runs", f"{trial_id}.json")
     logged, work = -1, {}
-    if record.exists():  # a retried trial or a resumed sweep: same MLflow run, stages it holds not logged again
-        run_id = json.loads(record.read_text())["run_id"]
+    if storage.exists(record):  # a retried trial or a resumed sweep: same MLflow run, stages it holds not logged again
+        run_id = json.loads(storage.read_text(record))["run_id"]
         c = tracking.client(uri)
         c.update_run(run_id, status="RUNNING")
         for key in ("sweep/probe_passes", "sweep/stage_trainings"):
@@ -117,8 +119,7 @@ def tune_trial(params: dict, *, base: dict, sweep_dir: str, parent_run_id: str, 
     else:
         run_id = tracking.start_run(uri, cfg.tracking.experiment, trial_name, parent_run_id=parent_run_id,
                                     tags={"raycf.trial_id": trial_id, "raycf.task_order": " > ".join(cfg.stages)})
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"run_id": run_id, "params": params}))
+        storage.write_text(record, json.dumps({"run_id": run_id, "params": params}))
         tracking.log_params(uri, run_id, {**flat_params(cfg), "task_order": " > ".join(cfg.stages)})
     model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
                                   cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
@@ -152,8 +153,8 @@ def prepare_shared(points: list[ExperimentConfig], uri: str, board=None) -> int:
         if plan.start_key in seen:
             continue
         seen.add(plan.start_key)
-        warm_ready = plan.warm_key is None or cache.lookup(plan.warm_dir()) is not None
-        probe_ready = not plan.probe_tasks or cache.lookup(plan.probe_dir(0)) is not None
+        warm_ready = plan.warm_key is None or cache.published(plan.warm_entry())
+        probe_ready = not plan.probe_tasks or cache.published(plan.probe_entry(0))
         if warm_ready and probe_ready:
             continue
         print(f"[raycf] preparing shared start {plan.start_key} (warm start: {cfg.warm_start.kind})")
@@ -198,9 +199,21 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg.with_overrides(fixed) if fixed else cfg
 
 
-def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> int:
+def start_pool(cfg: ExperimentConfig):
+    """A worker pool for sweeps shaped like `cfg` (its resources, fitted to the current Ray cluster) that several
+    run(..., workers=pool) calls share, e.g. from a notebook: the Train start-up is paid once. close() it after."""
     import ray
-    from raycf import space, tracking, trial
+    from raycf import pool, storage
+    cfg = absolute_paths(cfg)
+    cfg, fits = fit_resources(cfg, sweep_config(cfg), ray.cluster_resources())
+    return pool.Pool(cfg, fits, storage.resolve(cfg.storage_path), f"{cfg.name}-shared")
+
+
+def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, workers=None) -> int:
+    """The sweep of `cfg` (a search space); exit status 0 if every trial finished. workers: a pool from
+    start_pool() to run the trials on (kept open), instead of one started and closed here."""
+    import ray
+    from raycf import space, storage, tracking, trial
     trial.mark("sweep_start")
     cfg = absolute_paths(cfg)  # trials run in Tune's per-trial working dirs: a relative path would scatter
     sc = sweep_config(cfg)
@@ -221,24 +234,29 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
         return 0
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.check_reachable(uri)
-    storage = Path(cfg.storage_path).expanduser().resolve()
-    sweep_dir = storage / "sweeps" / cfg.name
-    parent_file = sweep_dir / "parent_run.json"
-    if resume and not parent_file.exists():
-        raise ConfigError([f"--resume: no sweep named {cfg.name!r} under {storage}; run without --resume"])
-    if not resume and parent_file.exists():
-        raise ConfigError([f"sweep {cfg.name!r} already exists under {storage}; continue it with --resume or "
+    root = storage.resolve(cfg.storage_path)
+    storage.check(root)
+    sweep_dir = storage.join(root, "sweeps", cfg.name)
+    parent_file = storage.join(sweep_dir, "parent_run.json")
+    if resume and not storage.exists(parent_file):
+        raise ConfigError([f"--resume: no sweep named {cfg.name!r} under {redact_uri(root)}; run without --resume"])
+    if not resume and storage.exists(parent_file):
+        raise ConfigError([f"sweep {cfg.name!r} already exists under {redact_uri(root)}; continue it with --resume or "
                            f"give a new name with --set name=..."])
     # a local Ray started here is stopped when the sweep ends
     with trial.ray_session(num_cpus=int(cluster["CPU"]), include_dashboard=True, log_to_driver=False):
         trial.mark("sweep_ray_ready")
         t0, t_start = time.perf_counter(), time.time()
-        workers = None
-        if sc.worker_pool:  # started first: its workers import while the driver opens the MLflow runs
+        own = workers is None and sc.worker_pool
+        if workers is not None and not workers.holds(cfg):
+            raise ConfigError([f"resources: the worker pool given has {workers.shape}, this sweep needs "
+                               f"{trial.pool_shape(cfg)}; start a pool for it with start_pool()"])
+        if own:  # started first: its workers import while the driver opens the MLflow runs
             from raycf import pool
-            workers = pool.Pool(cfg, fits, str(storage), cfg.name)
+            workers = pool.Pool(cfg, fits, root, cfg.name)
             print(f"[raycf] starting the worker pool: {fits} Train worker group(s) of {cfg.resources.workers} "
                   f"worker(s), kept for every trial")
+        fits = workers.slots if workers is not None else fits
         try:
             parent_run_id = open_parent(cfg, uri, sweep_dir, resume)
             try:
@@ -253,16 +271,17 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
                 raise
         finally:
             startup = 0.0
-            if workers is not None:
+            if own:
                 ready = workers.ready_at()
                 startup = ready - t_start if ready else 0.0
                 workers.close()
         trial.mark("sweep_trials_done")
-        waiting = tracking.flush(uri, storage / "spool", wait_s=60)  # what an MLflow outage kept back
+        spool = storage.join(root, "spool")
+        waiting = tracking.flush(uri, spool, wait_s=60)  # what an MLflow outage kept back
         if waiting:
             raise ConnectionError(f"MLflow at {redact_uri(uri)} still does not answer; {waiting:g} operation(s) wait in "
-                                  f"{storage / 'spool'}: send them with `python -m raycf.tracking flush --storage "
-                                  f"{storage}`, then see the summary with --resume")
+                                  f"{redact_uri(spool)}: send them with `python -m raycf.tracking flush --storage "
+                                  f"{redact_uri(root)}`, then see the summary with --resume")
         close_children(uri, parent_run_id, "KILLED")  # trials the scheduler stopped
         rows = summarize(uri, parent_run_id, sc)
         stats = work_counts(rows, points, sc)
@@ -273,19 +292,20 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False) -> in
         return 1 if grid.errors else 0
 
 
-def open_parent(cfg: ExperimentConfig, uri: str, sweep_dir: Path, resume: bool) -> str:
+def open_parent(cfg: ExperimentConfig, uri: str, sweep_dir: str, resume: bool) -> str:
     """The sweep's parent MLflow run: reopened on --resume, else created with the search space as artifact."""
-    from raycf import tracking
+    import tempfile
+    from raycf import storage, tracking
     from raycf.config import to_yaml
-    parent_file = sweep_dir / "parent_run.json"
+    parent_file = storage.join(sweep_dir, "parent_run.json")
     if resume:
-        return json.loads(parent_file.read_text())["run_id"]
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+        return json.loads(storage.read_text(parent_file))["run_id"]
     parent_run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, tags={"raycf.sweep": cfg.name})
-    parent_file.write_text(json.dumps({"run_id": parent_run_id}))
-    space_file = sweep_dir / "search_space.yaml"
-    space_file.write_text(to_yaml(cfg))
-    tracking.log_artifact(uri, parent_run_id, space_file)
+    storage.write_text(parent_file, json.dumps({"run_id": parent_run_id}))
+    storage.write_text(storage.join(sweep_dir, "search_space.yaml"), to_yaml(cfg))
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "search_space.yaml").write_text(to_yaml(cfg))
+        tracking.log_artifact(uri, parent_run_id, Path(d) / "search_space.yaml")
     return parent_run_id
 
 
@@ -303,15 +323,15 @@ def print_summary(cfg: ExperimentConfig, sc: SweepConfig, rows: list[dict], stat
         print(f"compare runs:  mlflow ui --backend-store-uri {redact_uri(uri)}")
 
 
-def tuner(cfg, sc, resolved, sweep_dir: Path, parent_run_id: str, uri: str, fits: int, resume: bool,
+def tuner(cfg, sc, resolved, sweep_dir: str, parent_run_id: str, uri: str, fits: int, resume: bool,
           board: str | None = None):
     from ray import tune
-    from raycf import space
+    from raycf import space, storage
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, base=cfg.to_dict(), sweep_dir=str(sweep_dir),
+        tune.with_parameters(tune_trial, base=cfg.to_dict(), sweep_dir=sweep_dir,
                              parent_run_id=parent_run_id, uri=uri, board=board),
         {"CPU": sc.trial_cpus})
-    path = str(sweep_dir / "tune")
+    path = storage.join(sweep_dir, "tune")
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     scheduler = None
@@ -332,8 +352,9 @@ def tuner(cfg, sc, resolved, sweep_dir: Path, parent_run_id: str, uri: str, fits
                                     # re-import of tune/mlflow/raycf: ~7 s a trial on 2 CPUs, measured). Not
                                     # with ASHA: a stopped trial's fit() would keep running in the kept actor
                                     reuse_actors=sc.scheduler == "fifo"),
-        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir),
-                                  callbacks=[Progress(sc, sweep_dir, uri, len(cfg.stages), board)],
+        run_config=tune.RunConfig(name="tune", storage_path=sweep_dir,
+                                  callbacks=[Progress(sc, sweep_dir, storage.join(cfg.storage_path, "spool"), uri,
+                                                      len(cfg.stages), board)],
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=1)),
     )
 
@@ -432,8 +453,10 @@ def _progress_cls():
         stages), KILLED (stopped by the scheduler) or FAILED (raised). With the worker pool, a trial that
         ends, fails or is retried has its job cancelled there at once (its workers stop at the next step)."""
 
-        def __init__(self, sc: SweepConfig, sweep_dir: Path, uri: str, n_stages: int, board: str | None = None):
-            self.sc, self.sweep_dir, self.uri, self.n_stages, self.board = sc, sweep_dir, uri, n_stages, board
+        def __init__(self, sc: SweepConfig, sweep_dir: str, spool: str, uri: str, n_stages: int,
+                     board: str | None = None):
+            self.sc, self.sweep_dir, self.spool, self.uri = sc, sweep_dir, spool, uri
+            self.n_stages, self.board = n_stages, board
 
         def _cancel(self, trial) -> None:
             if self.board is not None:
@@ -448,11 +471,10 @@ def _progress_cls():
                   f"{fg if fg is None else round(fg, 2)}  ({done}/{len(trials)} trials done)", flush=True)
 
         def _send(self, trial, op: dict) -> None:
-            from raycf import tracking
-            record = self.sweep_dir / "runs" / f"{trial.trial_id}.json"
-            if record.exists():
-                tracking.send(self.uri, json.loads(record.read_text())["run_id"], op,
-                              self.sweep_dir.parents[1] / "spool")
+            from raycf import storage, tracking
+            record = storage.join(self.sweep_dir, "runs", f"{trial.trial_id}.json")
+            if storage.exists(record):
+                tracking.send(self.uri, json.loads(storage.read_text(record))["run_id"], op, self.spool)
 
         def _end(self, trial, status: str) -> None:
             self._send(trial, {"op": "end", "status": status})
@@ -475,8 +497,9 @@ def _progress_cls():
     return Progress
 
 
-def Progress(sc: SweepConfig, sweep_dir: Path, uri: str, n_stages: int, board: str | None = None):  # noqa: N802
-    return _progress_cls()(sc, sweep_dir, uri, n_stages, board)
+def Progress(sc: SweepConfig, sweep_dir: str, spool: str, uri: str, n_stages: int,  # noqa: N802 - lazy ray import
+             board: str | None = None):
+    return _progress_cls()(sc, sweep_dir, spool, uri, n_stages, board)
 
 
 def main(argv=None) -> int:

@@ -9,10 +9,10 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
+from raycf import storage
 from raycf.config import redact_uri
 
 
@@ -75,7 +75,7 @@ def log_params(uri: str, run_id: str, params: dict[str, str]) -> None:
         c.log_batch(run_id, params=new[i:i + 100])
 
 
-def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int, *, spool: Path | None = None,
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int, *, spool: str | Path | None = None,
                 timestamp: int | None = None) -> None:
     """Finite numeric metrics at `step`. With `spool`, an unreachable server does not lose them (see send)."""
     if spool is not None:
@@ -92,17 +92,16 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int, *, 
 
 
 def log_artifact(uri: str, run_id: str, path: str | Path, artifact_path: str | None = None, *,
-                 spool: Path | None = None) -> None:
+                 spool: str | Path | None = None) -> None:
     if spool is not None:  # keep a copy: the original may be a temporary file
-        keep = Path(spool) / "files" / f"{run_id}-{time.time_ns()}-{Path(path).name}"
-        keep.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, keep)
-        return send(uri, run_id, {"op": "artifact", "path": str(keep), "artifact_path": artifact_path,
+        keep = storage.join(str(spool), "files", f"{run_id}-{time.time_ns()}-{Path(path).name}")
+        storage.write_bytes(keep, Path(path).read_bytes())
+        return send(uri, run_id, {"op": "artifact", "path": keep, "artifact_path": artifact_path,
                                   "name": Path(path).name}, spool)
     client(uri).log_artifact(run_id, str(path), artifact_path)
 
 
-def end_run(uri: str, run_id: str, status: str = "FINISHED", *, spool: Path | None = None) -> None:
+def end_run(uri: str, run_id: str, status: str = "FINISHED", *, spool: str | Path | None = None) -> None:
     """status: FINISHED | FAILED | KILLED."""
     if spool is not None:
         return send(uri, run_id, {"op": "end", "status": status}, spool)
@@ -111,7 +110,8 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED", *, spool: Path | No
 
 # ----------------------------------------------------------------------------- outages
 # A trial must not fail, nor lose what it measured, because the tracking server is down for a while.
-# Calls made with a spool folder (under storage_path) go through send(): each operation is tried after
+# Calls made with a spool folder (<storage_path>/spool, a local folder or a URI: raycf.storage) go through
+# send(): each operation is tried after
 # the ones this run already has waiting; if the server does not answer, it is appended to
 # <spool>/<run_id>.jsonl and replayed, in order and with its original timestamp, by the next call that
 # gets through or by flush() (the trial's and the sweep's last step). A sweep whose server is still down
@@ -135,7 +135,7 @@ def _apply(uri: str, run_id: str, op: dict) -> None:
     elif op["op"] == "artifact":
         import tempfile
         with tempfile.TemporaryDirectory() as d:  # upload under the original file name
-            shutil.copyfile(op["path"], Path(d) / op["name"])
+            (Path(d) / op["name"]).write_bytes(storage.read_bytes(op["path"]))
             log_artifact(uri, run_id, Path(d) / op["name"], op.get("artifact_path"))
     elif op["op"] == "tags":
         for k, v in op["tags"].items():
@@ -144,7 +144,7 @@ def _apply(uri: str, run_id: str, op: dict) -> None:
         end_run(uri, run_id, op["status"])
 
 
-def _replay(uri: str, run_id: str, ops: list[dict], spool: Path) -> list[dict]:
+def _replay(uri: str, run_id: str, ops: list[dict], spool: str | Path) -> list[dict]:
     """Apply ops in order; return those not applied (the server went away again)."""
     for i, op in enumerate(ops):
         try:
@@ -154,27 +154,27 @@ def _replay(uri: str, run_id: str, ops: list[dict], spool: Path) -> list[dict]:
                 raise
             return ops[i:]
         if op["op"] == "artifact":
-            Path(op["path"]).unlink(missing_ok=True)
+            storage.delete(op["path"])
     return []
 
 
-def _write_pending(spool: Path, run_id: str, ops: list[dict]) -> None:
-    path = Path(spool) / f"{run_id}.jsonl"
+def _write_pending(spool: str | Path, run_id: str, ops: list[dict]) -> None:
+    location = storage.join(str(spool), f"{run_id}.jsonl")
     if not ops:
-        path.unlink(missing_ok=True)
+        if storage.exists(location):
+            storage.delete(location)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(op) + "\n" for op in ops))
-    os.replace(tmp, path)
+    storage.write_text(location, "".join(json.dumps(op) + "\n" for op in ops))
 
 
-def pending(spool: Path, run_id: str) -> list[dict]:
-    path = Path(spool) / f"{run_id}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+def pending(spool: str | Path, run_id: str) -> list[dict]:
+    location = storage.join(str(spool), f"{run_id}.jsonl")
+    if not storage.exists(location):
+        return []
+    return [json.loads(line) for line in storage.read_text(location).splitlines() if line]
 
 
-def send(uri: str, run_id: str, op: dict, spool: Path) -> None:
+def send(uri: str, run_id: str, op: dict, spool: str | Path) -> None:
     """Apply `op` after this run's waiting operations, or keep it (and them) in the spool."""
     with _quick_failures():
         left = _replay(uri, run_id, pending(spool, run_id) + [op], spool)
@@ -184,17 +184,17 @@ def send(uri: str, run_id: str, op: dict, spool: Path) -> None:
     _write_pending(spool, run_id, left)
 
 
-def flush(uri: str, spool: Path, *, run_id: str | None = None, wait_s: float = 0.0) -> int:
+def flush(uri: str, spool: str | Path, *, run_id: str | None = None, wait_s: float = 0.0) -> int:
     """Send the waiting operations of `run_id` (default: every run) in `spool`, trying again for up to
     `wait_s` seconds while the server is away; returns how many still wait."""
     deadline = time.monotonic() + wait_s
     while True:
         left = 0
-        files = sorted(Path(spool).glob("*.jsonl")) if Path(spool).exists() else []
-        for path in [f for f in files if run_id is None or f.stem == run_id]:
+        runs = [n.removesuffix(".jsonl") for n in storage.listdir(str(spool)) if n.endswith(".jsonl")]
+        for run in [r for r in runs if run_id is None or r == run_id]:
             with _quick_failures():
-                rest = _replay(uri, path.stem, pending(spool, path.stem), spool)
-            _write_pending(spool, path.stem, rest)
+                rest = _replay(uri, run, pending(spool, run), spool)
+            _write_pending(spool, run, rest)
             left += len(rest)
         if not left or time.monotonic() >= deadline:
             return left
@@ -222,10 +222,10 @@ def main(argv=None) -> int:
     import argparse
     p = argparse.ArgumentParser(prog="python -m raycf.tracking", description="send what an outage kept back")
     p.add_argument("command", choices=["flush"])
-    p.add_argument("--storage", required=True, help="the sweep's storage_path (its spool/ folder is read)")
+    p.add_argument("--storage", required=True, help="the sweep's storage_path, a folder or URI (its spool/ is read)")
     p.add_argument("--tracking-uri", default=None)
     a = p.parse_args(argv)
-    left = flush(resolve_uri(a.tracking_uri), Path(a.storage) / "spool")
+    left = flush(resolve_uri(a.tracking_uri), storage.join(a.storage, "spool"))
     print(f"{left} operation(s) still waiting" if left else "nothing waiting")
     return 1 if left else 0
 

@@ -19,8 +19,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from raycf import cache
-from raycf.config import ConfigError, ExperimentConfig, from_dict
+from raycf import cache, storage
+from raycf.config import ConfigError, ExperimentConfig, from_dict, redact_uri
 
 
 @dataclass
@@ -28,7 +28,7 @@ class TrialPlan:
     """Everything a worker needs besides the config, resolved once by the driver."""
     model_dir: str
     kind: str                           # causal | seq2seq
-    storage: str                        # absolute storage root (stage cache lives under it)
+    storage: str                        # storage_path: an absolute folder or a URI (the stage cache lives there)
     start_key: str                      # identity of the weights the continual stages start from
     warm_key: str | None = None         # cache key of the `general` warm start, if any
     stage_keys: list = field(default_factory=list)
@@ -39,18 +39,28 @@ class TrialPlan:
     logged: int = -1                    # last stage the MLflow run already holds (a retried or resumed trial)
     work: dict = field(default_factory=dict)  # sweep/* work counts of the trial's earlier attempts (carried on)
 
+    def stage_entry(self, k: int) -> cache.Entry:
+        return cache.Entry(self.storage, "stages", self.stage_keys[k - 1])
+
+    def probe_entry(self, k: int) -> cache.Entry:
+        return cache.Entry(self.storage, "probes", self.probe_keys[k])
+
+    def warm_entry(self) -> cache.Entry:
+        return cache.Entry(self.storage, "warm", self.warm_key)
+
     def stage_dir(self, k: int) -> Path:
-        return cache.entry_dir(self.storage, "stages", self.stage_keys[k - 1])
+        """Stage k's checkpoint on this process's disk (fetched there by a cache.lookup of its entry)."""
+        return self.stage_entry(k).path
 
     def probe_dir(self, k: int) -> Path:
-        return cache.entry_dir(self.storage, "probes", self.probe_keys[k])
+        return self.probe_entry(k).path
 
     def warm_dir(self) -> Path:
-        return cache.entry_dir(self.storage, "warm", self.warm_key)
+        return self.warm_entry().path
 
-    def spool_dir(self) -> Path:
-        """MLflow operations an outage kept back (raycf.tracking.send)."""
-        return Path(self.storage) / "spool"
+    def spool_dir(self) -> str:
+        """MLflow operations an outage kept back (raycf.tracking.send), in storage."""
+        return storage.join(self.storage, "spool")
 
 
 # ----------------------------------------------------------------------------- driver side: the plan
@@ -70,7 +80,7 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     from raycf import data
     from raycf.models import model_kind
     kind = model_kind(model_dir) if cfg.model.kind == "auto" else cfg.model.kind
-    storage = str(Path(cfg.storage_path).expanduser().resolve())
+    root = storage.resolve(cfg.storage_path)
     start = fingerprint(model_dir)
     warm_key = None
     if cfg.warm_start.kind == "general":
@@ -87,7 +97,7 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     probe_recipe = [_task_key(probe_task(cfg, t)) for t in probe_tasks], cfg.probes.shots, cfg.probes.limit, \
         cfg.probes.max_new_tokens, cfg.seed
     probe_keys = [cache.key("probe", w, probe_recipe) for w in [start] + stage_keys]
-    return TrialPlan(model_dir=str(model_dir), kind=kind, storage=storage, start_key=start, warm_key=warm_key,
+    return TrialPlan(model_dir=str(model_dir), kind=kind, storage=root, start_key=start, warm_key=warm_key,
                      stage_keys=stage_keys, probe_tasks=probe_tasks, probe_keys=probe_keys,
                      tracking_uri=tracking_uri, run_id=run_id)
 
@@ -197,7 +207,7 @@ def run_stages(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: int, de
             work["sweep/stage_trainings"] += 1
             mark(f"stage{k}_trained train_s={stats['train/seconds']:.2f}")
         else:
-            stats = cache.read_json(plan.stage_dir(k)) if k > 0 else {}
+            stats = cache.read_json(_fetched(plan.stage_entry(k))) if k > 0 else {}
         row, fresh = probe_row(cfg, plan, k, lambda: plain_model(cfg, plan, base_dir, model, state, copy, device),
                                tok, rank, world)
         work["sweep/probe_passes"] += fresh
@@ -253,10 +263,18 @@ def cached_prefix(plan: TrialPlan) -> int:
     """How many leading stages are finished (a valid cache entry each)."""
     done = 0
     for k in range(1, len(plan.stage_keys) + 1):
-        if cache.lookup(plan.stage_dir(k)) is None:
+        if cache.lookup(plan.stage_entry(k)) is None:
             break
         done = k
     return done
+
+
+def _fetched(entry: cache.Entry) -> Path:
+    """The entry's local folder: rank 0 saw it published, so every rank can fetch it."""
+    path = cache.lookup(entry)
+    if path is None:
+        raise RuntimeError(f"cache entry {entry.kind}/{entry.key} disappeared from storage while the trial ran")
+    return path
 
 
 def _agree(value):
@@ -285,9 +303,8 @@ def ensure_warm_start(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: 
         return Path(cfg.warm_start.path), 0.0
     if cfg.warm_start.kind == "none":
         return Path(plan.model_dir), 0.0
-    path = plan.warm_dir()
-    if _agree(cache.lookup(path) is not None):
-        return path, 0.0
+    if _agree(cache.lookup(plan.warm_entry()) is not None):
+        return _fetched(plan.warm_entry()), 0.0
     from raycf import data
     from raycf.train import encode, train_stage, wrap
     model, tok = load_base(cfg, plan.model_dir)
@@ -301,14 +318,15 @@ def ensure_warm_start(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: 
                         on_step=(lambda step: stop()) if stop is not None else None)
     sd = full_state_dict(model)
     if rank == 0:
-        with cache.writing(path) as tmp:
+        with cache.writing(plan.warm_entry()) as tmp:
             _unwrap(model).save_pretrained(tmp, state_dict=sd)
             tok.save_pretrained(tmp)
             (tmp / "result.json").write_text(json.dumps({"stage": 0, "task": data.GENERAL,
                                                          "train/loss": stats.loss, "train/seconds": stats.seconds}))
-        print(f"[raycf] warm start 'general' trained: loss {stats.loss:.4f} in {stats.seconds:.1f}s -> {path}")
+        print(f"[raycf] warm start 'general' trained: loss {stats.loss:.4f} in {stats.seconds:.1f}s -> "
+              f"{redact_uri(plan.warm_entry().location)}")
     _barrier()
-    return path, stats.seconds
+    return _fetched(plan.warm_entry()), stats.seconds
 
 
 def _unwrap(model):
@@ -357,7 +375,7 @@ def build_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, done: in
     """The model to train from stage done+1: base (+ fresh LoRA), or the weights of stage `done`."""
     from raycf.models import add_lora, load_model
     if cfg.finetune.method == "full" and done > 0:
-        model, tok = load_model(plan.stage_dir(done), dtype=cfg.model.dtype)
+        model, tok = load_model(_fetched(plan.stage_entry(done)), dtype=cfg.model.dtype)
         return model.to(device), tok
     model, tok = load_base(cfg, base_dir)
     if cfg.finetune.method == "lora":
@@ -368,7 +386,7 @@ def build_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, done: in
         if done > 0:
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
-            set_peft_model_state_dict(model, load_file(plan.stage_dir(done) / "adapter_model.safetensors"))
+            set_peft_model_state_dict(model, load_file(_fetched(plan.stage_entry(done)) / "adapter_model.safetensors"))
     return model.to(device), tok
 
 
@@ -432,7 +450,7 @@ def save_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, resul
     sd = full_state_dict(model)
     if rank == 0:
         inner = _unwrap(model)
-        with cache.writing(plan.stage_dir(k)) as tmp:
+        with cache.writing(plan.stage_entry(k)) as tmp:
             if cfg.finetune.method == "lora":
                 from peft import get_peft_model_state_dict
                 adapter = get_peft_model_state_dict(inner, state_dict=sd)
@@ -472,9 +490,8 @@ def probe_row(cfg: ExperimentConfig, plan: TrialPlan, k: int, get_model, tok, ra
     and 1 if measured now."""
     if not plan.probe_tasks:
         return {}, 0
-    path = plan.probe_dir(k)
-    if _agree(cache.lookup(path) is not None):
-        return cache.read_json(path), 0
+    if _agree(cache.lookup(plan.probe_entry(k)) is not None):
+        return cache.read_json(_fetched(plan.probe_entry(k))), 0
     from raycf import probe
     t0 = time.perf_counter()
     tasks = [probe_task(cfg, t) for t in plan.probe_tasks]
@@ -483,7 +500,7 @@ def probe_row(cfg: ExperimentConfig, plan: TrialPlan, k: int, get_model, tok, ra
                               max_new_tokens=cfg.probes.max_new_tokens)
     row = {"scores": scores, "seconds": time.perf_counter() - t0}
     if rank == 0:
-        with cache.writing(path) as tmp:
+        with cache.writing(plan.probe_entry(k)) as tmp:
             (tmp / "result.json").write_text(json.dumps(row))
     _barrier()
     return row, 1
@@ -659,18 +676,32 @@ def local_cluster() -> dict:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
+LOCAL_TRAIN_ENV = {
+    # one machine has no spot nodes to lose: Ray Train's preemption watcher (a process per TorchTrainer) is off
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+
+
 @contextlib.contextmanager
 def ray_session(**init):
-    """The Ray this process is connected to, or one started here with `init` and stopped on the way out."""
+    """The Ray this process is connected to, or one started (or connected to) here with `init` and stopped on the
+    way out; a local one gets LOCAL_TRAIN_ENV for its TorchTrainers, where the environment does not say otherwise."""
     import ray
     if ray.is_initialized():
         yield
         return
+    local = LOCAL_TRAIN_ENV if not init.get("address") else {}
+    saved = {k: os.environ.get(k) for k in local}
+    for k, v in local.items():
+        os.environ.setdefault(k, v)
     ray.init(**init)
     try:
         yield
     finally:
         ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
 
 
 def resource_problems(cfg: ExperimentConfig, cluster: dict) -> list[str]:
@@ -693,10 +724,10 @@ def trainer(cfg: ExperimentConfig, plan: TrialPlan, name: str, callbacks=None, p
                          name, plan.storage, callbacks=callbacks, max_failures=cfg.resources.max_failures)
 
 
-def torch_trainer(cfg: ExperimentConfig, loop, loop_config: dict, name: str, storage: str, *, callbacks=None,
+def torch_trainer(cfg: ExperimentConfig, loop, loop_config: dict, name: str, root: str, *, callbacks=None,
                   max_failures: int = 2):
     """A TorchTrainer running `loop` on cfg.resources' workers (gloo on CPU, NCCL on GPU), its Ray results under
-    <storage>/ray. max_failures: worker-group restarts (-1: no limit; the worker pool counts them per job)."""
+    <root>/ray (root: the storage_path, a folder or URI). max_failures: worker-group restarts (-1: no limit; the worker pool counts them per job)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     # Ray Train V2's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s) and sees a
@@ -715,7 +746,7 @@ def torch_trainer(cfg: ExperimentConfig, loop, loop_config: dict, name: str, sto
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
                                                resources_per_worker=res),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=str(Path(storage) / "ray"), callbacks=callbacks,
+            name=name, storage_path=storage.join(root, "ray"), callbacks=callbacks,
             # a worker group that cannot start (no resources within the start timeout, 60 s by default) is
             # retried ten times, then the trial fails with Ray's message instead of waiting forever
             failure_config=ray.train.FailureConfig(max_failures=max_failures, controller_failure_limit=10),
@@ -723,39 +754,71 @@ def torch_trainer(cfg: ExperimentConfig, loop, loop_config: dict, name: str, sto
     )
 
 
-def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | None = None) -> dict:
+def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | None = None, workers=None) -> dict:
     """Run one trial to the end on the current Ray cluster (started locally if none); returns the final
-    metrics. The MLflow run ends FINISHED, or FAILED with the error."""
+    metrics. The MLflow run ends FINISHED, or FAILED with the error. workers: a worker pool (raycf.pool.Pool of
+    this trial's shape) to run it on, instead of a TorchTrainer of its own."""
     from raycf import tracking
     from raycf.config import flat_params, to_yaml
+    if workers is not None and not workers.holds(cfg):
+        raise ConfigError([f"resources: the worker pool given has {workers.shape}, this trial needs "
+                           f"{pool_shape(cfg)}; make a pool of the trial's shape"])
     model_dir = check(cfg)
+    storage.check(cfg.storage_path)
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.check_reachable(uri)
     name = name or f"{cfg.name}-trial-{time.strftime('%Y%m%d-%H%M%S')}"
     run_id = tracking.start_run(uri, cfg.tracking.experiment, name, parent_run_id=parent_run_id)
     plan = make_plan(cfg, model_dir, run_id=run_id, tracking_uri=uri)
     tracking.log_params(uri, run_id, flat_params(cfg))
-    config_file = Path(plan.storage) / "configs" / f"{name}.yaml"
-    config_file.parent.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(to_yaml(cfg))
-    tracking.log_artifact(uri, run_id, config_file)
+    storage.write_text(storage.join(plan.storage, "configs", f"{name}.yaml"), to_yaml(cfg))
+    _log_text_artifact(uri, run_id, f"{name}.yaml", to_yaml(cfg))
     print(f"[raycf] trial {name}: {len(cfg.stages)} stages ({' > '.join(cfg.stages)}), "
           f"MLflow run {run_id} at {uri}")
     try:
         with ray_session(address=os.environ.get("RAY_ADDRESS"), include_dashboard=True, log_to_driver=True):
-            result = trainer(cfg, plan, name).fit()
+            if workers is None:
+                final = trainer(cfg, plan, name).fit().metrics or {}
+            else:
+                final = on_pool(workers, cfg, plan, name)
     except BaseException as e:
         tracking.end_run(uri, run_id, "FAILED", spool=plan.spool_dir())
         if cache.disk_full(e):  # Ray's own writes to storage_path may be what failed first
-            raise cache.StorageFull(f"no space left on the disk of {plan.storage} while trial {name} wrote there; "
+            raise cache.StorageFull(f"no space left on the disk of {redact_uri(plan.storage)} while trial {name} wrote there; "
                                     f"entries written before are intact: free space there or set storage_path to a "
                                     f"larger disk, then run again to continue from them") from e
         raise
     tracking.end_run(uri, run_id, "FINISHED", spool=plan.spool_dir())
     if tracking.flush(uri, plan.spool_dir(), run_id=run_id, wait_s=60):
         print(f"[raycf] MLflow is still unreachable: this run's last metrics wait in {plan.spool_dir()}; send them "
-              f"with `python -m raycf.tracking flush --storage {plan.storage}`", file=sys.stderr)
-    return dict(result.metrics or {})
+              f"with `python -m raycf.tracking flush --storage {redact_uri(plan.storage)}`", file=sys.stderr)
+    return dict(final)
+
+
+def on_pool(workers, cfg: ExperimentConfig, plan: TrialPlan, name: str) -> dict:
+    """Run the trial as a job of a worker pool; its last stage's metrics."""
+    import ray
+    from raycf import pool
+    job = ray.get(workers.board.submit.remote(pool.job(cfg, plan, name)))
+    final: dict = {}
+    for item in pool.results(workers.board, job):
+        final = item["metrics"]
+    return final
+
+
+def pool_shape(cfg: ExperimentConfig) -> dict:
+    """What a worker group is made of; a pool serves trials of its own shape (strategy, precision and restarts
+    are per trial)."""
+    r = cfg.resources
+    return {"workers": r.workers, "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": r.gpus_per_worker}
+
+
+def _log_text_artifact(uri: str, run_id: str, file_name: str, text: str) -> None:
+    import tempfile
+    from raycf import tracking
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / file_name).write_text(text)
+        tracking.log_artifact(uri, run_id, Path(d) / file_name)
 
 
 def main(argv=None) -> int:

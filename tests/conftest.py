@@ -50,6 +50,12 @@ def warm_sweep(cache_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def clean_runs():
+    """Point -> final metrics of its uninterrupted trial, shared by the fault tests of every module."""
+    return {}
+
+
+@pytest.fixture(scope="session")
 def toy_tokenizer():
     from raycf.data.template import prompt
     from raycf.models import build_tokenizer
@@ -88,12 +94,30 @@ class MlflowServer:
         self._run("stop")
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    server = MlflowServer(tmp_path / "mlflow-server")
+    def up(self) -> bool:
+        import urllib.request
+        try:
+            urllib.request.urlopen(self.url + "/health", timeout=2).read()
+            return True
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def _mlflow_server_of_the_session(tmp_path_factory):
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def mlflow_server(_mlflow_server_of_the_session):
+    """One server for the session (a start costs ~10 s); a test that stopped it and failed before starting it
+    again leaves it down, so it is started again for the next."""
+    if not _mlflow_server_of_the_session.up():
+        _mlflow_server_of_the_session.start()
+    return _mlflow_server_of_the_session
 
 
 @pytest.fixture

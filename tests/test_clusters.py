@@ -511,7 +511,8 @@ def test_every_sweep_command_in_clusters_resolves():
             except ConfigError as e:
                 problems.append(f"{path.name}: {' '.join(argv)}\n  {e}")
                 continue
-            if cfg.storage_path != "raycf_runs" and not cfg.storage_path.startswith("/mnt/raycf/"):
-                problems.append(f"{path.name}: storage_path {cfg.storage_path} is not on the shared mount")
+            if cfg.storage_path != "raycf_runs" and not cfg.storage_path.startswith(("/mnt/raycf/", "s3://", "gs://")):
+                problems.append(f"{path.name}: storage_path {cfg.storage_path} is neither on the shared mount "
+                                f"nor in a bucket")
     assert found >= 4, f"only {found} sweep commands found in clusters/"
     assert problems == [], "\n".join(problems)

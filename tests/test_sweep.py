@@ -18,9 +18,9 @@ def small(tmp_path, **over) -> dict:
         "probes.suites": ["knowledge"], "probes.limit": 4, "probes.max_new_tokens": 4,
         "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "tracking.experiment": "sweep-test",
         "storage_path": str(tmp_path / "runs"),
-        # one Train worker per trial: these tests are about Tune, MLflow and the caches (FSDP2 across workers is
-        # tests/test_train.py's and tests/test_trial.py's); 1.5 CPUs keeps trials one at a time on 2 CPUs
-        "resources.workers": 1, "resources.cpus_per_worker": 1.5,
+        # two FSDP2 workers of 1 CPU (0.95 beside the trial driver): one trial at a time on 2 CPUs, the shape of
+        # the module's shared worker pool
+        "resources.workers": 2, "resources.cpus_per_worker": 1,
     }
     base.update(over)
     return base
@@ -40,23 +40,21 @@ def children(uri: str, experiment: str):
     return c, parents, kids
 
 
-_CLEAN: dict = {}  # the clean run of a point, once per test session
-
-
-def assert_equals_clean_run(metrics: dict, over: dict, lr: float, tmp_path) -> None:
+def assert_equals_clean_run(metrics: dict | None, over: dict, lr: float, tmp_path, clean_runs: dict) -> None:
     """`metrics` hold, bit for bit, the probe and forgetting figures of one uninterrupted trial at the same
-    point (`python -m raycf.trial`'s own TorchTrainer, in storage and an MLflow store of its own)."""
+    point (`python -m raycf.trial`'s own TorchTrainer, in storage and an MLflow store of its own; run once per
+    point and session: `clean_runs`, the conftest fixture). metrics None: only run it."""
     import json
     from raycf import trial
-    point = json.dumps({**{k: v for k, v in over.items() if k not in ("name", "storage_path", "tracking.uri")},
-                        "optim.lr": lr}, sort_keys=True)
-    if point not in _CLEAN:
-        clean = load({**over, "optim.lr": lr, "storage_path": str(tmp_path / "clean"),
+    same = ("name", "storage_path", "tracking.uri", "search")  # what does not change the trial's numbers
+    point = json.dumps({**{k: v for k, v in over.items() if k not in same}, "optim.lr": lr}, sort_keys=True)
+    if point not in clean_runs:
+        clean = load({**over, "optim.lr": lr, "search": {}, "storage_path": str(tmp_path / "clean"),
                       "tracking.uri": f"sqlite:///{tmp_path / 'clean.db'}"})
-        _CLEAN[point] = trial.run(trial.first_point(clean))
-    want = _CLEAN[point]
+        clean_runs[point] = trial.run(clean)
+    want = clean_runs[point]
     keys = [k for k in want if k.startswith(("probe/", "forgetting/")) and k != "probe/seconds"]
-    assert keys and {k: metrics[k] for k in keys} == {k: want[k] for k in keys}
+    assert keys and (metrics is None or {k: metrics[k] for k in keys} == {k: want[k] for k in keys})
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +63,25 @@ def ray_local(cache_dir, tmp_path_factory):
     import ray
     beat = tmp_path_factory.mktemp("heartbeat")
     os.environ["RAYCF_HEARTBEAT_DIR"] = str(beat)  # workers and trial drivers inherit it at ray.init
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
-    yield beat
-    ray.shutdown()
+    from raycf import trial
+    with trial.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):
+        yield beat
     del os.environ["RAYCF_HEARTBEAT_DIR"]
+
+
+# the point of the fault tests below and of tests/test_sweep_resume.py: their clean run is shared
+FAULT_POINT = {"stages": ["simplification", "headline", "explanation"], "optim.steps_per_stage": 8}
+
+
+@pytest.fixture(scope="module")
+def shared_pool(ray_local, clean_runs, tmp_path_factory):
+    """One worker pool for this module's sweeps (sweep.start_pool): Ray Train starts once, not per sweep. The
+    fault tests' clean run goes first, while its TorchTrainer still finds the CPUs the pool then holds."""
+    d = tmp_path_factory.mktemp("pool")
+    assert_equals_clean_run(None, small(d, **FAULT_POINT), 2e-3, d, clean_runs)
+    workers = sweep.start_pool(load(small(d, name="pool")))
+    yield workers
+    workers.close()
 
 
 def test_warm_start_sweep_tracks_parent_children_and_shares_the_warm_start(warm_sweep):
@@ -87,10 +100,10 @@ def test_warm_start_sweep_tracks_parent_children_and_shares_the_warm_start(warm_
     assert len(list((folder / "runs" / "cache" / "warm").iterdir())) == 1
 
 
-def test_all_orders_of_three_tasks_train_15_stages(ray_local, tmp_path):
+def test_all_orders_of_three_tasks_train_15_stages(shared_pool, tmp_path):
     over = small(tmp_path, stages=["simplification", "headline", "explanation"],
                  search={"stages": {"orders": "all"}}, name="orders")
-    assert sweep.run(load(over)) == 0
+    assert sweep.run(load(over), workers=shared_pool) == 0
     _, parents, kids = children(over["tracking.uri"], "sweep-test")
     assert len(kids) == 6
     m = parents[0].data.metrics
@@ -101,14 +114,12 @@ def test_all_orders_of_three_tasks_train_15_stages(ray_local, tmp_path):
     assert len({k.data.params["task_order"] for k in kids}) == 6
 
 
-def test_asha_stops_a_worse_trial_after_stage_1_and_its_run_ends_killed(ray_local, tmp_path):
+def test_asha_stops_a_worse_trial_after_stage_1_and_its_run_ends_killed(shared_pool, tmp_path):
     over = small(tmp_path, stages=["simplification", "headline", "explanation"], name="asha",
                  search={"optim.lr": {"grid": [3e-3, 1e-7]}},
                  sweep={"scheduler": "asha", "metric": "train/loss", "mode": "min", "grace_period": 1,
-                        "reduction_factor": 2},
-                 # two FSDP workers: stages slow enough that the scheduler's stop lands after stage 1
-                 **{"resources.workers": 2, "resources.cpus_per_worker": 1})
-    assert sweep.run(load(over)) == 0
+                        "reduction_factor": 2})
+    assert sweep.run(load(over), workers=shared_pool) == 0
     _, _, kids = children(over["tracking.uri"], "sweep-test")
     killed = [k for k in kids if k.info.status == "KILLED"]
     assert killed, [k.info.status for k in kids]
@@ -121,88 +132,67 @@ def test_asha_stops_a_worse_trial_after_stage_1_and_its_run_ends_killed(ray_loca
     assert best[0].info.status == "FINISHED" and best[0].data.metrics["stage"] == 3
 
 
-def test_trial_driver_killed_mid_stage_2_is_retried_from_stage_1_with_the_same_results(ray_local, tmp_path):
-    """Tune retries a trial whose driver process died. Its workers live in the pool, not in the driver: the
-    retry's job supersedes the old one, which stops (inside stage 2, or after it if the stage ended before the
-    cancel arrived), and goes on from the last stage the old one finished: each stage trained and logged once into
-    the same MLflow run, and the results of an uninterrupted run (same seed, bit for bit)."""
+def sweep_with_a_kill(beats, over: dict, workers, beat: str, when, victim) -> tuple:
+    """Run the sweep of `over` on `workers` while a thread SIGKILLs the pid victim(heartbeat) the first time
+    when(heartbeat) holds for the heartbeat file `beat`; checks that the kill happened and that the one trial
+    finished with each stage logged once. Returns (MLflow client, the trial's run id)."""
     import json
     import os
     import signal
     import threading
     import time
-    stages = ["simplification", "headline", "explanation"]
-    over = small(tmp_path, stages=stages, name="driverkill", search={"optim.lr": {"grid": [2e-3]}},
-                 **{"resources.workers": 2, "resources.cpus_per_worker": 1})  # slow enough to die mid-stage 2
     killed = []
 
     def killer():
         deadline = time.time() + 300
         while time.time() < deadline:
             try:
-                beat = json.loads((ray_local / "rank0.json").read_text())
-                if beat.get("stage") == 2:
-                    pid = json.loads((ray_local / "driver.json").read_text())["pid"]
+                seen = json.loads((beats / beat).read_text())
+                if when(seen):
+                    pid = victim(seen)
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
                     return
             except (OSError, ValueError):
                 pass
             time.sleep(0.05)
-    for f in ray_local.glob("*.json"):
+    for f in beats.glob("*.json"):
         f.unlink()
     t = threading.Thread(target=killer, daemon=True)
     t.start()
-    assert sweep.run(load(over)) == 0
+    assert sweep.run(load(over), workers=workers) == 0
     t.join(timeout=1)
-    assert killed, "the trial driver was never seen in stage 2"
-    c, parents, kids = children(over["tracking.uri"], "sweep-test")
+    assert killed, f"{beat} never showed the moment to kill"
+    c, _, kids = children(over["tracking.uri"], "sweep-test")
     assert len(kids) == 1 and kids[0].info.status == "FINISHED"
     run_id = kids[0].info.run_id
     assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2, 3]  # each stage logged once
+    return c, run_id
+
+
+def test_trial_driver_killed_mid_stage_2_is_retried_from_stage_1_with_the_same_results(ray_local, shared_pool,
+                                                                                      clean_runs, tmp_path):
+    """Tune retries a trial whose driver process died. Its workers live in the pool, not in the driver: the
+    retry's job supersedes the old one, which stops (inside stage 2, or after it if the stage ended before the
+    cancel arrived), and goes on from the last stage the old one finished: each stage trained and logged once into
+    the same MLflow run, and the results of an uninterrupted run (same seed, bit for bit)."""
+    import json
+    over = small(tmp_path, name="driverkill", search={"optim.lr": {"grid": [2e-3]}}, **FAULT_POINT)
+    c, run_id = sweep_with_a_kill(ray_local, over, shared_pool, "rank0.json", lambda b: b.get("stage") == 2,
+                                  lambda b: json.loads((ray_local / "driver.json").read_text())["pid"])
     # counted over both attempts: 1, 2, 3 once each (a stage 2 cut by the cancel is not a training); retraining
     # stage 1, or stage 2 after it finished, would make it 4 or more
     assert c.get_metric_history(run_id, "sweep/stage_trainings")[-1].value == 3
-    assert_equals_clean_run(c.get_run(run_id).data.metrics, over, 2e-3, tmp_path)
+    assert_equals_clean_run(c.get_run(run_id).data.metrics, over, 2e-3, tmp_path, clean_runs)
 
 
-def test_pool_worker_killed_mid_stage_2_restarts_its_group_which_resumes_from_stage_1(ray_local, tmp_path):
+def test_pool_worker_killed_mid_stage_2_restarts_its_group_which_resumes_from_stage_1(ray_local, shared_pool,
+                                                                                     clean_runs, tmp_path):
     """A Train worker of the worker pool dies inside stage 2: Ray Train restarts the slot's worker group, which
     takes the same job again, goes on from stage 1's checkpoint, logs each stage once, and ends with the results
     of an uninterrupted run (same seed, bit for bit)."""
-    import json
-    import os
-    import signal
-    import threading
-    import time
-    stages = ["simplification", "headline", "explanation"]
-    # the driver-kill test's point (their clean run is shared)
-    over = small(tmp_path, stages=stages, name="workerkill", search={"optim.lr": {"grid": [2e-3]}},
-                 **{"resources.workers": 2, "resources.cpus_per_worker": 1})
-    killed = []
-
-    def killer():
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                beat = json.loads((ray_local / "rank1.json").read_text())
-                if beat.get("stage") == 2 and beat.get("step", 0) >= 1:
-                    os.kill(beat["pid"], signal.SIGKILL)
-                    killed.append(beat["pid"])
-                    return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-    for f in ray_local.glob("*.json"):
-        f.unlink()
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    assert sweep.run(load(over)) == 0
-    t.join(timeout=1)
-    assert killed, "the pool's rank-1 worker was never seen in stage 2"
-    c, parents, kids = children(over["tracking.uri"], "sweep-test")
-    assert len(kids) == 1 and kids[0].info.status == "FINISHED"
-    run_id = kids[0].info.run_id
-    assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2, 3]  # each stage logged once
+    over = small(tmp_path, name="workerkill", search={"optim.lr": {"grid": [2e-3]}}, **FAULT_POINT)
+    c, run_id = sweep_with_a_kill(ray_local, over, shared_pool, "rank1.json",
+                                  lambda b: b.get("stage") == 2 and b.get("step", 0) >= 1, lambda b: b["pid"])
     assert c.get_metric_history(run_id, "sweep/stage_trainings")[-1].value == 3  # stage 1 was not trained again
-    assert_equals_clean_run(c.get_run(run_id).data.metrics, over, 2e-3, tmp_path)
+    assert_equals_clean_run(c.get_run(run_id).data.metrics, over, 2e-3, tmp_path, clean_runs)

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sweep import ROOT, assert_equals_clean_run, children, small
+from tests.test_sweep import FAULT_POINT, ROOT, assert_equals_clean_run, children, small
 
 pytestmark = pytest.mark.slow
 
 
-def test_killed_driver_resumes_without_duplicate_runs_and_with_a_clean_runs_results(tmp_path, cache_dir):
+def test_killed_driver_resumes_without_duplicate_runs_and_with_a_clean_runs_results(tmp_path, cache_dir, clean_runs):
     """Kill the sweep driver and the Ray it started (the machine goes down) in the middle of the second trial's
-    last stage; --resume leaves the first trial alone, trains only that stage of the second, and ends with the
+    stage 2; --resume leaves the first trial alone, trains only stages 2 and 3 of the second, and ends with the
     numbers of a clean run."""
-    # 20 steps a stage: long enough for the kill to land inside stage 2, never after it
-    over = small(tmp_path, name="resume", search={"optim.lr": {"grid": [1e-3, 3e-3]}}, **{"optim.steps_per_stage": 20})
+    # the fault tests' point (tests/test_sweep.py): the second trial's is theirs, so their clean run is shared
+    over = small(tmp_path, name="resume", search={"optim.lr": {"grid": [1e-3, 2e-3]}}, **FAULT_POINT)
     sets = [f"--set={k}={json.dumps(v)}" for k, v in over.items()]
     cmd = [sys.executable, "-m", "raycf.sweep", *sets]
     beats = tmp_path / "heartbeat"
@@ -57,8 +57,8 @@ def test_killed_driver_resumes_without_duplicate_runs_and_with_a_clean_runs_resu
     assert len({k.data.tags["raycf.trial_id"] for k in kids}) == 2
     # every stage logged once per trial: the finished trial was not rerun, the cut one went on from stage 1
     for k in kids:
-        assert sorted(m.step for m in c.get_metric_history(k.info.run_id, "train/loss")) == [1, 2]
+        assert sorted(m.step for m in c.get_metric_history(k.info.run_id, "train/loss")) == [1, 2, 3]
     (cut,) = [k for k in kids if k.data.tags["raycf.trial_id"] == second]
-    # counted over both runs of the sweep: stage 1 before the crash, stage 2 after it (stage 1 not trained again)
-    assert c.get_metric_history(cut.info.run_id, "sweep/stage_trainings")[-1].value == 2
-    assert_equals_clean_run(cut.data.metrics, over, float(cut.data.params["optim.lr"]), tmp_path)
+    # counted over both runs of the sweep: stage 1 before the crash, stages 2 and 3 after it (stage 1 not again)
+    assert c.get_metric_history(cut.info.run_id, "sweep/stage_trainings")[-1].value == 3
+    assert_equals_clean_run(cut.data.metrics, over, float(cut.data.params["optim.lr"]), tmp_path, clean_runs)

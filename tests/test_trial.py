@@ -1,4 +1,5 @@
-"""raycf.trial on real Ray Train (2 gloo workers), real MLflow (sqlite), tiny models, offline data."""
+"""raycf.trial on real Ray Train (2 gloo workers), real MLflow (sqlite), tiny models, offline data. Trials run on
+a worker pool (raycf.pool, what a sweep uses), and once on a TorchTrainer of their own (`python -m raycf.trial`)."""
 import json
 import os
 import signal
@@ -17,12 +18,23 @@ STAGES = ["simplification", "empathetic_dialogue", "headline"]
 
 @pytest.fixture(scope="module")
 def ray_local(cache_dir, tmp_path_factory):
-    import ray
     beat = tmp_path_factory.mktemp("heartbeat")
     os.environ["RAYCF_HEARTBEAT_DIR"] = str(beat)  # workers inherit the driver's env at ray.init
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield beat
-    ray.shutdown()
+    # 4 CPUs on a 2-core machine: the idle worker pool (2) and a trial's own TorchTrainer (2) both fit; they never
+    # train at the same time
+    with trial.ray_session(num_cpus=4, include_dashboard=False, log_to_driver=False):
+        yield beat
+
+
+@pytest.fixture(scope="module")
+def workers(ray_local, tmp_path_factory):
+    """A worker pool of the trials' shape (2 FSDP workers): most tests run their trials on it, so Ray Train
+    starts once; test_worker_killed... runs the trial's own TorchTrainer (`python -m raycf.trial`'s path)."""
+    from raycf import pool
+    d = tmp_path_factory.mktemp("pool")
+    p = pool.Pool(make_cfg(d), 1, str(d / "runs"), "trial-tests")
+    yield p
+    p.close()
 
 
 def make_cfg(tmp_path, **over):
@@ -56,10 +68,10 @@ def stage_results(cfg):
 
 
 @pytest.fixture(scope="module")
-def baseline(ray_local, tmp_path_factory):
+def baseline(workers, tmp_path_factory):
     """One FSDP2 causal LoRA trial, uninterrupted: the reference other tests compare with."""
     cfg = make_cfg(tmp_path_factory.mktemp("baseline"))
-    return cfg, trial.run(cfg)
+    return cfg, trial.run(cfg, workers=workers)
 
 
 def test_causal_trial_three_stages_tracked_and_reloadable(baseline):
@@ -85,16 +97,16 @@ def test_causal_trial_three_stages_tracked_and_reloadable(baseline):
                                                                                       abs=1e-5)
 
 
-def test_ddp_gives_the_fsdp_losses(baseline, tmp_path):
+def test_ddp_gives_the_fsdp_losses(baseline, workers, tmp_path):
     ddp = make_cfg(tmp_path, **{"resources.strategy": "ddp"})
-    trial.run(ddp)
+    trial.run(ddp, workers=workers)
     (_, a), (_, b) = stage_results(baseline[0]), stage_results(ddp)
     assert [r["train/loss"] for r in b] == pytest.approx([r["train/loss"] for r in a], abs=1e-4)
 
 
-def test_seq2seq_trial_completes(ray_local, tmp_path):
+def test_seq2seq_trial_completes(workers, tmp_path):
     cfg = make_cfg(tmp_path, **{"model.name": "tiny-seq2seq"})
-    final = trial.run(cfg)
+    final = trial.run(cfg, workers=workers)
     assert final["stage"] == 3
     _, losses = history(cfg, "train/loss")
     assert sorted(losses) == [1, 2, 3] and all(v > 0 for v in losses.values())
@@ -130,15 +142,15 @@ def test_worker_killed_mid_stage_2_resumes_from_stage_1(ray_local, baseline, tmp
     assert sorted(losses) == [1, 2, 3]  # each stage logged once, no duplicate after the restart
 
 
-def test_general_warm_start_is_computed_once_for_two_trials(ray_local, tmp_path):
+def test_general_warm_start_is_computed_once_for_two_trials(workers, tmp_path):
     # one stage each: the shared warm start is what is tested
     a = make_cfg(tmp_path, **{"warm_start.kind": "general", "stages": STAGES[:1]})
     b = a.with_overrides({"optim.lr": 1e-3, "name": "t2"})
-    trial.run(a)
+    trial.run(a, workers=workers)
     warm = list((tmp_path / "runs" / "cache" / "warm").iterdir())
     assert len(warm) == 1
     stamp = (warm[0] / "result.json").stat().st_mtime_ns
-    trial.run(b)
+    trial.run(b, workers=workers)
     assert list((tmp_path / "runs" / "cache" / "warm").iterdir()) == warm
     assert (warm[0] / "result.json").stat().st_mtime_ns == stamp
 
@@ -173,7 +185,7 @@ def when_rank0_reaches(beat_dir: Path, stage: int, action, timeout: float = 300)
     return t
 
 
-def test_mlflow_server_stopped_mid_trial_loses_nothing_and_results_are_bit_identical(ray_local, baseline,
+def test_mlflow_server_stopped_mid_trial_loses_nothing_and_results_are_bit_identical(ray_local, baseline, workers,
                                                                                      mlflow_server, tmp_path):
     from mlflow import MlflowClient
     cfg = make_cfg(tmp_path, **{"tracking.uri": mlflow_server.url})
@@ -189,7 +201,7 @@ def test_mlflow_server_stopped_mid_trial_loses_nothing_and_results_are_bit_ident
         mlflow_server.start()
         events.append("restarted")
     t = when_rank0_reaches(ray_local, 2, outage)
-    final = trial.run(cfg)
+    final = trial.run(cfg, workers=workers)
     t.join(timeout=300)
     assert events == ["stopped", "kept", "restarted"]
     assert not list(spool.glob("*.jsonl"))  # everything sent
@@ -204,7 +216,7 @@ def test_mlflow_server_stopped_mid_trial_loses_nothing_and_results_are_bit_ident
     assert c.get_run(run.info.run_id).data.metrics["forgetting/mean_FG"] == final["forgetting/mean_FG"]
 
 
-def test_disk_full_while_writing_stage_2_keeps_stage_1_and_the_rerun_resumes(ray_local, baseline, tmpfs,
+def test_disk_full_while_writing_stage_2_keeps_stage_1_and_the_rerun_resumes(ray_local, baseline, workers, tmpfs,
                                                                             tmp_path):
     from peft import PeftModel
     from raycf import cache
@@ -223,7 +235,7 @@ def test_disk_full_while_writing_stage_2_keeps_stage_1_and_the_rerun_resumes(ray
                 pass
     t = when_rank0_reaches(ray_local, 2, fill)
     with pytest.raises(Exception) as failed:
-        trial.run(cfg)
+        trial.run(cfg, workers=workers)
     t.join(timeout=60)
     assert "no space left on the disk of" in str(failed.value)
     assert "entries written before are intact" in str(failed.value)
@@ -239,12 +251,12 @@ def test_disk_full_while_writing_stage_2_keeps_stage_1_and_the_rerun_resumes(ray
     run, losses = history(cfg, "train/loss")
     assert run.info.status == "FAILED" and sorted(losses) == [1]
     (disk / "filler").unlink()
-    final = trial.run(cfg)
+    final = trial.run(cfg, workers=workers)
     assert final["sweep/stage_trainings"] == 2  # stages 2 and 3; stage 1 came from the disk
     assert results(final) == results(baseline[1])
 
 
-def test_corrupted_stage_checkpoint_is_detected_and_recomputed(ray_local, baseline, tmp_path):
+def test_corrupted_stage_checkpoint_is_detected_and_recomputed(baseline, workers, tmp_path):
     import shutil
     from raycf import cache
     cfg = make_cfg(tmp_path)
@@ -254,7 +266,7 @@ def test_corrupted_stage_checkpoint_is_detected_and_recomputed(ray_local, baseli
     blob = bytearray(weights.read_bytes())
     blob[len(blob) // 2] ^= 0xFF  # one flipped byte in the middle of the tensors
     weights.write_bytes(bytes(blob))
-    final = trial.run(cfg)
+    final = trial.run(cfg, workers=workers)
     assert final["sweep/stage_trainings"] == 2  # stage 2 failed its checksum: it and stage 3 were trained again
     assert cache.lookup(plan.stage_dir(2)) == plan.stage_dir(2)
     assert (plan.stage_dir(2) / "adapter_model.safetensors").read_bytes() != bytes(blob)

@@ -1,0 +1,211 @@
+"""storage_path: where a sweep's durable files live, a local folder or a cloud URI that pyarrow opens.
+
+    python -m raycf.storage check s3://bucket/raycf_runs    # can this machine write and read there?
+    python -m raycf.storage ls s3://bucket/raycf_runs/cache/stages
+
+Ray Train and Tune take the same URIs (s3://, gs://, abfs://, hdfs://, file://, with query parameters such as
+`?endpoint_override=host:port&scheme=http` for an S3-compatible store), so every node of a cluster reaches one
+storage without a shared disk. raycf keeps its own files there too: the stage cache (raycf.cache), the sweep's
+records, the MLflow outage spool. What a process must open from its own disk (a checkpoint to load, an adapter
+to probe) is copied into a node-local mirror: $RAYCF_LOCAL_DIR, default <RAYCF_CACHE>/storage/<hash of the URI>
+(a `{pid}` in RAYCF_LOCAL_DIR gives every process a mirror of its own: tests use it to prove that nothing
+relies on a disk shared between processes). A local storage_path is used in place, with no mirror.
+
+Credentials belong in the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, ...), which Ray passes to its
+workers; a URI with a user:secret part is never printed or logged unredacted.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+import uuid
+from pathlib import Path
+
+
+def is_uri(root: str) -> bool:
+    return "://" in str(root)
+
+
+def resolve(root: str) -> str:
+    """A URI as given; a local path made absolute (trials run in other working directories)."""
+    return str(root) if is_uri(root) else str(Path(root).expanduser().resolve())
+
+
+def join(root: str, *parts: str) -> str:
+    """`root`/part/part, keeping a URI's query string (?endpoint_override=...) at the end."""
+    if not is_uri(root):
+        return str(Path(root, *parts))
+    base, _, query = str(root).partition("?")
+    path = "/".join([base.rstrip("/")] + [p.strip("/") for p in parts if p])
+    return f"{path}?{query}" if query else path
+
+
+def name(location: str) -> str:
+    """The last part of a location (file or folder name)."""
+    return str(location).partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+@functools.lru_cache(maxsize=32)
+def _filesystem(base: str):
+    """pyarrow's filesystem for scheme://netloc?query, made once per process (for S3 it may ask the bucket's
+    region over the network)."""
+    import pyarrow.fs
+    return pyarrow.fs.FileSystem.from_uri(base)
+
+
+def _fs(location: str):
+    """(pyarrow filesystem, path in it) of a location."""
+    import pyarrow.fs
+    if not is_uri(location):
+        return pyarrow.fs.LocalFileSystem(), str(Path(location).expanduser().resolve())
+    base, _, query = str(location).partition("?")
+    scheme, _, rest = base.partition("://")
+    if scheme == "file":
+        return pyarrow.fs.LocalFileSystem(), "/" + rest.lstrip("/")
+    netloc, _, sub = rest.partition("/")
+    fs, top = _filesystem(f"{scheme}://{netloc}" + (f"?{query}" if query else ""))
+    return fs, (top.rstrip("/") + "/" + sub.strip("/")) if sub.strip("/") else top
+
+
+def exists(location: str) -> bool:
+    import pyarrow.fs
+    if not is_uri(location):
+        return Path(location).exists()
+    fs, path = _fs(location)
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def read_bytes(location: str) -> bytes:
+    if not is_uri(location):
+        return Path(location).read_bytes()
+    fs, path = _fs(location)
+    with fs.open_input_stream(path) as f:
+        return f.readall()
+
+
+def read_text(location: str) -> str:
+    return read_bytes(location).decode()
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    """Whole-file write: readers see the old file or the new one (local: rename; object stores: one PUT)."""
+    if not is_uri(location):
+        path = Path(location)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return
+    fs, path = _fs(location)
+    if fs.type_name not in ("s3", "gcs"):  # object stores have no folders to make
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def write_text(location: str, text: str) -> None:
+    write_bytes(location, text.encode())
+
+
+def delete(location: str) -> None:
+    """Remove a file or a folder; nothing there is fine."""
+    import shutil
+    import pyarrow.fs
+    if not is_uri(location):
+        p = Path(location)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        return
+    fs, path = _fs(location)
+    info = fs.get_file_info(path)
+    if info.type == pyarrow.fs.FileType.Directory:
+        fs.delete_dir(path)
+    elif info.type == pyarrow.fs.FileType.File:
+        fs.delete_file(path)
+
+
+def listdir(location: str) -> list[str]:
+    """Names directly under a folder (empty if there is none)."""
+    import pyarrow.fs
+    if not is_uri(location):
+        p = Path(location)
+        return sorted(c.name for c in p.iterdir()) if p.is_dir() else []
+    fs, path = _fs(location)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    return sorted(i.base_name for i in infos)
+
+
+def upload(local_dir: Path, location: str, names: list[str]) -> None:
+    """Copy the files `names` (relative paths under local_dir) to the folder `location`, in that order (the
+    manifest last: its presence tells readers the entry is whole)."""
+    for rel in names:
+        write_bytes(join(location, *rel.split("/")), (Path(local_dir) / rel).read_bytes())
+
+
+def download(location: str, local_dir: Path, names: list[str]) -> None:
+    for rel in names:
+        target = Path(local_dir) / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_bytes(join(location, *rel.split("/"))))
+
+
+def local_root(root: str) -> Path:
+    """Where this process reads and writes `root`'s files on its own disk: the folder itself for a local
+    storage_path, the node-local mirror for a URI."""
+    if not is_uri(root):
+        return Path(root)
+    from raycf.config import redact_uri
+    from raycf.models import default_cache_dir
+    base = os.environ.get("RAYCF_LOCAL_DIR") or str(default_cache_dir() / "storage")
+    digest = hashlib.sha256(redact_uri(str(root)).encode()).hexdigest()[:16]
+    return Path(base.replace("{pid}", str(os.getpid()))) / digest
+
+
+def check(root: str) -> None:
+    """Raise ConfigError (one line) unless this machine can write, read and delete under a URI root."""
+    if not is_uri(root):
+        return
+    from raycf.config import ConfigError, redact_uri
+    folder = join(root, f".raycf-check-{uuid.uuid4().hex[:12]}")
+    probe = join(folder, "probe")
+    try:
+        write_text(probe, "ok")
+        ok = read_text(probe) == "ok"
+        delete(folder)
+    except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
+        raise ConfigError([f"storage_path: {redact_uri(root)} cannot be written and read from this machine "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); check the URI, "
+                           f"the bucket and the credentials in the environment, or use a local folder"]) from None
+    if not ok:
+        raise ConfigError([f"storage_path: {redact_uri(root)} returned other bytes than were written; check the "
+                           f"store's consistency settings"])
+
+
+def main(argv=None) -> int:
+    import argparse
+    from raycf.config import ConfigError
+    p = argparse.ArgumentParser(prog="python -m raycf.storage", description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=["check", "ls"])
+    p.add_argument("location", help="a storage_path, or a folder under one")
+    a = p.parse_args(argv)
+    try:
+        if a.command == "check":
+            check(a.location)
+            print("ok: written, read and deleted")
+        else:
+            for n in listdir(a.location):
+                print(n)
+    except ConfigError as e:
+        print(e.lines(), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

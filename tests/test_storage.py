@@ -1,0 +1,166 @@
+"""raycf.storage: storage_path as a cloud URI. A real S3 API (moto's server on loopback) stands for the bucket;
+every process gets a local mirror of its own (RAYCF_LOCAL_DIR with {pid}), so nothing can pass through a disk
+shared between processes unseen."""
+import json
+import os
+import socket
+
+import pytest
+
+from raycf import cache, storage, tracking
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A loopback S3 server with the bucket `raycf`; returns the bucket's URI (each test works under a folder
+    of its own: storage.join(s3, name))."""
+    pytest.importorskip("moto.server", reason="the test extra installs moto")
+    import logging
+    from moto.server import ThreadedMotoServer
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    saved = {k: os.environ.get(k) for k in CREDENTIALS}
+    os.environ.update(CREDENTIALS)  # Ray workers started afterwards inherit them
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    import pyarrow.fs
+    pyarrow.fs.FileSystem.from_uri(f"s3://raycf?{query}&allow_bucket_creation=true")[0].create_dir("raycf")
+    yield f"s3://raycf?{query}"
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def node(monkeypatch, tmp_path, name: str) -> None:
+    """Make this process look like another node: a local mirror of its own."""
+    monkeypatch.setenv("RAYCF_LOCAL_DIR", str(tmp_path / name))
+
+
+def test_join_keeps_the_query_string_and_local_paths_stay_paths(tmp_path):
+    root = "s3://b/runs?endpoint_override=h:9000&scheme=http"
+    assert storage.join(root, "cache", "stages", "k") == "s3://b/runs/cache/stages/k?endpoint_override=h:9000&scheme=http"
+    assert storage.name(storage.join(root, "cache", "stages", "k")) == "k"
+    assert storage.join(str(tmp_path), "a", "b") == str(tmp_path / "a" / "b")
+    assert storage.resolve("rel/dir") == str((os.path.realpath(".") + "/rel/dir"))
+    assert storage.local_root(str(tmp_path)) == tmp_path  # a local storage_path is used in place
+
+
+def test_local_mirror_is_per_uri_without_credentials_and_per_process_with_pid(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAYCF_LOCAL_DIR", str(tmp_path / "m-{pid}"))
+    a = storage.local_root("s3://me:secret@b/runs")
+    assert a == storage.local_root("s3://me:other@b/runs")  # the same bucket whatever the credentials
+    assert a != storage.local_root("s3://b/other")
+    assert a.parent == tmp_path / f"m-{os.getpid()}" and "secret" not in str(a)
+
+
+def test_an_entry_written_on_one_node_is_read_on_another_and_verified(s3, monkeypatch, tmp_path):
+    node(monkeypatch, tmp_path, "a")
+    entry = cache.Entry(storage.join(s3, "read-elsewhere"), "stages", "k1")
+    with cache.writing(entry) as tmp:
+        (tmp / "adapter_model.safetensors").write_bytes(bytes(range(256)) * 40)
+        (tmp / "result.json").write_text(json.dumps({"stage": 1, "train/loss": 1.25}))
+    assert storage.listdir(entry.location) == ["adapter_model.safetensors", "manifest.json", "result.json"]
+    node(monkeypatch, tmp_path, "b")  # another disk: nothing there yet
+    assert not entry.path.exists() and cache.published(entry)
+    assert cache.lookup(entry) == entry.path and str(entry.path).startswith(str(tmp_path / "b"))
+    assert cache.read_json(entry.path) == {"stage": 1, "train/loss": 1.25}
+    assert (entry.path / "adapter_model.safetensors").read_bytes() == bytes(range(256)) * 40
+
+
+def test_a_damaged_entry_in_storage_is_missing_and_the_next_writer_replaces_it(s3, monkeypatch, tmp_path):
+    node(monkeypatch, tmp_path, "a")
+    entry = cache.Entry(storage.join(s3, "damaged"), "probes", "k2")
+    with cache.writing(entry) as tmp:
+        (tmp / "result.json").write_text('{"scores": 1}')
+    storage.write_text(storage.join(entry.location, "result.json"), '{"scores": 2}')  # changed in storage
+    node(monkeypatch, tmp_path, "b")
+    assert cache.lookup(entry) is None and not entry.path.exists()
+    assert not cache.published(entry)  # its manifest is gone
+    with cache.writing(entry) as tmp:  # recomputed on node b: uploaded again, manifest last
+        (tmp / "result.json").write_text('{"scores": 1}')
+    node(monkeypatch, tmp_path, "c")
+    assert cache.read_json(cache.lookup(entry)) == {"scores": 1}
+
+
+def test_an_entry_storage_has_is_not_uploaded_again(s3, monkeypatch, tmp_path):
+    node(monkeypatch, tmp_path, "a")
+    entry = cache.Entry(storage.join(s3, "race"), "warm", "k3")
+    with cache.writing(entry) as tmp:
+        (tmp / "result.json").write_text('"first"')
+    node(monkeypatch, tmp_path, "b")
+    with cache.writing(entry) as tmp:  # the same key computed on another node at the same time
+        (tmp / "result.json").write_text('"second"')
+    node(monkeypatch, tmp_path, "c")
+    assert cache.read_json(cache.lookup(entry)) == "first"
+
+
+def test_the_outage_spool_lives_in_storage(s3, monkeypatch, tmp_path):
+    spool = storage.join(s3, "outage", "spool")
+    down = "http://127.0.0.1:9"  # nothing listens: every operation is kept
+    art = tmp_path / "figure.png"
+    art.write_bytes(b"png")
+    tracking.log_metrics(down, "run1", {"a": 1.0}, step=1, spool=spool)
+    tracking.log_artifact(down, "run1", art, spool=spool)
+    art.unlink()
+    assert [op["op"] for op in tracking.pending(spool, "run1")] == ["metrics", "artifact"]
+    assert storage.listdir(spool) == ["files", "run1.jsonl"]
+    (kept,) = storage.listdir(storage.join(spool, "files"))
+    assert storage.read_bytes(storage.join(spool, "files", kept)) == b"png"
+    assert tracking.flush(down, spool) == 2
+
+
+def test_an_unwritable_storage_uri_is_one_line_before_anything_starts(s3):
+    from raycf.config import ConfigError
+    bad = storage.join(s3.replace("s3://raycf", "s3://no-such-bucket"), "runs")
+    with pytest.raises(ConfigError) as e:
+        storage.check(bad)
+    (line,) = e.value.problems
+    assert line.startswith("storage_path: s3://no-such-bucket/runs") and "credentials" in line
+
+
+@pytest.mark.slow
+def test_a_sweep_keeps_everything_in_the_bucket_and_the_next_sweep_reuses_its_stages(s3, cache_dir, tmp_path,
+                                                                                     monkeypatch):
+    """Every process with a disk of its own: the sweep's stage cache, records, Tune state and Train results are
+    in the bucket; a second sweep over the same point (without the worker pool), on a fresh disk, trains and
+    probes nothing and ends with the same numbers."""
+    from raycf import config, trial
+    from raycf.sweep import run
+    from tests.test_sweep import ROOT, children, small
+    monkeypatch.setenv("RAYCF_LOCAL_DIR", str(tmp_path / "disk-{pid}"))
+    s3 = storage.join(s3, "sweeps-test")
+    over = small(tmp_path, name="s3a", search={"optim.lr": {"grid": [2e-3]}}, storage_path=s3,
+                 **{"resources.workers": 1, "resources.cpus_per_worker": 1.5})  # one worker: one disk per sweep
+    with trial.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):
+        assert run(config.load(ROOT / "search_spaces/default.yaml", over)) == 0
+        assert set(storage.listdir(s3)) <= {"cache", "ray", "sweeps", "spool"}
+        assert not [n for n in storage.listdir(storage.join(s3, "spool")) if n.endswith(".jsonl")]  # all sent
+        assert sorted(storage.listdir(storage.join(s3, "cache"))) == ["probes", "stages"]
+        assert len(storage.listdir(storage.join(s3, "cache", "stages"))) == 2
+        assert sorted(storage.listdir(storage.join(s3, "sweeps", "s3a"))) == ["parent_run.json", "runs",
+                                                                             "search_space.yaml", "tune"]
+        # the next sweep: a TorchTrainer per trial this time (sweep.worker_pool false), in processes of its own
+        assert run(config.load(ROOT / "search_spaces/default.yaml", {**over, "name": "s3b",
+                                                                     "sweep": {"worker_pool": False}})) == 0
+    _, parents, kids = children(over["tracking.uri"], "sweep-test")
+    assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
+    first, second = sorted(parents, key=lambda r: r.info.start_time)
+    assert (first.data.metrics["stage_trainings"], first.data.metrics["probe_passes"]) == (2, 3)
+    assert (second.data.metrics["stage_trainings"], second.data.metrics["probe_passes"]) == (0, 0)
+    a, b = sorted(kids, key=lambda r: r.info.start_time)
+    keys = [k for k in a.data.metrics if k.startswith(("probe/", "forgetting/")) and k != "probe/seconds"]
+    assert keys and {k: a.data.metrics[k] for k in keys} == {k: b.data.metrics[k] for k in keys}
+    assert not (tmp_path / "runs").exists()  # small() names a local storage_path; nothing went there
+    # the first sweep's pool worker wrote its stages, the second sweep's Train worker (another process, another
+    # disk) found them in the bucket
+    disks = sorted(tmp_path.glob("disk-*"), key=lambda d: d.stat().st_mtime)
+    assert len(disks) == 2 and all(len(list(d.glob("*/cache/stages/*"))) == 2 for d in disks)
