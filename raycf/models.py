@@ -339,14 +339,20 @@ def load_model(model_dir: Path, *, dtype: str = "float32", trust_remote_code: bo
     return model, tok
 
 
-def add_lora(model, rank: int, alpha: float, dropout: float, target_modules):
-    """Wrap `model` with a fresh LoRA adapter. target_modules 'auto' = every linear layer but the head."""
+def add_lora(model, rank: int, alpha: float, dropout: float, target_modules, fused: bool = True):
+    """Wrap `model` with a fresh LoRA adapter. target_modules 'auto' = every linear layer but the head.
+    fused: compute each adapted layer as one autograd op (raycf.lora; same math, faster); False keeps
+    PEFT's own forward (what the training benchmark's peer runs)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     task = TaskType.SEQ_2_SEQ_LM if model.config.is_encoder_decoder else TaskType.CAUSAL_LM
     targets = "all-linear" if target_modules in (None, "auto") else list(target_modules)
     cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task)
-    return get_peft_model(model, cfg)
+    model = get_peft_model(model, cfg)
+    if fused:
+        from raycf.lora import fuse
+        fuse(model)
+    return model
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,65 @@
+"""raycf.lora: the fused LoRA linear op gives PEFT's values and gradients, and steps aside where it does not apply."""
+import copy
+
+import pytest
+import torch
+
+from raycf import train as T
+from tests.conftest import toy_rows
+
+
+def _pair(toy_tokenizer, dropout):
+    """The same tiny LoRA model twice: PEFT's forward and the fused one, with live (non-zero) B matrices."""
+    from raycf.models import add_lora, tiny_model
+    base = tiny_model("causal", toy_tokenizer, seed=0)
+    models = []
+    for fused in (False, True):
+        torch.manual_seed(1)
+        m = add_lora(copy.deepcopy(base), 4, 8, dropout, "auto", fused=fused)
+        torch.manual_seed(2)
+        for name, p in m.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.05)
+        models.append(m)
+    return models
+
+
+def _loss_and_grads(model, batch, seed=3):
+    model.zero_grad()
+    torch.manual_seed(seed)  # the same dropout masks on both sides
+    loss = T.loss_sum(model, batch, "causal")
+    loss.backward()
+    return float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_fused_lora_equals_peft(toy_tokenizer, dropout):
+    peft_model, fused_model = _pair(toy_tokenizer, dropout)
+    from peft.tuners.lora.layer import Linear
+    fused_layers = [m for m in fused_model.modules() if isinstance(m, Linear)]
+    assert len(fused_layers) == 14 and all("forward" in vars(m) for m in fused_layers)
+    ex = T.encode(toy_rows(8), toy_tokenizer, "causal", 256)
+    batch = T.collate(ex, toy_tokenizer.pad_token_id, "causal")
+    for m in (peft_model, fused_model):
+        m.train()
+    ref_loss, ref_grads = _loss_and_grads(peft_model, batch)
+    loss, grads = _loss_and_grads(fused_model, batch)
+    assert loss == pytest.approx(ref_loss, rel=1e-6)
+    assert grads.keys() == ref_grads.keys() and len(grads) == 28  # A and B of 14 layers, nothing else
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-7)
+    assert fused_model.state_dict().keys() == peft_model.state_dict().keys()
+
+
+def test_fused_lora_steps_aside_for_disabled_and_merged_adapters(toy_tokenizer):
+    peft_model, fused_model = _pair(toy_tokenizer, 0.0)
+    ids = torch.tensor([[3, 17, 42, 99, 5]])
+    with torch.no_grad():
+        for m in (peft_model, fused_model):
+            m.eval()
+        with fused_model.disable_adapter(), peft_model.disable_adapter():
+            torch.testing.assert_close(fused_model(input_ids=ids).logits, peft_model(input_ids=ids).logits)
+        adapted = fused_model(input_ids=ids).logits
+        torch.testing.assert_close(adapted, peft_model(input_ids=ids).logits, rtol=1e-5, atol=1e-6)
+        fused_model.merge_adapter()  # merged weights: the base layer alone must be used, not base + adapter again
+        torch.testing.assert_close(fused_model(input_ids=ids).logits, adapted, rtol=1e-4, atol=1e-5)
