@@ -132,6 +132,12 @@ def loss_sum(model, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
                     decoder_input_ids=batch["decoder_input_ids"], use_cache=False)
         return torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), labels.flatten(),
                                                  ignore_index=IGNORE, reduction="sum")
+    if "position_ids" in batch:  # packed rows (pack_shared_prefix): labels[r, t] is what position t predicts
+        keep = (labels != IGNORE).any(dim=0).nonzero().flatten()
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"], logits_to_keep=keep, use_cache=False)
+        return torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), labels[:, keep].flatten(),
+                                                 ignore_index=IGNORE, reduction="sum")
     targets = labels[:, 1:]
     hit = (targets != IGNORE).any(dim=0).nonzero().flatten()
     keep = torch.arange(int(hit.min()), int(hit.max()) + 1)
@@ -139,6 +145,68 @@ def loss_sum(model, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
                 use_cache=False)
     return torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), targets[:, keep].flatten(),
                                              ignore_index=IGNORE, reduction="sum")
+
+
+# Causal LMs whose attention takes explicit position_ids (RoPE) and a custom 4D mask as given; others
+# (BLOOM's ALiBi reads positions off a 2D mask) train on padded batches.
+SHARED_PREFIX_MODELS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo", "olmo2")
+MIN_SHARED_FRACTION = 0.1  # pack only when the shared prefix saves at least this share of a microbatch's tokens
+PACK_ROW_TOKENS = 1024     # a packed row's attention is dense: bound its length (and its mask's size)
+
+
+def shares_prefix(model) -> bool:
+    """Whether `model` (PEFT, FSDP2 or DDP wrapped) can train on pack_shared_prefix rows."""
+    inner = getattr(model, "module", model)  # DDP
+    config = getattr(inner, "config", None)
+    return config is not None and not config.is_encoder_decoder and config.model_type in SHARED_PREFIX_MODELS \
+        and getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
+
+
+def pack_shared_prefix(examples: list[Example], sdpa: bool, dtype=torch.float32) -> dict[str, torch.Tensor] | None:
+    """A causal microbatch as rows of [shared prefix | rest of ex 1 | rest of ex 2 | ...] (each row at most
+    PACK_ROW_TOKENS long), or None when the examples share too little. Instruction rows start with the same
+    template preamble; computing it once per row instead of once per example is the same math (causal
+    attention: prefix positions never see what follows) and, on the study's Alpaca data, a third fewer tokens
+    through the model. Each rest attends to its row's prefix and causally to itself (a 4D mask), at the
+    positions it has in its own example (position_ids). labels[r, t] is the token that position t predicts,
+    or IGNORE; the prefix stops short of every example's last prompt token, so no target is predicted from a
+    shared position."""
+    if len(examples) < 2:
+        return None
+    first = examples[0].input_ids
+    p = min(len(e.labels) - 1 - sum(1 for t in e.labels if t != IGNORE) for e in examples)  # prompt length - 1
+    for e in examples[1:]:
+        n = 0
+        while n < p and e.input_ids[n] == first[n]:
+            n += 1
+        p = n
+    rows: list[list[Example]] = [[]]
+    for e in examples:
+        if rows[-1] and p + sum(len(x.input_ids) - p for x in rows[-1] + [e]) > PACK_ROW_TOKENS:
+            rows.append([])
+        rows[-1].append(e)
+    if p * (len(examples) - len(rows)) < MIN_SHARED_FRACTION * sum(len(e.input_ids) for e in examples):
+        return None
+    width = max(p + sum(len(e.input_ids) - p for e in row) for row in rows)
+    ids = torch.full((len(rows), width), first[0], dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    seg = torch.full((len(rows), width), -1, dtype=torch.long)  # -1 padding, 0 the prefix, s example s
+    for r, row in enumerate(rows):
+        ids[r, :p], pos[r, :p], seg[r, :p] = torch.tensor(first[:p], dtype=torch.long), torch.arange(p), 0
+        t = p
+        for s, e in enumerate(row, start=1):
+            n = len(e.input_ids) - p
+            ids[r, t:t + n] = torch.tensor(e.input_ids[p:])
+            pos[r, t:t + n] = torch.arange(p, p + n)
+            labels[r, t:t + n] = torch.tensor(e.labels[p + 1:] + [IGNORE])  # the next label of its own example
+            seg[r, t:t + n] = s
+            t += n
+    key, query = seg[:, None, :], seg[:, :, None]
+    allowed = torch.ones(width, width, dtype=torch.bool).tril() & (key >= 0) & ((key == 0) | (key == query))
+    allowed |= torch.eye(width, dtype=torch.bool)  # padding attends to itself: no all-masked softmax row
+    mask = allowed if sdpa else torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return {"input_ids": ids, "position_ids": pos, "labels": labels, "attention_mask": mask[:, None]}
 
 
 def wrap(model, strategy: str, device: torch.device, mixed_precision: bool):
@@ -195,7 +263,8 @@ class StageStats:
     loss: float          # mean over steps of the global-batch token-mean loss
     steps: int
     tokens: int          # target tokens trained on, all ranks
-    seen_tokens: int     # non-pad input tokens processed, all ranks (throughput numerator)
+    seen_tokens: int     # tokens of the examples trained on, all ranks (throughput numerator; a shared
+                         # prefix counts once per example, padding not at all)
     seconds: float
 
 
@@ -210,6 +279,9 @@ def train_stage(model, examples: list[Example], *, kind: str, pad_id: int, batch
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(seed)  # dropout masks; identical on restart from the previous stage
     opt, sched = make_optimizer(model, lr, weight_decay, schedule, warmup, steps)
+    pack = kind == "causal" and shares_prefix(model)
+    sdpa = pack and getattr(model, "module", model).config._attn_implementation == "sdpa"
+    mask_dtype = autocast_dtype or next(model.parameters()).dtype
     model.train()
     t0, total, tokens, seen = time.perf_counter(), 0.0, 0, 0
     for step, batch in enumerate(batch_plan(examples, batch_size, steps, seed)):
@@ -218,14 +290,15 @@ def train_stage(model, examples: list[Example], *, kind: str, pad_id: int, batch
         n_targets = sum(examples[i].targets for i in batch)
         step_loss = torch.zeros((), device=device)
         for micro in my_microbatches(batch, examples, world, rank, grad_accum):
-            tensors = {k: v.to(device) for k, v in collate([examples[i] for i in micro], pad_id, kind).items()}
+            part = [examples[i] for i in micro]
+            packed = pack_shared_prefix(part, sdpa, mask_dtype) if pack else None
+            tensors = {k: v.to(device) for k, v in (packed or collate(part, pad_id, kind)).items()}
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 loss = loss_sum(model, tensors, kind)
             # DDP/FSDP average gradients over ranks: scale by world so the result is the global token mean
             (loss * world / n_targets).backward()
             step_loss += loss.detach()
-            seen += int(tensors["attention_mask"].sum()) + (int((tensors["labels"] != IGNORE).sum())
-                                                            if kind == "seq2seq" else 0)
+            seen += sum(e.length for e in part)
         if max_grad_norm > 0:
             clip_grad_norm(model, max_grad_norm)
         opt.step()

@@ -7,9 +7,13 @@ Each side runs in its own subprocess (so peak memory is its own), --repeat times
 side (medians reported: a 2-core machine shared with other work is noisy), single process, 2 threads, LoRA on
 every linear layer, the same encoded examples (Alpaca prompt, loss on the response only) from all five
 offline instruction stages (variable length), the same global batch, lr and number of optimizer steps.
-tokens/s counts the non-pad tokens each side feeds the model, over the training loop's wall time.
+tokens/s counts the tokens of the training examples each side trains on (each example's full length, no
+padding) over the training loop's wall time; both sides take the same gradient on the same batch.
 Peer settings are the Trainer's defaults for this job (random sampler, pad to the longest in a batch,
-full-vocabulary logits), the way a user would first write it.
+full-vocabulary logits, PEFT's LoRA forward), the way a user would first write it. raycf's side is
+raycf.train as a trial runs it: length-sorted batches, the template preamble shared by a microbatch's
+examples computed once (train.pack_shared_prefix), logits at target positions only, LoRA layers as one
+autograd op (raycf.lora).
 """
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ def run_hf(model_dir: str, steps: int, batch: int, lr: float, rank: int) -> dict
     from raycf.models import add_lora, load_model
     exs, tok = examples(model_dir, 512)
     model, _ = load_model(model_dir)
-    model = add_lora(model, rank, 2 * rank, 0.0, "auto")
+    model = add_lora(model, rank, 2 * rank, 0.0, "auto", fused=False)  # PEFT's own forward
     ds = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels} for e in exs]
     seen = {"tokens": 0}
 

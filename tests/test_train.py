@@ -66,6 +66,54 @@ def test_microbatches_partition_the_global_batch(toy_tokenizer):
     assert sorted(i for m in parts for i in m) == batch and all(len(m) == 4 for m in parts)
 
 
+def _ex(ids, n_prompt):
+    return T.Example(list(ids), [T.IGNORE] * n_prompt + list(ids[n_prompt:]))
+
+
+def test_shared_prefix_rows_by_hand():
+    """Two examples sharing [5, 6, 7]: one row [5 6 7 | 8 9 | 3 4 2], positions restart after the prefix,
+    each position's label is its own example's next target, and each rest sees the prefix and itself only."""
+    a, b = _ex([5, 6, 7, 8, 9], 4), _ex([5, 6, 7, 3, 4, 2], 4)  # prompts [5 6 7 8], [5 6 7 3]
+    got = T.pack_shared_prefix([a, b], sdpa=True)
+    assert got["input_ids"].tolist() == [[5, 6, 7, 8, 9, 3, 4, 2]]
+    assert got["position_ids"].tolist() == [[0, 1, 2, 3, 4, 3, 4, 5]]
+    I = T.IGNORE
+    assert got["labels"].tolist() == [[I, I, I, 9, I, 4, 2, I]]
+    allowed = got["attention_mask"][0, 0].int().tolist()
+    assert allowed[4] == [1, 1, 1, 1, 1, 0, 0, 0]  # 9 sees the prefix and 8
+    assert allowed[6] == [1, 1, 1, 0, 0, 1, 1, 0]  # 4 sees the prefix and 3, not a's rest
+    float_mask = T.pack_shared_prefix([a, b], sdpa=False)["attention_mask"][0, 0]
+    assert ((float_mask == 0) == got["attention_mask"][0, 0]).all()
+    assert T.pack_shared_prefix([a, _ex([1, 6, 7, 8, 9], 4)], sdpa=True) is None  # nothing shared
+    assert T.pack_shared_prefix([a], sdpa=True) is None
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_shared_prefix_rows_equal_padded_batch(toy_tokenizer, monkeypatch, attn):
+    """Loss and every LoRA gradient on packed rows (three rows here) equal those on the padded batch."""
+    monkeypatch.setattr(T, "PACK_ROW_TOKENS", 160)
+    tok = toy_tokenizer
+    ex = T.encode(toy_rows(12), tok, "causal", 256)
+    model = _model("causal", tok, lora=True)
+    model.config._attn_implementation = attn
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)  # a live adapter: its gradients all matter
+    results = []
+    for batch in (T.collate(ex, tok.pad_token_id, "causal"), T.pack_shared_prefix(ex, sdpa=attn == "sdpa")):
+        model.zero_grad()
+        loss = T.loss_sum(model, batch, "causal")
+        loss.backward()
+        results.append((float(loss), [p.grad.clone() for p in model.parameters() if p.grad is not None],
+                        batch["input_ids"].shape))
+    (padded, g_padded, s_padded), (packed, g_packed, s_packed) = results
+    assert s_packed[0] == 3 and s_packed[0] * s_packed[1] < 0.8 * s_padded[0] * s_padded[1]
+    assert packed == pytest.approx(padded, rel=1e-6)
+    assert len(g_packed) == len(g_padded) == 2 * 7 * 2  # A and B of 7 layers in 2 blocks
+    for x, y in zip(g_packed, g_padded):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
+
+
 def _losses(strategy, kind, lora):
     """Per-stage losses of two 3-step stages; distributed when a process group is up."""
     from tests.conftest import toy_rows as rows
@@ -92,15 +140,18 @@ def _worker(rank, world, kind, lora, out, port):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,lora", [("causal", True), ("causal", False), ("seq2seq", True)])
-def test_fsdp2_and_ddp_match_one_process(tmp_path, kind, lora):
-    """Two stages of 3 steps: per-stage losses of 2-rank FSDP2 and DDP equal a 1-process run to 1e-4."""
+def test_fsdp2_and_ddp_match_one_process(tmp_path, monkeypatch, kind, lora):
+    """Two stages of 3 steps: per-stage losses of 2-rank FSDP2 and DDP equal a 1-process run to 1e-4.
+    The ranks train causal models on shared-prefix packed rows, the single process on padded batches."""
     import torch.multiprocessing as mp
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    monkeypatch.setattr(T, "MIN_SHARED_FRACTION", float("inf"))  # spawned ranks keep the default
     try:
         single = _losses("fsdp", kind, lora)  # this process, no process group: plain training
     finally:
         torch.set_num_threads(threads)
+        monkeypatch.undo()
     out = tmp_path / "losses.pt"
     mp.spawn(_worker, args=(2, kind, lora, str(out), 29611), nprocs=2, join=True)
     got = torch.load(out)
