@@ -167,22 +167,40 @@ def local_root(root: str) -> Path:
     return Path(base.replace("{pid}", str(os.getpid()))) / digest
 
 
+CHECK_S = 30.0  # how long check() waits for the store: an unreachable one may retry for many minutes
+
+
 def check(root: str) -> None:
-    """Raise ConfigError (one line) unless this machine can write, read and delete under a URI root."""
+    """Raise ConfigError (one line) unless this machine can write, read and delete under a URI root, within
+    CHECK_S seconds."""
     if not is_uri(root):
         return
+    import threading
     from raycf.config import ConfigError, redact_uri
     folder = join(root, f".raycf-check-{uuid.uuid4().hex[:12]}")
     probe = join(folder, "probe")
-    try:
-        write_text(probe, "ok")
-        ok = read_text(probe) == "ok"
-        delete(folder)
-    except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
+    outcome: list = []
+
+    def attempt() -> None:
+        try:
+            write_text(probe, "ok")
+            outcome.append(read_text(probe) == "ok")
+            delete(folder)
+        except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
+            outcome.append(e)
+    # a daemon thread: a store that never answers must not keep this process from exiting with the error
+    worker = threading.Thread(target=attempt, name="raycf-storage-check", daemon=True)
+    worker.start()
+    worker.join(CHECK_S)
+    if not outcome:
+        raise ConfigError([f"storage_path: {redact_uri(root)} did not answer within {CHECK_S:g} s; check the URI, "
+                           f"the network and the credentials in the environment, or use a local folder"])
+    if isinstance(outcome[0], Exception):
+        e = outcome[0]
         raise ConfigError([f"storage_path: {redact_uri(root)} cannot be written and read from this machine "
                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); check the URI, "
-                           f"the bucket and the credentials in the environment, or use a local folder"]) from None
-    if not ok:
+                           f"the bucket and the credentials in the environment, or use a local folder"])
+    if not outcome[0]:
         raise ConfigError([f"storage_path: {redact_uri(root)} returned other bytes than were written; check the "
                            f"store's consistency settings"])
 

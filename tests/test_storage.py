@@ -127,6 +127,31 @@ def test_an_unwritable_storage_uri_is_one_line_before_anything_starts(s3):
     assert line.startswith("storage_path: s3://no-such-bucket/runs") and "credentials" in line
 
 
+def test_a_store_that_never_answers_is_one_line_after_check_s(monkeypatch):
+    """A loopback port that takes connections and never replies stands for an unreachable store (offline, GCS
+    retries for many minutes): the check gives up after CHECK_S with one line."""
+    import time
+    from raycf.config import ConfigError
+    monkeypatch.setattr(storage, "CHECK_S", 1.0)
+    for k, v in CREDENTIALS.items():
+        monkeypatch.setenv(k, v)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ConfigError) as e:
+            storage.check(f"s3://raycf/runs?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1")
+        assert time.monotonic() - t0 < 5
+    finally:
+        silent.close()
+    (line,) = e.value.problems
+    assert line == ("storage_path: s3://raycf/runs?endpoint_override=127.0.0.1:%d&scheme=http&region=us-east-1 did "
+                    "not answer within 1 s; check the URI, the network and the credentials in the environment, or "
+                    "use a local folder" % port)
+
+
 @pytest.mark.slow
 def test_a_sweep_keeps_everything_in_the_bucket_and_the_next_sweep_reuses_its_stages(s3, cache_dir, tmp_path,
                                                                                      monkeypatch):
