@@ -95,7 +95,7 @@ def lookup(entry: Entry | Path) -> Path | None:
 def published(entry: Entry) -> bool:
     """Whether the entry exists, without copying it here: a verified local copy, or a manifest in storage."""
     from raycf import storage
-    if (entry.path / MANIFEST).exists() and _verified(entry.path):
+    if _verified(entry.path):
         return True
     return entry.remote and storage.exists(storage.join(entry.location, MANIFEST))
 
@@ -121,10 +121,10 @@ def _fetch(entry: Entry) -> Path | None:
             storage.delete(manifest)
             return None
         try:
-            os.rename(tmp, entry.path)
+            os.rename(tmp, entry.path)  # what was just verified
         except OSError:  # another process of this node fetched it first
-            pass
-        return entry.path if _verified(entry.path) else None
+            return entry.path if _verified(entry.path) else None
+        return entry.path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -294,7 +294,6 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
 
 def open_parent(cfg: ExperimentConfig, uri: str, sweep_dir: str, resume: bool) -> str:
     """The sweep's parent MLflow run: reopened on --resume, else created with the search space as artifact."""
-    import tempfile
     from raycf import storage, tracking
     from raycf.config import to_yaml
     parent_file = storage.join(sweep_dir, "parent_run.json")
@@ -302,10 +301,9 @@ def open_parent(cfg: ExperimentConfig, uri: str, sweep_dir: str, resume: bool) -
         return json.loads(storage.read_text(parent_file))["run_id"]
     parent_run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, tags={"raycf.sweep": cfg.name})
     storage.write_text(parent_file, json.dumps({"run_id": parent_run_id}))
-    storage.write_text(storage.join(sweep_dir, "search_space.yaml"), to_yaml(cfg))
-    with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "search_space.yaml").write_text(to_yaml(cfg))
-        tracking.log_artifact(uri, parent_run_id, Path(d) / "search_space.yaml")
+    space = to_yaml(cfg)
+    storage.write_text(storage.join(sweep_dir, "search_space.yaml"), space)
+    tracking.log_text(uri, parent_run_id, "search_space.yaml", space)
     return parent_run_id
 
 

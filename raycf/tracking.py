@@ -101,6 +101,14 @@ def log_artifact(uri: str, run_id: str, path: str | Path, artifact_path: str | N
     client(uri).log_artifact(run_id, str(path), artifact_path)
 
 
+def log_text(uri: str, run_id: str, file_name: str, text: str) -> None:
+    """`text` as the artifact `file_name` of the run."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / file_name).write_text(text)
+        log_artifact(uri, run_id, Path(d) / file_name)
+
+
 def end_run(uri: str, run_id: str, status: str = "FINISHED", *, spool: str | Path | None = None) -> None:
     """status: FINISHED | FAILED | KILLED."""
     if spool is not None:
@@ -161,8 +169,7 @@ def _replay(uri: str, run_id: str, ops: list[dict], spool: str | Path) -> list[d
 def _write_pending(spool: str | Path, run_id: str, ops: list[dict]) -> None:
     location = storage.join(str(spool), f"{run_id}.jsonl")
     if not ops:
-        if storage.exists(location):
-            storage.delete(location)
+        storage.delete(location)
         return
     storage.write_text(location, "".join(json.dumps(op) + "\n" for op in ops))
 

@@ -154,12 +154,14 @@ MIN_SHARED_FRACTION = 0.1  # pack only when the shared prefix saves at least thi
 PACK_ROW_TOKENS = 1024     # a packed row's attention is dense: bound its length (and its mask's size)
 
 
-def shares_prefix(model) -> bool:
-    """Whether `model` (PEFT, FSDP2 or DDP wrapped) can train on pack_shared_prefix rows."""
-    inner = getattr(model, "module", model)  # DDP
-    config = getattr(inner, "config", None)
-    return config is not None and not config.is_encoder_decoder and config.model_type in SHARED_PREFIX_MODELS \
-        and getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
+def prefix_attention(model) -> str | None:
+    """The attention `model` (PEFT, FSDP2 or DDP wrapped) would run pack_shared_prefix rows with, sdpa or
+    eager; None if it cannot take them."""
+    config = getattr(getattr(model, "module", model), "config", None)  # .module: DDP
+    if config is None or config.is_encoder_decoder or config.model_type not in SHARED_PREFIX_MODELS:
+        return None
+    attn = getattr(config, "_attn_implementation", None)
+    return attn if attn in ("sdpa", "eager") else None
 
 
 def pack_shared_prefix(examples: list[Example], sdpa: bool, dtype=torch.float32) -> dict[str, torch.Tensor] | None:
@@ -174,20 +176,23 @@ def pack_shared_prefix(examples: list[Example], sdpa: bool, dtype=torch.float32)
     if len(examples) < 2:
         return None
     first = examples[0].input_ids
-    p = min(len(e.labels) - 1 - sum(1 for t in e.labels if t != IGNORE) for e in examples)  # prompt length - 1
+    p = min(len(e.labels) - 1 - e.targets for e in examples)  # prompt length - 1
     for e in examples[1:]:
         n = 0
         while n < p and e.input_ids[n] == first[n]:
             n += 1
         p = n
     rows: list[list[Example]] = [[]]
+    widths = [p]  # each row's length: the prefix, then each example's rest
     for e in examples:
-        if rows[-1] and p + sum(len(x.input_ids) - p for x in rows[-1] + [e]) > PACK_ROW_TOKENS:
+        if rows[-1] and widths[-1] + len(e.input_ids) - p > PACK_ROW_TOKENS:
             rows.append([])
+            widths.append(p)
         rows[-1].append(e)
+        widths[-1] += len(e.input_ids) - p
     if p * (len(examples) - len(rows)) < MIN_SHARED_FRACTION * sum(len(e.input_ids) for e in examples):
         return None
-    width = max(p + sum(len(e.input_ids) - p for e in row) for row in rows)
+    width = max(widths)
     ids = torch.full((len(rows), width), first[0], dtype=torch.long)
     pos = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -279,8 +284,7 @@ def train_stage(model, examples: list[Example], *, kind: str, pad_id: int, batch
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(seed)  # dropout masks; identical on restart from the previous stage
     opt, sched = make_optimizer(model, lr, weight_decay, schedule, warmup, steps)
-    pack = kind == "causal" and shares_prefix(model)
-    sdpa = pack and getattr(model, "module", model).config._attn_implementation == "sdpa"
+    attn = prefix_attention(model) if kind == "causal" else None
     mask_dtype = autocast_dtype or next(model.parameters()).dtype
     model.train()
     t0, total, tokens, seen = time.perf_counter(), 0.0, 0, 0
@@ -291,7 +295,7 @@ def train_stage(model, examples: list[Example], *, kind: str, pad_id: int, batch
         step_loss = torch.zeros((), device=device)
         for micro in my_microbatches(batch, examples, world, rank, grad_accum):
             part = [examples[i] for i in micro]
-            packed = pack_shared_prefix(part, sdpa, mask_dtype) if pack else None
+            packed = pack_shared_prefix(part, attn == "sdpa", mask_dtype) if attn else None
             tensors = {k: v.to(device) for k, v in (packed or collate(part, pad_id, kind)).items()}
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 loss = loss_sum(model, tensors, kind)

@@ -52,9 +52,6 @@ class TrialPlan:
         """Stage k's checkpoint on this process's disk (fetched there by a cache.lookup of its entry)."""
         return self.stage_entry(k).path
 
-    def probe_dir(self, k: int) -> Path:
-        return self.probe_entry(k).path
-
     def warm_dir(self) -> Path:
         return self.warm_entry().path
 
@@ -771,8 +768,9 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
     run_id = tracking.start_run(uri, cfg.tracking.experiment, name, parent_run_id=parent_run_id)
     plan = make_plan(cfg, model_dir, run_id=run_id, tracking_uri=uri)
     tracking.log_params(uri, run_id, flat_params(cfg))
-    storage.write_text(storage.join(plan.storage, "configs", f"{name}.yaml"), to_yaml(cfg))
-    _log_text_artifact(uri, run_id, f"{name}.yaml", to_yaml(cfg))
+    resolved = to_yaml(cfg)
+    storage.write_text(storage.join(plan.storage, "configs", f"{name}.yaml"), resolved)
+    tracking.log_text(uri, run_id, f"{name}.yaml", resolved)
     print(f"[raycf] trial {name}: {len(cfg.stages)} stages ({' > '.join(cfg.stages)}), "
           f"MLflow run {run_id} at {uri}")
     try:
@@ -811,14 +809,6 @@ def pool_shape(cfg: ExperimentConfig) -> dict:
     are per trial)."""
     r = cfg.resources
     return {"workers": r.workers, "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": r.gpus_per_worker}
-
-
-def _log_text_artifact(uri: str, run_id: str, file_name: str, text: str) -> None:
-    import tempfile
-    from raycf import tracking
-    with tempfile.TemporaryDirectory() as d:
-        (Path(d) / file_name).write_text(text)
-        tracking.log_artifact(uri, run_id, Path(d) / file_name)
 
 
 def main(argv=None) -> int:
