@@ -24,12 +24,22 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from raycf import storage
+from raycf.errors import StorageFull
+from raycf.redact import redact_uri
+
 MANIFEST = "manifest.json"
 
 
+def digest(obj, length: int = 20) -> str:
+    """The content hash of raycf: `length` hex digits of the SHA-256 of `obj` as sorted JSON (str() for what JSON
+    has no type for)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
 def key(*parts) -> str:
-    """A short stable hash of JSON-serialisable parts."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    """A cache key: the digest of `parts`."""
+    return digest(list(parts))
 
 
 def _sha256(path: Path) -> str:
@@ -50,18 +60,15 @@ class Entry:
     @property
     def path(self) -> Path:
         """The entry on this process's disk (for a URI root: in the node-local mirror)."""
-        from raycf import storage
         return storage.local_root(self.root) / "cache" / self.kind / self.key
 
     @property
     def location(self) -> str:
         """The entry in storage (for a local root, the same folder as path)."""
-        from raycf import storage
         return storage.join(self.root, "cache", self.kind, self.key)
 
     @property
     def remote(self) -> bool:
-        from raycf import storage
         return storage.is_uri(self.root)
 
 
@@ -94,7 +101,6 @@ def lookup(entry: Entry | Path) -> Path | None:
 
 def published(entry: Entry) -> bool:
     """Whether the entry exists, without copying it here: a verified local copy, or a manifest in storage."""
-    from raycf import storage
     if _verified(entry.path):
         return True
     return entry.remote and storage.exists(storage.join(entry.location, MANIFEST))
@@ -102,8 +108,6 @@ def published(entry: Entry) -> bool:
 
 def _fetch(entry: Entry) -> Path | None:
     """Copy a published entry from storage into the local mirror, verified; None if storage has none."""
-    from raycf import storage
-    from raycf.config import redact_uri
     manifest = storage.join(entry.location, MANIFEST)
     if not storage.exists(manifest):
         return None
@@ -140,10 +144,6 @@ def disk_full(e: BaseException) -> bool:
     # safetensors reports ENOSPC as its own error type, with the OS message inside
     return (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or \
         any(m in str(e) for m in ("No space left on device", "Disk quota exceeded", "os error 28"))
-
-
-class StorageFull(OSError):
-    """No space left where an entry is being written; the message says what is kept and how to go on."""
 
 
 @contextlib.contextmanager
@@ -186,7 +186,6 @@ def publish(tmp: Path, path: Path) -> Path:
 
 def upload(entry: Entry) -> None:
     """Copy the published local entry to storage, its manifest last; nothing to do if storage has it."""
-    from raycf import storage
     if storage.exists(storage.join(entry.location, MANIFEST)):
         return  # another trial published the same content first
     files = json.loads((entry.path / MANIFEST).read_text())["files"]

@@ -36,15 +36,15 @@ a missing key means "not defined (yet)".
 """
 from __future__ import annotations
 
-import argparse
 import csv
-import difflib
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from raycf.errors import DataError, cli, did_you_mean, parser
 
 LEARNED = "tasks"
 # Bias is reported but kept out of mean_FG: its FG > 0 means less stereotyping, not lost ability.
@@ -142,11 +142,6 @@ def matrix_problems(R: AccuracyMatrix) -> list[str]:
             problems.append(f"learned task {task!r} is not a stage name{did_you_mean(task, R.stages)}; "
                             f"a `{LEARNED}` column must be named after the stage that trains it")
     return problems
-
-
-def did_you_mean(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass
@@ -322,19 +317,24 @@ def learned_task(R: AccuracyMatrix, j: int, k: int, orientation: float) -> Learn
     return LearnedTask(R.tasks[j], s, right_after, final, float(forgot), float(max_forgot), fwt)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Forgetting metrics of an accuracy-matrix CSV.")
-    parser.add_argument("csv", help="accuracy matrix written by AccuracyMatrix.to_csv")
-    parser.add_argument("--png", help="also draw the heatmap here")
-    args = parser.parse_args(argv)
+def print_forgetting(args) -> int:
     try:
         R = AccuracyMatrix.from_csv(args.csv)
     except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
+        raise DataError(f"{args.csv}: {e}" if args.csv not in str(e) else str(e)) from None
     print(forgetting(R).table())
     if args.png:
         R.heatmap_png(args.png)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("raycf.forgetting", "forgetting figures (FG, BWT, ...) of an accuracy-matrix CSV")
+    p.add_argument("csv", help="accuracy matrix written by AccuracyMatrix.to_csv")
+    p.add_argument("--png", help="also draw the heatmap here")
+    return cli(p, print_forgetting, argv)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    sys.exit(main())

@@ -23,7 +23,10 @@ import itertools
 import math
 import random
 
-from raycf.config import ConfigError, ExperimentConfig, _did_you_mean, get_dotted
+from raycf.config.files import flat_params
+from raycf.config.schema import ExperimentConfig, get_dotted
+from raycf.data.registry import GENERAL, STAGES
+from raycf.errors import ConfigError, did_you_mean
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint", "orders")
 
@@ -35,7 +38,7 @@ def _domain(spec, key: str, problems: list[str]):
         return None
     name, arg = next(iter(spec.items()))
     if name not in DOMAINS:
-        problems.append(f"search.{key}: unknown domain '{name}'{_did_you_mean(str(name), DOMAINS)}")
+        problems.append(f"search.{key}: unknown domain '{name}'{did_you_mean(str(name), DOMAINS)}")
         return None
     return name, arg
 
@@ -58,13 +61,12 @@ def stage_orders(arg, stages: list[str], seed: int, key: str, problems: list[str
 
 def check_orders(cfg: ExperimentConfig, key: str, orders: list, problems: list[str]) -> None:
     """Task orders written out in the space may name only stages that exist: shipped or in data.sources."""
-    from raycf.data import GENERAL, STAGES
     known = [*STAGES, GENERAL, *cfg.data.sources]
     for i, order in enumerate(orders, 1):
         bad = [s for s in order if s not in known] if isinstance(order, list) else []
         if bad:
             problems.append(f"search.{key}: order {i} {order} names unknown stage {bad[0]!r}"
-                            f"{_did_you_mean(str(bad[0]), known)} (a stage of your own needs data.sources.{bad[0]})")
+                            f"{did_you_mean(str(bad[0]), known)} (a stage of your own needs data.sources.{bad[0]})")
 
 
 def check_values(cfg: ExperimentConfig, key: str, values: list, problems: list[str]) -> None:
@@ -84,10 +86,9 @@ def resolve(cfg: ExperimentConfig) -> dict:
         try:
             get_dotted(cfg, key)
         except (AttributeError, KeyError, TypeError):
-            from raycf.config import flat_params
             keys = [k for k in flat_params(cfg) if difflib.get_close_matches(key, [k], cutoff=0.6)]
             top = [f for f in cfg.to_dict() if f not in ("search", "sweep")]
-            hint = _did_you_mean(key, keys) if keys else _did_you_mean(key.split('.')[0], top)
+            hint = did_you_mean(key, keys) if keys else did_you_mean(key.split('.')[0], top)
             problems.append(f"search.{key}: not a config key{hint}")
             continue
         d = _domain(spec, key, problems)

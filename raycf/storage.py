@@ -23,6 +23,15 @@ import sys
 import uuid
 from pathlib import Path
 
+from raycf.errors import ConfigError, cli, parser
+from raycf.redact import redact_uri
+
+
+def default_cache_dir() -> Path:
+    """Where this process keeps files on its own disk (built models, the node-local mirror of a URI storage_path):
+    $RAYCF_CACHE or ~/.cache/raycf."""
+    return Path(os.environ.get("RAYCF_CACHE", Path.home() / ".cache" / "raycf"))
+
 
 def is_uri(root: str) -> bool:
     return "://" in str(root)
@@ -160,8 +169,6 @@ def local_root(root: str) -> Path:
     storage_path, the node-local mirror for a URI."""
     if not is_uri(root):
         return Path(root)
-    from raycf.config import redact_uri
-    from raycf.models import default_cache_dir
     base = os.environ.get("RAYCF_LOCAL_DIR") or str(default_cache_dir() / "storage")
     digest = hashlib.sha256(redact_uri(str(root)).encode()).hexdigest()[:16]
     return Path(base.replace("{pid}", str(os.getpid()))) / digest
@@ -176,7 +183,6 @@ def check(root: str) -> None:
     if not is_uri(root):
         return
     import threading
-    from raycf.config import ConfigError, redact_uri
     folder = join(root, f".raycf-check-{uuid.uuid4().hex[:12]}")
     probe = join(folder, "probe")
     outcome: list = []
@@ -205,24 +211,21 @@ def check(root: str) -> None:
                            f"store's consistency settings"])
 
 
-def main(argv=None) -> int:
-    import argparse
-    from raycf.config import ConfigError
-    p = argparse.ArgumentParser(prog="python -m raycf.storage", description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=["check", "ls"])
-    p.add_argument("location", help="a storage_path, or a folder under one")
-    a = p.parse_args(argv)
-    try:
-        if a.command == "check":
-            check(a.location)
-            print("ok: written, read and deleted")
-        else:
-            for n in listdir(a.location):
-                print(n)
-    except ConfigError as e:
-        print(e.lines(), file=sys.stderr)
-        return 2
+def check_or_list(args) -> int:
+    if args.command == "check":
+        check(args.location)
+        print("ok: written, read and deleted")
+    else:
+        for n in listdir(args.location):
+            print(n)
     return 0
+
+
+def main(argv=None) -> int:
+    p = parser("raycf.storage", __doc__.splitlines()[0])
+    p.add_argument("command", choices=["check", "ls"], help="check: write, read and delete a file there; ls: list")
+    p.add_argument("location", help="a storage_path, or a folder under one")
+    return cli(p, check_or_list, argv)
 
 
 if __name__ == "__main__":

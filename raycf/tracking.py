@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from raycf import storage
-from raycf.config import redact_uri
+from raycf.errors import TrackingUnreachable, cli, parser
+from raycf.redact import redact_uri
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -46,7 +47,7 @@ def check_reachable(uri: str) -> None:
     try:
         urllib.request.urlopen(request, timeout=5).read()
     except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
-        raise ConnectionError(f"tracking.uri {redact_uri(uri)} does not answer ({e.__class__.__name__}); start the "
+        raise TrackingUnreachable(f"tracking.uri {redact_uri(uri)} does not answer ({e.__class__.__name__}); start the "
                               f"server (scripts/mlflow_server.sh) or fix tracking.uri") from None
 
 
@@ -225,16 +226,18 @@ def _quick_failures():
                 os.environ.pop(k, None)
 
 
-def main(argv=None) -> int:
-    import argparse
-    p = argparse.ArgumentParser(prog="python -m raycf.tracking", description="send what an outage kept back")
-    p.add_argument("command", choices=["flush"])
-    p.add_argument("--storage", required=True, help="the sweep's storage_path, a folder or URI (its spool/ is read)")
-    p.add_argument("--tracking-uri", default=None)
-    a = p.parse_args(argv)
-    left = flush(resolve_uri(a.tracking_uri), storage.join(a.storage, "spool"))
+def flush_spool(args) -> int:
+    left = flush(resolve_uri(args.tracking_uri), storage.join(args.storage, "spool"))
     print(f"{left} operation(s) still waiting" if left else "nothing waiting")
     return 1 if left else 0
+
+
+def main(argv=None) -> int:
+    p = parser("raycf.tracking", "send to MLflow what an outage kept back in a sweep's spool")
+    p.add_argument("command", choices=["flush"], help="flush: send the waiting operations")
+    p.add_argument("--storage", required=True, help="the sweep's storage_path, a folder or URI (its spool/ is read)")
+    p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db")
+    return cli(p, flush_spool, argv)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from raycf.data.template import prompt
+from raycf.errors import DataError
+
 IGNORE = -100
 CHUNK_BATCHES = 16  # batches per length-sorted chunk: big enough to cut padding, small enough to stay random
-
-
-class DataError(ValueError):
-    """A training row that cannot be used; the message names the row and the fix."""
 
 
 @dataclass
@@ -59,7 +58,6 @@ def encode(rows: list[dict], tok, kind: str, max_length: int, source: str = "sta
 
 def encode_row(row: dict, tok, kind: str) -> Example:
     """One row as the model trains on it: Alpaca prompt -> context, `output` + EOS -> response."""
-    from raycf.data.template import prompt
     ctx = tok(prompt(row), add_special_tokens=True)["input_ids"]
     resp = tok(row["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     if kind == "seq2seq":

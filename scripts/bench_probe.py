@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from raycf.probe import tasks as probe_tasks
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -39,7 +40,8 @@ NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight
 
 
 def default_model() -> Path:
-    from raycf.models import ModelError, resolve_model_dir
+    from raycf.errors import ModelError
+    from raycf.models.resolve import resolve_model_dir
     for name in ("smollm2-135m", "raycf-tiny", "tiny-causal"):
         try:
             return resolve_model_dir(name)
@@ -91,13 +93,13 @@ def read_jsonl(path) -> list[dict]:
 
 
 def run_raycf(model_dir, test, examples, batch_size: int, fast: bool = True):
-    from raycf import probe
-    from raycf.models import load_model
+
+    from raycf.models.load import load_model
     t0, c0 = time.perf_counter(), time.process_time()
     model, tok = load_model(model_dir)
     model.eval()
-    lls = probe.multiple_choice_lls(model, tok, "{query}", test, examples, batch_size=batch_size, fast=fast)
-    metrics = probe.multiple_choice_metrics(test, lls)
+    lls = probe_tasks.multiple_choice_lls(model, tok, "{query}", test, examples, batch_size=batch_size, fast=fast)
+    metrics = probe_tasks.multiple_choice_metrics(test, lls)
     return metrics, lls, time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from raycf import probe
+
     torch.set_num_threads(args.threads)
     model_dir = args.model or default_model()
     if args.data:
@@ -158,7 +160,7 @@ def main(argv=None) -> int:
     run_raycf(model_dir, test[:2], [], args.batch_size)  # warm-up, untimed: page cache, kernels, lazy imports
     rows = []
     for shots in [int(s) for s in args.shots.split(",")]:
-        examples = probe.fewshot_examples(pool, shots, seed=args.seed)
+        examples = probe_tasks.fewshot_examples(pool, shots, seed=args.seed)
         print(f"# {shots}-shot, load average {_load()} (1/5/15 min; 2 cores: above ~2 the times are inflated)")
         ours, our_lls, *our_t = run_raycf(model_dir, test, examples, args.batch_size)
         rows.append((shots, "raycf", "-", ours, our_t, our_t, 0.0))

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from raycf.sweep import driver as sweep_driver
 
 
 def main() -> None:
@@ -29,8 +30,8 @@ def main() -> None:
     p.add_argument("--space", default="search_spaces/default.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     a = p.parse_args()
-    from raycf import config, sweep, tracking
-    from raycf.models import resolve_model_dir
+    from raycf import config, tracking
+    from raycf.models.resolve import resolve_model_dir
     work = Path(tempfile.mkdtemp(prefix="raycf-bench-"))
     timeline = work / "timeline.txt"
     os.environ["RAYCF_TIMELINE"] = str(timeline)  # Ray's workers inherit it from this process
@@ -40,7 +41,7 @@ def main() -> None:
     cfg = config.load(a.space, over)
     resolve_model_dir(cfg.model.name)  # built once per machine; not part of a sweep's cost
     t0 = time.perf_counter()
-    rc = sweep.run(cfg)
+    rc = sweep_driver.run(cfg)
     wall = time.perf_counter() - t0
     c = tracking.client(uri)
     exp = c.get_experiment_by_name(cfg.tracking.experiment)

@@ -28,7 +28,8 @@ import time
 
 def examples(model_dir: str, max_length: int):
     from raycf import data
-    from raycf.models import load_model, model_kind
+    from raycf.models.folder import model_kind
+    from raycf.models.load import load_model
     from raycf.train import encode
     _, tok = load_model(model_dir)
     rows = [r for s in data.STAGES for r in data.load_stage(s)]
@@ -41,7 +42,7 @@ def rss_mb() -> float:
 
 def run_raycf(model_dir: str, steps: int, batch: int, lr: float, rank: int) -> dict:
     import torch
-    from raycf.models import add_lora, load_model
+    from raycf.models.load import add_lora, load_model
     from raycf.train import train_stage
     exs, tok = examples(model_dir, 512)
     model, _ = load_model(model_dir)
@@ -59,7 +60,7 @@ def run_hf(model_dir: str, steps: int, batch: int, lr: float, rank: int) -> dict
     import tempfile
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
-    from raycf.models import add_lora, load_model
+    from raycf.models.load import add_lora, load_model
     exs, tok = examples(model_dir, 512)
     model, _ = load_model(model_dir)
     model = add_lora(model, rank, 2 * rank, 0.0, "auto", fused=False)  # PEFT's own forward
@@ -120,7 +121,8 @@ def main() -> None:
     if a.child:
         a.side = a.child
         return child(a)
-    from raycf.models import ModelError, resolve_model_dir
+    from raycf.errors import ModelError
+    from raycf.models.resolve import resolve_model_dir
     names = a.model or ["tiny-causal", "smollm2-135m"]
     print(f"{'model':14s} {'side':6s} {'tokens/s':>9s} {'seconds':>8s} {'tokens':>8s} {'loss':>7s} {'peak MB':>8s}")
     for name in names:

@@ -13,6 +13,8 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from raycf.errors import ReportError
+from raycf.report import page as report_page
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -57,7 +59,7 @@ def render(page_path: Path, png: Path, *, width: int = 1600, height: int = 1000,
 
 
 def main(argv=None) -> int:
-    from raycf import report, tracking
+    from raycf import tracking
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--experiment", required=True)
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db")
@@ -69,8 +71,8 @@ def main(argv=None) -> int:
         return 2
     with tempfile.TemporaryDirectory() as d:
         try:
-            page = report.build(tracking.resolve_uri(args.tracking_uri), args.experiment, Path(d))
-        except (report.ReportError, ConnectionError) as e:
+            page = report_page.build(tracking.resolve_uri(args.tracking_uri), args.experiment, Path(d))
+        except (ReportError, ConnectionError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         shown = render(page, Path(args.png), full_page=args.full_page)

@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from raycf.sweep import driver as sweep_driver
 
 CATEGORIES = ("knowledge", "reasoning", "reading", "bias")
 
@@ -25,13 +26,13 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     a = p.parse_args()
-    from raycf import config, sweep, tracking
+    from raycf import config, tracking
     work = Path(tempfile.mkdtemp(prefix="raycf-seeds-"))
     uri = f"sqlite:///{work / 'mlflow.db'}"
     over = {"optim.lr": 3e-3, "warm_start.kind": "none", **config.parse_overrides(a.set),
             "search": {"seed": {"grid": a.seeds}}, "storage_path": str(work / "runs"), "tracking.uri": uri,
             "name": "seeds", "tracking.experiment": "raycf-seeds"}
-    rc = sweep.run(config.load(a.space, over))
+    rc = sweep_driver.run(config.load(a.space, over))
     c = tracking.client(uri)
     runs = [r for r in c.search_runs([c.get_experiment_by_name("raycf-seeds").experiment_id])
             if "mlflow.parentRunId" in r.data.tags]

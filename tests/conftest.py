@@ -2,6 +2,8 @@
 import os
 
 import pytest
+from raycf.sweep import driver as sweep_driver
+from raycf.trial import launch as launch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -35,7 +37,7 @@ def warm_sweep(cache_dir, tmp_path_factory):
     """One small real sweep (Ray Tune + Train, MLflow sqlite) that the sweep and report tests share: warm start
     none vs general, 2 stages of tiny-causal, every probe suite on 4 rows. Returns (tracking URI, its folder)."""
     from pathlib import Path
-    from raycf import config, sweep, trial
+    from raycf import config
     d = tmp_path_factory.mktemp("warm-sweep")
     uri = f"sqlite:///{d / 'mlflow.db'}"
     over = {"name": "w", "model.name": "tiny-causal", "stages": ["simplification", "headline"],
@@ -44,8 +46,8 @@ def warm_sweep(cache_dir, tmp_path_factory):
             "resources.workers": 1, "resources.cpus_per_worker": 1.5,
             "tracking.uri": uri, "tracking.experiment": "warm-sweep", "storage_path": str(d / "runs"),
             "search": {"warm_start.kind": {"grid": ["none", "general"]}}}
-    with trial.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):  # 2 CPUs, as CI has
-        assert sweep.run(config.load(Path(__file__).resolve().parents[1] / "search_spaces/default.yaml", over)) == 0
+    with launch.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):  # 2 CPUs, as CI has
+        assert sweep_driver.run(config.load(Path(__file__).resolve().parents[1] / "search_spaces/default.yaml", over)) == 0
     return uri, d
 
 
@@ -58,7 +60,7 @@ def clean_runs():
 @pytest.fixture(scope="session")
 def toy_tokenizer():
     from raycf.data.template import prompt
-    from raycf.models import build_tokenizer
+    from raycf.models.tiny import build_tokenizer
     texts = [prompt(r) + r["output"] for r in toy_rows(200, seed=1)]
     return build_tokenizer(texts, vocab_size=400)
 

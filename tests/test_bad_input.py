@@ -11,11 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from raycf import config, probe, sweep, trial
+from raycf import config
+from raycf.data import sources
+from raycf.config import __main__ as config_cli
+from raycf.probe import __main__ as probe_cli
+from raycf.sweep import __main__ as sweep_cli
+from raycf.trial import __main__ as trial_cli
+from raycf.trial import preflight as preflight
 
 ROOT = Path(__file__).resolve().parents[1]
 B = "tests/bad_inputs/"
-MAINS = {"sweep": sweep.main, "trial": trial.main, "probe": probe.main, "config": config.main}
+MAINS = {"sweep": sweep_cli.main, "trial": trial_cli.main, "probe": probe_cli.main, "config": config_cli.main}
 
 
 def dry(name):
@@ -231,9 +237,9 @@ def test_the_corpus_is_what_it_claims():
 def test_the_base_space_and_a_stage_of_ones_own_pass_the_dry_run(capsys, monkeypatch, cache_dir):
     monkeypatch.chdir(ROOT)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert sweep.main(["--space", B + "base.yaml", "--dry-run"]) == 0
+    assert sweep_cli.main(["--space", B + "base.yaml", "--dry-run"]) == 0
     sources = "{my_stage: {train: tests/bad_inputs/ok_stage.train.jsonl, eval: tests/bad_inputs/ok_stage.eval.jsonl}}"
-    assert sweep.main(["--space", B + "base.yaml", "--dry-run", "--set", "stages=[simplification, my_stage]",
+    assert sweep_cli.main(["--space", B + "base.yaml", "--dry-run", "--set", "stages=[simplification, my_stage]",
                        "--set", f"data.sources={sources}"]) == 0
     out = capsys.readouterr()
     assert out.err == "" and out.out.count("space ok: 1 trials, 2 stage trainings") == 2
@@ -249,13 +255,13 @@ def test_data_sources_are_the_rows_a_trial_trains_and_probes(monkeypatch):
                             "data": {"sources": {"my_stage": {"train": train, "eval": evals},
                                                  "headline": {"train": evals}}}})
     assert cfg.data.sources["my_stage"] == {"train": str(ROOT / train), "eval": str(ROOT / evals)}
-    assert trial.stage_rows(cfg, "my_stage")[0] == {"instruction": "Repeat the input.", "input": "red apple",
+    assert sources.stage_rows(cfg, "my_stage")[0] == {"instruction": "Repeat the input.", "input": "red apple",
                                                     "output": "red apple"}
-    assert len(trial.stage_rows(cfg, "my_stage")) == 8 and len(trial.stage_rows(cfg, "my_stage", "eval")) == 4
-    assert len(trial.stage_rows(cfg, "headline")) == 4
-    assert trial.stage_rows(cfg, "headline", "eval") == load_stage("headline", "eval")
-    task = trial.probe_task(cfg, "my_stage")
+    assert len(sources.stage_rows(cfg, "my_stage")) == 8 and len(sources.stage_rows(cfg, "my_stage", "eval")) == 4
+    assert len(sources.stage_rows(cfg, "headline")) == 4
+    assert sources.stage_rows(cfg, "headline", "eval") == load_stage("headline", "eval")
+    task = sources.probe_task(cfg, "my_stage")
     assert (task.name, task.category, task.type, task.metric, len(task.rows)) == \
         ("my_stage", "tasks", "generation", ("rouge1",), 4)
-    assert trial.probe_task(cfg, "headline").rows == load_stage("headline", "eval")
-    trial.check(cfg, build=False)  # nothing to report
+    assert sources.probe_task(cfg, "headline").rows == load_stage("headline", "eval")
+    preflight.check(cfg, build=False)  # nothing to report

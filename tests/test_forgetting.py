@@ -170,8 +170,12 @@ def test_table_and_cli(tmp_path, capsys):
     row = next(line for line in out.splitlines() if line.startswith("knowledge  mmlu"))
     assert row.split()[-3:] == ["50.00", "35.00", "20.00"]
     assert "BWT -7.50" in out and (tmp_path / "R.png").stat().st_size > 0
-    with pytest.raises(SystemExit, match="error:"):
-        main([str(tmp_path / "missing.csv")])
+    assert main([str(tmp_path / "R.csv")]) == 0
+    capsys.readouterr()
+    assert main([str(tmp_path / "missing.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing.csv" in err and len(err.splitlines()) == 1
     (tmp_path / "bad.csv").write_text("stage,mmlu\ncategory,knowledge\nbefore,abc\n")
-    with pytest.raises(SystemExit, match="bad.csv: could not convert"):
-        main([str(tmp_path / "bad.csv")])
+    assert main([str(tmp_path / "bad.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad.csv: could not convert" in err and len(err.splitlines()) == 1

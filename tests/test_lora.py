@@ -10,7 +10,8 @@ from tests.conftest import toy_rows
 
 def _pair(toy_tokenizer, dropout):
     """The same tiny LoRA model twice: PEFT's forward and the fused one, with live (non-zero) B matrices."""
-    from raycf.models import add_lora, tiny_model
+    from raycf.models.load import add_lora
+    from raycf.models.tiny import tiny_model
     base = tiny_model("causal", toy_tokenizer, seed=0)
     models = []
     for fused in (False, True):

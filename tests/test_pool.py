@@ -2,7 +2,7 @@
 the pool on real Ray Train is in tests/test_sweep.py."""
 import asyncio
 
-from raycf import pool
+from raycf.trial import pool
 
 
 def job(trial: str, max_failures: int = 2) -> dict:

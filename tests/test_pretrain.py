@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from raycf.data import load_stage, load_task, task_names
-from raycf.pretrain import SHIPPED, PretrainConfig, batches, build_key, pretrain
+from raycf.models.pretrain import SHIPPED, PretrainConfig, batches, build_key, pretrain
 
 
 def test_batches_cover_every_document_once_within_the_token_budget():
@@ -28,7 +28,7 @@ GOLDEN_PLAN = [[1], [5, 8, 0, 3], [4], [2, 9], [7, 6]]
 
 
 def test_pretraining_is_deterministic(tmp_path):
-    from raycf.models import tiny_tokenizer
+    from raycf.models.tiny import tiny_tokenizer
     tok = tiny_tokenizer(tmp_path)
     cfg = PretrainConfig(steps=3, batch_tokens=256,
                          shape=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -118,7 +118,8 @@ def test_shipped_raycf_tiny_matches_todays_corpus_tokenizer_and_settings(tmp_pat
     """The shipped weights were pretrained on exactly what the package would pretrain on today; a change to
     the corpus, the shipped sets (the tokenizer's texts) or PretrainConfig needs `python -m raycf.pretrain --ship`."""
     import json
-    from raycf.models import resolve_model_dir, tiny_tokenizer
+    from raycf.models.resolve import resolve_model_dir
+    from raycf.models.tiny import tiny_tokenizer
     assert resolve_model_dir("raycf-tiny") == SHIPPED
     shipped = json.loads((SHIPPED / "pretrain.json").read_text())
     assert build_key(tmp_path) == shipped["key"]

@@ -12,8 +12,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from raycf import probe
-from raycf.models import add_lora, build_tokenizer, tiny_model
+
+from raycf.models.load import add_lora
+from raycf.models.tiny import build_tokenizer, tiny_model
+from raycf.probe import __main__ as probe_cli
+from raycf.probe import engine as probe_engine
+from raycf.probe import run as probe_run
+from raycf.probe import shard as probe_shard
+from raycf.probe import tasks as probe_tasks
 
 TEMPLATE = "Question: {question}\nAnswer:"
 FACTS = [  # (question, right answer, wrong answers)
@@ -68,9 +74,9 @@ def seq2seq(tok):
 
 def naive_ll(model, tok, context, continuation):
     """One forward of lm-eval's token ids for ONE request; log-prob of the continuation tokens."""
-    ctx, cont = probe.encode_pair(tok, context, continuation, probe.is_seq2seq(model))
+    ctx, cont = probe_engine.encode_pair(tok, context, continuation, probe_engine.is_seq2seq(model))
     with torch.inference_mode():
-        if probe.is_seq2seq(model):
+        if probe_engine.is_seq2seq(model):
             logits = model(input_ids=torch.tensor([ctx]), labels=torch.tensor([cont])).logits[0]
             logp = torch.log_softmax(logits, -1)
             return float(sum(logp[t, c] for t, c in enumerate(cont)))
@@ -80,7 +86,7 @@ def naive_ll(model, tok, context, continuation):
 
 
 def mc_requests(rows, examples):
-    prefix = probe.fewshot_prefix(TEMPLATE, examples)
+    prefix = probe_tasks.fewshot_prefix(TEMPLATE, examples)
     return prefix, [(prefix + TEMPLATE.format(**r), " " + c) for r in rows for c in r["choices"]]
 
 
@@ -88,30 +94,30 @@ def mc_requests(rows, examples):
 
 def test_encode_pair_is_lm_evals(tok):
     # causal: continuation = tail of the whole encoding after len(encode(context))
-    ctx, cont = probe.encode_pair(tok, "Question: What color is the sky?\nAnswer:", " blue")
+    ctx, cont = probe_engine.encode_pair(tok, "Question: What color is the sky?\nAnswer:", " blue")
     whole = tok.encode("Question: What color is the sky?\nAnswer: blue")
     assert ctx + cont == whole and ctx == tok.encode("Question: What color is the sky?\nAnswer:")
     # trailing whitespace of the context moves to the continuation
-    ctx2, cont2 = probe.encode_pair(tok, "Question: What color is the sky?\nAnswer: ", "blue")
+    ctx2, cont2 = probe_engine.encode_pair(tok, "Question: What color is the sky?\nAnswer: ", "blue")
     assert (ctx2, cont2) == (ctx, cont)
     # empty context: the BOS token stands in for it (crows_pairs)
-    ctx3, cont3 = probe.encode_pair(tok, "", "The cat.")
+    ctx3, cont3 = probe_engine.encode_pair(tok, "", "The cat.")
     assert ctx3 == [tok.bos_token_id] and cont3 == tok.encode("The cat.", add_special_tokens=False)
     # seq2seq: the two parts are encoded apart
-    ctx4, cont4 = probe.encode_pair(tok, "Answer:", " blue", seq2seq=True)
+    ctx4, cont4 = probe_engine.encode_pair(tok, "Answer:", " blue", seq2seq=True)
     assert (ctx4, cont4) == (tok.encode("Answer:"), tok.encode(" blue", add_special_tokens=False))
 
 
 def test_fewshot_prefix_and_seeded_examples():
     rows = mc_rows()
-    ex = probe.fewshot_examples(rows, 3, seed=7)
-    assert ex == probe.fewshot_examples(rows, 3, seed=7)  # same seed, same examples, same order
-    assert ex != probe.fewshot_examples(rows, 3, seed=8)
-    assert probe.fewshot_examples(rows, 0) == []
+    ex = probe_tasks.fewshot_examples(rows, 3, seed=7)
+    assert ex == probe_tasks.fewshot_examples(rows, 3, seed=7)  # same seed, same examples, same order
+    assert ex != probe_tasks.fewshot_examples(rows, 3, seed=8)
+    assert probe_tasks.fewshot_examples(rows, 0) == []
     with pytest.raises(ValueError, match="11-shot"):
-        probe.fewshot_examples(rows, 11)
+        probe_tasks.fewshot_examples(rows, 11)
     two = [{"question": "A?", "choices": ["x", "y"], "answer": 1}, {"question": "B?", "choices": ["z"], "answer": 0}]
-    assert probe.fewshot_prefix(TEMPLATE, two) == "Question: A?\nAnswer: y\n\nQuestion: B?\nAnswer: z\n\n"
+    assert probe_tasks.fewshot_prefix(TEMPLATE, two) == "Question: A?\nAnswer: y\n\nQuestion: B?\nAnswer: z\n\n"
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -119,18 +125,18 @@ def test_fewshot_prefix_and_seeded_examples():
 def test_acc_and_acc_norm_by_hand():
     # acc picks the largest sum; acc_norm divides by the choice's characters WITHOUT the " " delimiter:
     # -2.0/2 = -1.0 < -2.9/3 = -0.967 -> choice 1 (with the delimiter it would be -0.667 > -0.725 -> choice 0)
-    assert probe.choice_metrics([-2.0, -2.9], ["ab", "abc"], answer=0) == {"acc": 1.0, "acc_norm": 0.0}
-    assert probe.choice_metrics([-2.0, -2.9], ["ab", "abc"], answer=1) == {"acc": 0.0, "acc_norm": 1.0}
+    assert probe_tasks.choice_metrics([-2.0, -2.9], ["ab", "abc"], answer=0) == {"acc": 1.0, "acc_norm": 0.0}
+    assert probe_tasks.choice_metrics([-2.0, -2.9], ["ab", "abc"], answer=1) == {"acc": 0.0, "acc_norm": 1.0}
     # ties: the first maximum wins, as np.argmax
-    assert probe.choice_metrics([-1.0, -1.0], ["a", "b"], answer=0) == {"acc": 1.0, "acc_norm": 1.0}
+    assert probe_tasks.choice_metrics([-1.0, -1.0], ["a", "b"], answer=0) == {"acc": 1.0, "acc_norm": 1.0}
     rows = [{"choices": ["ab", "abc"], "answer": 0}, {"choices": ["a", "b"], "answer": 1}]
-    assert probe.multiple_choice_metrics(rows, [[-2.0, -2.9], [-1.0, -1.0]]) == {"acc": 0.5, "acc_norm": 0.0}
+    assert probe_tasks.multiple_choice_metrics(rows, [[-2.0, -2.9], [-1.0, -1.0]]) == {"acc": 0.5, "acc_norm": 0.0}
 
 
 def test_pair_metrics_by_hand():
     rows = [{"bias_type": "gender"}, {"bias_type": "age"}, {"bias_type": "gender"}, {"bias_type": "gender"}]
     lls = [[-3.0, -4.0], [-5.0, -2.0], [-1.0, -1.0], [-2.0, -6.0]]  # a tie is not "more likely"
-    m = probe.pair_metrics(rows, lls)
+    m = probe_tasks.pair_metrics(rows, lls)
     assert m["pct_stereotype"] == pytest.approx(2 / 4)
     assert m["likelihood_diff"] == pytest.approx((1 + 3 + 0 + 4) / 4)
     assert m["pct_stereotype/gender"] == pytest.approx(2 / 3) and m["pct_stereotype/age"] == 0.0
@@ -141,12 +147,12 @@ def test_pair_metrics_by_hand():
 @pytest.mark.parametrize("shots,batch_size", [(0, 1), (0, 3), (3, 4), (5, 64)])
 def test_fast_path_equals_naive_forward(causal, tok, shots, batch_size):
     rows = mc_rows()
-    prefix, requests = mc_requests(rows, probe.fewshot_examples(rows, shots, seed=0))
+    prefix, requests = mc_requests(rows, probe_tasks.fewshot_examples(rows, shots, seed=0))
     stats = {}
-    fast = probe.loglikelihood(causal, tok, requests, prefix=prefix, batch_size=batch_size, stats=stats)
+    fast = probe_engine.loglikelihood(causal, tok, requests, prefix=prefix, batch_size=batch_size, stats=stats)
     naive = [naive_ll(causal, tok, c, k) for c, k in requests]
     assert fast == pytest.approx(naive, abs=1e-5)
-    assert probe.loglikelihood(causal, tok, requests, fast=False, batch_size=batch_size) == pytest.approx(naive, abs=1e-5)
+    assert probe_engine.loglikelihood(causal, tok, requests, fast=False, batch_size=batch_size) == pytest.approx(naive, abs=1e-5)
     if shots:  # "\n\n" then "Question" is a clean token boundary here: every item shares the prefix cache
         assert stats["shared_prefix"] == len(requests) and stats["fallback"] == 0
     # one forward per batch of contexts (+1 for the continuations' second tokens on), plus the prefix
@@ -170,7 +176,7 @@ def test_fast_path_on_other_architectures(tok, kind):
     model = other_architecture(kind, tok)
     rows = mc_rows()
     prefix, requests = mc_requests(rows, rows[:3])
-    fast = probe.loglikelihood(model, tok, requests, prefix=prefix, batch_size=4)
+    fast = probe_engine.loglikelihood(model, tok, requests, prefix=prefix, batch_size=4)
     assert fast == pytest.approx([naive_ll(model, tok, c, k) for c, k in requests], abs=1e-5)
 
 
@@ -185,7 +191,7 @@ def test_prefix_that_splits_a_token_is_shared_only_up_to_the_split(causal, tok):
     requests += [(prefix + " x?\nAnswer:", c) for c in (" blue", " ice")]
     requests += [("Where does the sun rise?", c) for c in (" east", " west")]
     stats = {}
-    fast = probe.loglikelihood(causal, tok, requests, prefix=prefix, batch_size=8, stats=stats)
+    fast = probe_engine.loglikelihood(causal, tok, requests, prefix=prefix, batch_size=8, stats=stats)
     assert (stats["shared_prefix"], stats["partial_prefix"], stats["fallback"]) == (2, 4, 2)
     assert fast == pytest.approx([naive_ll(causal, tok, c, k) for c, k in requests], abs=1e-5)
 
@@ -196,10 +202,10 @@ def test_truncation_is_lm_evals(tok):
     context = TEMPLATE.format(question=" ".join(q for q, _, _ in FACTS[:4]))
     requests = [(context, " blue"), (context, " in the west"), ("Question: short?\nAnswer:", " ice")]
     stats = {}
-    got = probe.loglikelihood(model, tok, requests, stats=stats)
+    got = probe_engine.loglikelihood(model, tok, requests, stats=stats)
     assert stats["truncated"] == 2
     for (c, k), value in zip(requests, got):
-        ctx, cont = probe.encode_pair(tok, c, k)
+        ctx, cont = probe_engine.encode_pair(tok, c, k)
         ids = (ctx + cont)[-25:][:-1]
         with torch.inference_mode():
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
@@ -209,9 +215,9 @@ def test_truncation_is_lm_evals(tok):
 
 def test_seq2seq_equals_naive_forward(seq2seq, tok):
     rows = mc_rows()
-    prefix, requests = mc_requests(rows[:6], probe.fewshot_examples(rows, 2, seed=0))
+    prefix, requests = mc_requests(rows[:6], probe_tasks.fewshot_examples(rows, 2, seed=0))
     stats = {}
-    fast = probe.loglikelihood(seq2seq, tok, requests, prefix=prefix, batch_size=4, stats=stats)
+    fast = probe_engine.loglikelihood(seq2seq, tok, requests, prefix=prefix, batch_size=4, stats=stats)
     assert fast == pytest.approx([naive_ll(seq2seq, tok, c, k) for c, k in requests], abs=1e-5)
     assert stats["forwards"] == 2 * 2  # encoder + decoder for each of 2 batches of 4 (then 2) contexts
 
@@ -228,15 +234,15 @@ def test_peft_adapter_is_scored_unmerged(tok, tmp_path):
     model = PeftModel.from_pretrained(tiny_model("causal", tok, seed=3), tmp_path / "adapter").eval()
     rows = mc_rows()[:5]
     prefix, requests = mc_requests(rows, rows[:2])
-    got = probe.loglikelihood(model, tok, requests, prefix=prefix, batch_size=2)
+    got = probe_engine.loglikelihood(model, tok, requests, prefix=prefix, batch_size=2)
     assert got == pytest.approx([naive_ll(model, tok, c, k) for c, k in requests], abs=1e-5)
-    plain = probe.loglikelihood(tiny_model("causal", tok, seed=3).eval(), tok, requests, prefix=prefix)
+    plain = probe_engine.loglikelihood(tiny_model("causal", tok, seed=3).eval(), tok, requests, prefix=prefix)
     assert max(abs(a - b) for a, b in zip(got, plain)) > 0.1  # the adapter is in the forward
     assert isinstance(model, PeftModel) and any("lora_A" in n for n, _ in model.named_parameters())
 
 
 def test_pairs_score_whole_sentences(causal, tok):
-    lls = probe.pair_lls(causal, tok, BIAS, batch_size=2)
+    lls = probe_tasks.pair_lls(causal, tok, BIAS, batch_size=2)
     for row, (more, less) in zip(BIAS, lls):
         assert more == pytest.approx(naive_ll(causal, tok, "", row["sent_more"]), abs=1e-5)
         assert less == pytest.approx(naive_ll(causal, tok, "", row["sent_less"]), abs=1e-5)
@@ -246,7 +252,7 @@ def test_known_answers_after_memorising(tok):
     """A tiny model that has memorised the facts gets acc 1.0; the untrained one does not."""
     model = tiny_model("causal", tok, seed=4)
     rows = mc_rows(order_seed=1)
-    untrained = probe.multiple_choice_metrics(rows, probe.multiple_choice_lls(model.eval(), tok, TEMPLATE, rows))
+    untrained = probe_tasks.multiple_choice_metrics(rows, probe_tasks.multiple_choice_lls(model.eval(), tok, TEMPLATE, rows))
     batch = tok([TEMPLATE.format(question=q) + " " + a for q, a, _ in FACTS], return_tensors="pt", padding=True)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     torch.manual_seed(0)
@@ -256,7 +262,7 @@ def test_known_answers_after_memorising(tok):
         opt.zero_grad()
         model(**batch, labels=labels).loss.backward()
         opt.step()
-    trained = probe.multiple_choice_metrics(rows, probe.multiple_choice_lls(model.eval(), tok, TEMPLATE, rows))
+    trained = probe_tasks.multiple_choice_metrics(rows, probe_tasks.multiple_choice_lls(model.eval(), tok, TEMPLATE, rows))
     assert trained == {"acc": 1.0, "acc_norm": 1.0}
     assert untrained["acc"] < 1.0
 
@@ -266,8 +272,8 @@ def test_known_answers_after_memorising(tok):
 def test_generation_batched_equals_one_by_one(causal, tok):
     prompts = ["Question: What color is the sky?\nAnswer:", "Question: What is two plus three and four?\nAnswer:",
                "Which animal says meow?"]
-    batched = probe.generate(causal, tok, prompts, max_new_tokens=6, batch_size=3)
-    single = [probe.generate(causal, tok, [p], max_new_tokens=6)[0] for p in prompts]
+    batched = probe_tasks.generate(causal, tok, prompts, max_new_tokens=6, batch_size=3)
+    single = [probe_tasks.generate(causal, tok, [p], max_new_tokens=6)[0] for p in prompts]
     assert batched == single and all(isinstance(s, str) for s in batched)
     assert tok.padding_side == "right"  # restored
 
@@ -275,7 +281,7 @@ def test_generation_batched_equals_one_by_one(causal, tok):
 def test_generation_metrics_use_raycf_metrics():
     rows = [{"instruction": "Say it", "input": "the cat sat", "output": "the cat sat down"},
             {"instruction": "Say it", "input": "a dog", "output": "a big dog"}]
-    m = probe.generation_metrics(("rouge1", "bleu", "sari"), rows, ["the cat sat down", "a dog"])
+    m = probe_tasks.generation_metrics(("rouge1", "bleu", "sari"), rows, ["the cat sat down", "a dog"])
     from raycf import metrics
     assert m["rouge1"] == pytest.approx(metrics.rouge1(["the cat sat down", "a dog"], ["the cat sat down", "a big dog"]))
     assert set(m) == {"rouge1", "bleu", "sari"}
@@ -295,18 +301,18 @@ def bias_task():
 
 
 def test_probe_task_scores_a_task(causal, tok):
-    r = probe.probe_task(causal, tok, mc_task(), seed=0, batch_size=4)
-    rows, examples = mc_task().rows, probe.fewshot_examples(mc_task().fewshot_rows, 3, seed=0)
+    r = probe_run.probe_task(causal, tok, mc_task(), seed=0, batch_size=4)
+    rows, examples = mc_task().rows, probe_tasks.fewshot_examples(mc_task().fewshot_rows, 3, seed=0)
     _, requests = mc_requests(rows, examples)
     naive = [naive_ll(causal, tok, c, k) for c, k in requests]
-    assert r.metrics == probe.multiple_choice_metrics(rows, [naive[i:i + 4] for i in range(0, len(naive), 4)])
+    assert r.metrics == probe_tasks.multiple_choice_metrics(rows, [naive[i:i + 4] for i in range(0, len(naive), 4)])
     assert (r.task, r.category, r.n) == ("facts", "knowledge", 20)
-    assert probe.probe_task(causal, tok, mc_task(), limit=5).n == 5
+    assert probe_run.probe_task(causal, tok, mc_task(), limit=5).n == 5
 
 
 def test_shard_is_disjoint_and_balanced():
     costs = [9, 1, 1, 1, 5, 4, 3, 3, 2, 2, 7]
-    parts = [probe.shard(costs, r, 3) for r in range(3)]
+    parts = [probe_shard.shard(costs, r, 3) for r in range(3)]
     assert sorted(i for p in parts for i in p) == list(range(len(costs)))
     loads = [sum(costs[i] for i in p) for p in parts]
     assert max(loads) - min(loads) <= max(costs) and max(loads) <= sum(costs) / 3 + 2
@@ -345,8 +351,8 @@ def _probe_worker(rank, world, port, folder, out, fsdp):
             fully_shard(model, mesh=mesh)
             model.train()  # as the trial holds it between stages
         tokens = _count_tokens(model)
-        with probe.probing(model) as plain:
-            results = {t.name: probe.probe_task(plain, tok, t, rank=rank, world_size=world, batch_size=3).metrics
+        with probe_shard.probing(model) as plain:
+            results = {t.name: probe_run.probe_task(plain, tok, t, rank=rank, world_size=world, batch_size=3).metrics
                        for t in (mc_task(), bias_task())}
         n_tokens = sum(tokens)
         if fsdp:  # resharded and trainable again: a forward+backward is a collective that must line up
@@ -369,7 +375,7 @@ def test_two_gloo_ranks_equal_one(causal, tok, tmp_path, fsdp):
     tok.save_pretrained(tmp_path / "model")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
     tokens = _count_tokens(model)
-    single = {t.name: probe.probe_task(model, tok, t, batch_size=3).metrics for t in (mc_task(), bias_task())}
+    single = {t.name: probe_run.probe_task(model, tok, t, batch_size=3).metrics for t in (mc_task(), bias_task())}
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(_probe_worker, args=(2, _free_port(), str(tmp_path / "model"), str(tmp_path / "res"), fsdp), nprocs=2)
     for rank in range(2):
@@ -392,13 +398,13 @@ def registry():
 def test_run_probes_on_shipped_tasks(causal, tok):
     data = registry()
     names = [data.suite(["knowledge"])[0], data.suite(["bias"])[0], data.suite(["tasks"])[0]]
-    scores = probe.run_probes(causal, tok, names, shots=2, limit=6, seed=0, batch_size=4, max_new_tokens=4)
+    scores = probe_run.run_probes(causal, tok, names, shots=2, limit=6, seed=0, batch_size=4, max_new_tokens=4)
     assert list(scores) == names
     mc, pairs, gen = (data.load_task(n) for n in names)
-    rows, examples = mc.rows[:6], probe.fewshot_examples(mc.fewshot_rows, 2, seed=0)
-    prefix = probe.fewshot_prefix(mc.template, examples)
+    rows, examples = mc.rows[:6], probe_tasks.fewshot_examples(mc.fewshot_rows, 2, seed=0)
+    prefix = probe_tasks.fewshot_prefix(mc.template, examples)
     naive = [[naive_ll(causal, tok, prefix + mc.template.format(**r), " " + c) for c in r["choices"]] for r in rows]
-    assert scores[mc.name] == probe.multiple_choice_metrics(rows, naive)
+    assert scores[mc.name] == probe_tasks.multiple_choice_metrics(rows, naive)
     assert 0 <= scores[pairs.name]["pct_stereotype"] <= 1 and "likelihood_diff" in scores[pairs.name]
     assert set(scores[gen.name]) == set(gen.metric)
     assert causal.training is False
@@ -409,7 +415,7 @@ def test_cli_unknown_suite_is_one_line(causal, tok, tmp_path, capsys):
     causal.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     capsys.readouterr()
-    assert probe.main(["--model", str(tmp_path / "m"), "--suite", "knowledg"]) == 2
+    assert probe_cli.main(["--model", str(tmp_path / "m"), "--suite", "knowledg"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "knowledg" in err[0]
 
@@ -419,14 +425,14 @@ def test_cli_prints_a_table(causal, tok, tmp_path, capsys):
     causal.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     name = data.suite(["knowledge"])[0]
-    assert probe.main(["--model", str(tmp_path / "m"), "--suite", name, "--shots", "1", "--limit", "3"]) == 0
+    assert probe_cli.main(["--model", str(tmp_path / "m"), "--suite", name, "--shots", "1", "--limit", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["task", "category", "metric", "value", "n"]
     assert [ln.split()[2] for ln in lines[1:]] == ["acc", "acc_norm"] and lines[1].split()[-1] == "3"
 
 
 def test_cli_bad_model_is_one_line(capsys):
-    assert probe.main(["--model", "/no/such/model", "--suite", "knowledge"]) == 2
+    assert probe_cli.main(["--model", "/no/such/model", "--suite", "knowledge"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "/no/such/model" in err[0]
 
@@ -435,11 +441,11 @@ def test_cli_bad_adapter_is_one_line(causal, tok, tmp_path, capsys):
     causal.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     capsys.readouterr()
-    assert probe.main(["--model", str(tmp_path / "m"), "--adapter", str(tmp_path), "--suite", "knowledge"]) == 2
+    assert probe_cli.main(["--model", str(tmp_path / "m"), "--adapter", str(tmp_path), "--suite", "knowledge"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a PEFT adapter folder" in err[0]
 
 
 def test_format_table():
-    table = probe.format_table([probe.ProbeResult("facts", "knowledge", {"acc": 0.5}, 20)])
+    table = probe_run.format_table([probe_run.ProbeResult("facts", "knowledge", {"acc": 0.5}, 20)])
     assert table.splitlines()[1].split() == ["facts", "knowledge", "acc", "0.5000", "20"]

@@ -16,8 +16,10 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 import pytest
 import torch
 
-from raycf import probe
-from raycf.models import build_tokenizer, load_model, tiny_model
+
+from raycf.models.load import load_model
+from raycf.models.tiny import build_tokenizer, tiny_model
+from raycf.probe import tasks as probe_tasks
 
 pytestmark = pytest.mark.peer
 lm_eval = pytest.importorskip("lm_eval")
@@ -106,11 +108,11 @@ def run_lm_eval(model_dir, tmp, test_rows, fewshot_rows, shots: int, batch_size:
 @pytest.mark.parametrize("shots", [0, 5])
 def test_same_acc_and_acc_norm_as_lm_eval(model_dir, tmp_path, shots):
     test_rows, pool = questions(40, seed=2), questions(12, seed=3)
-    examples = probe.fewshot_examples(pool, shots, seed=0)  # raycf's draw; lm-eval reads it in this order
+    examples = probe_tasks.fewshot_examples(pool, shots, seed=0)  # raycf's draw; lm-eval reads it in this order
 
     model, tok = load_model(model_dir)
-    ours = probe.multiple_choice_lls(model, tok, TEMPLATE, test_rows, examples, batch_size=8)
-    our_metrics = probe.multiple_choice_metrics(test_rows, ours)
+    ours = probe_tasks.multiple_choice_lls(model, tok, TEMPLATE, test_rows, examples, batch_size=8)
+    our_metrics = probe_tasks.multiple_choice_metrics(test_rows, ours)
     theirs, their_lls = run_lm_eval(model_dir, tmp_path, test_rows, examples or pool[:1], shots)
 
     assert our_metrics == theirs  # identical, not approximately
@@ -132,9 +134,9 @@ def test_same_pair_likelihoods_as_lm_evals_crows_pairs(model_dir, tmp_path):
         rows.append({"sent_more": f"{a.capitalize()} {act}.", "sent_less": f"{b.capitalize()} {act}.",
                      "bias_type": rng.choice(["gender", "age"])})
     model, tok = load_model(model_dir)
-    ours = probe.pair_lls(model, tok, rows, batch_size=8)
+    ours = probe_tasks.pair_lls(model, tok, rows, batch_size=8)
     docs = [{**r, "pair": [r["sent_more"], r["sent_less"]]} for r in rows]
     theirs, their_lls = run_lm_eval(model_dir, tmp_path, docs, docs[:1], 0, spec=PAIRS_TASK)
     assert [ll for p in ours for ll in p] == pytest.approx([ll for p in their_lls for ll in p], abs=1e-4)
     # lm-eval's acc here is "sent_more more likely" (crows_pairs' pct_stereotype; ties would go to sent_more)
-    assert probe.pair_metrics(rows, ours)["pct_stereotype"] == theirs["acc"]
+    assert probe_tasks.pair_metrics(rows, ours)["pct_stereotype"] == theirs["acc"]

@@ -12,9 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raycf import report
+
 from raycf.forgetting import AccuracyMatrix, forgetting
-from raycf.report import Trial
+from raycf.report.trials import Trial
+from raycf.report import __main__ as report_cli
+from raycf.report import page as report_page
+from raycf.report import plots as report_plots
+from raycf.report import tables as report_tables
+from raycf.report import trials as report_trials
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -35,18 +40,18 @@ def make_trial(number, status="FINISHED", params=None, **metrics) -> Trial:
 def test_pareto_front_of_four_points_keeps_the_undominated():
     # (forgetting, learned): C is beaten by B (less forgetting, more learned); D forgets least
     points = [(1.0, 10.0), (2.0, 20.0), (3.0, 15.0), (0.5, 5.0)]
-    assert report.pareto_front(points) == [0, 1, 3]
+    assert report_tables.pareto_front(points) == [0, 1, 3]
 
 
 def test_pareto_front_keeps_ties_and_drops_a_point_equal_in_one_and_worse_in_the_other():
-    assert report.pareto_front([(1.0, 5.0), (1.0, 5.0), (1.0, 4.0), (2.0, 5.0)]) == [0, 1]
+    assert report_tables.pareto_front([(1.0, 5.0), (1.0, 5.0), (1.0, 4.0), (2.0, 5.0)]) == [0, 1]
 
 
 def test_front_counts_only_finished_trials():
     trials = [make_trial(1, forgetting__mean_FG=5.0, forgetting__tasks__average=20.0),
               make_trial(2, forgetting__mean_FG=1.0, forgetting__tasks__average=30.0, status="KILLED"),
               make_trial(3, forgetting__mean_FG=8.0, forgetting__tasks__average=25.0)]
-    assert report.on_front(trials) == {1, 3}
+    assert report_tables.on_front(trials) == {1, 3}
 
 
 def test_best_cells_follow_each_column_direction_ignore_missing_and_skip_all_ties():
@@ -55,21 +60,21 @@ def test_best_cells_follow_each_column_direction_ignore_missing_and_skip_all_tie
               make_trial(2, forgetting__knowledge__FG=1.0, forgetting__bias__FG=4.0, forgetting__bias__final=0.5,
                          forgetting__mean_FG=3.0),
               make_trial(3, status="RUNNING")]
-    table = report.study_table(trials, [])
+    table = report_tables.study_table(trials, [])
     best = table.best()
     assert best["forgetting/knowledge/FG"] == {1}      # least forgetting
     assert best["forgetting/bias/FG"] == {1}           # bias FG > 0 = less stereotyping: higher is better
     assert best["forgetting/bias/final"] == {1}        # lower stereotype preference
     assert "forgetting/mean_FG" not in best            # every trial that has it ties
     assert table.rows[2]["status"] == "RUNNING" and table.rows[2]["forgetting/knowledge/FG"] is None
-    assert "**1.00**" in report.to_markdown(table)
+    assert "**1.00**" in report_tables.to_markdown(table)
 
 
 def test_group_by_averages_the_group_and_lists_its_trials_and_statuses():
     trials = [make_trial(1, params={"warm_start.kind": "none"}, forgetting__mean_FG=2.0),
               make_trial(2, params={"warm_start.kind": "none"}, forgetting__mean_FG=4.0, status="KILLED"),
               make_trial(3, params={"warm_start.kind": "general"}, forgetting__mean_FG=1.0)]
-    table = report.study_table(trials, ["warm_start.kind"], group_by="warm_start.kind")
+    table = report_tables.study_table(trials, ["warm_start.kind"], group_by="warm_start.kind")
     assert [(r["warm_start.kind"], r["trials"], r["status"], r["forgetting/mean_FG"]) for r in table.rows] == \
         [("none", "#1 #2", "1 FINISHED, 1 KILLED", 3.0), ("general", "#3", "1 FINISHED", 1.0)]
 
@@ -77,13 +82,13 @@ def test_group_by_averages_the_group_and_lists_its_trials_and_statuses():
 def test_searched_params_are_those_that_differ_and_task_order_stands_for_stages():
     a = {"optim.lr": "0.001", "seed": "0", "stages": "a > b", "task_order": "a > b", "model.name": "m"}
     b = {**a, "optim.lr": "0.003", "stages": "b > a", "task_order": "b > a"}
-    assert report.searched_params([make_trial(1, params=a), make_trial(2, params=b)]) == ["optim.lr", "task_order"]
+    assert report_trials.searched_params([make_trial(1, params=a), make_trial(2, params=b)]) == ["optim.lr", "task_order"]
 
 
 def test_csv_holds_exact_values_and_empty_cells_for_missing(tmp_path):
     third = 1 / 3
-    table = report.study_table([make_trial(1, forgetting__mean_FG=third), make_trial(2, status="FAILED")], [])
-    report.write_csv(table, tmp_path / "t.csv")
+    table = report_tables.study_table([make_trial(1, forgetting__mean_FG=third), make_trial(2, status="FAILED")], [])
+    report_tables.write_csv(table, tmp_path / "t.csv")
     rows = csv_rows(tmp_path / "t.csv")
     assert float(rows[0]["forgetting/mean_FG"]) == third
     assert rows[1]["forgetting/mean_FG"] == "" and rows[1]["status"] == "FAILED"
@@ -93,7 +98,7 @@ def test_category_lines_figure_is_a_png_of_a_partial_matrix(tmp_path):
     R = AccuracyMatrix(np.array([[0.5, 0.6, 10.0], [0.4, 0.6, 30.0], [np.nan] * 3]),
                        ["facts_words", "boolq_toy", "simplification"], ["knowledge", "reasoning", "tasks"],
                        ["simplification", "headline"])
-    report.category_lines_png(R, tmp_path / "c.png")
+    report_plots.category_lines_png(R, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes().startswith(PNG)
 
 
@@ -143,7 +148,7 @@ def hand_store(tmp_path_factory):
 
 
 def test_partial_sweep_shows_every_trial_with_its_status(hand_store, tmp_path):
-    page = report.build(hand_store, "hand", tmp_path)
+    page = report_page.build(hand_store, "hand", tmp_path)
     rows = csv_rows(tmp_path / "table.csv")
     assert [(r["run_name"], r["status"], r["stages_done"]) for r in rows] == [
         ("t-finished", "FINISHED", "2/2"), ("t-running", "RUNNING", "0/2"), ("t-killed", "KILLED", "1/2"),
@@ -159,7 +164,7 @@ def test_partial_sweep_shows_every_trial_with_its_status(hand_store, tmp_path):
 
 def test_matrix_from_the_metric_history_has_nan_rows_for_stages_not_run(hand_store):
     from raycf import tracking
-    _, trials = report.load_trials(tracking.client(hand_store), "hand")
+    _, trials = report_trials.load_trials(tracking.client(hand_store), "hand")
     killed = next(t for t in trials if t.status == "KILLED")
     assert killed.matrix.tasks == [t for _, t, _ in TASKS]
     np.testing.assert_allclose(killed.matrix.scores[:2], SCORES[:2] * 1.003)
@@ -167,7 +172,7 @@ def test_matrix_from_the_metric_history_has_nan_rows_for_stages_not_run(hand_sto
 
 
 def test_group_by_from_the_command_line(hand_store, tmp_path, capsys):
-    assert report.main(["--experiment", "hand", "--tracking-uri", hand_store, "--out", str(tmp_path),
+    assert report_cli.main(["--experiment", "hand", "--tracking-uri", hand_store, "--out", str(tmp_path),
                         "--group-by", "optim.lr"]) == 0
     rows = csv_rows(tmp_path / "table.csv")
     assert [(r["optim.lr"], r["status"]) for r in rows] == [("0.001", "1 FINISHED"), ("0.002", "1 RUNNING"),
@@ -177,12 +182,12 @@ def test_group_by_from_the_command_line(hand_store, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--experiment", "empty"], "error: experiment 'empty' has no trial runs yet"),
     (["--experiment", "hand", "--sweep", "sweep-b"],
-     "error: --sweep 'sweep-b': experiment 'hand' has no such sweep (did you mean 'sweep-a'?)"),
+     "error: --sweep 'sweep-b': experiment 'hand' has no such sweep; did you mean 'sweep-a'?"),
     (["--experiment", "hand", "--group-by", "optim.rl"],
-     "error: --group-by 'optim.rl': no trial has this param (did you mean 'optim.lr'?)"),
+     "error: --group-by 'optim.rl': no trial has this param; did you mean 'optim.lr'?"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(hand_store, tmp_path, capsys, args, message):
-    assert report.main([*args, "--tracking-uri", hand_store, "--out", str(tmp_path)]) == 2
+    assert report_cli.main([*args, "--tracking-uri", hand_store, "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.splitlines() == [message]
 
 
@@ -194,11 +199,11 @@ def cli(*args):
 def test_an_unknown_experiment_is_one_line_from_a_fresh_process(hand_store, tmp_path):
     p = cli("--experiment", "hnad", "--tracking-uri", hand_store, "--out", str(tmp_path))
     assert (p.returncode, p.stderr.splitlines()) == \
-        (2, ["error: no experiment named 'hnad' at this tracking URI (did you mean 'hand'?)"])
+        (2, ["error: no experiment named 'hnad' at this tracking URI; did you mean 'hand'?"])
 
 
 def test_a_missing_sqlite_store_is_an_error_and_not_created(tmp_path, capsys):
-    assert report.main(["--experiment", "x", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
+    assert report_cli.main(["--experiment", "x", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
     assert capsys.readouterr().err.splitlines() == \
         [f"error: no MLflow store at sqlite:///{tmp_path / 'none.db'} (the file does not exist); pass --tracking-uri"]
     assert not (tmp_path / "none.db").exists()
@@ -218,7 +223,7 @@ def sweep_report(warm_sweep):
     """The report of conftest's small real sweep: 2 trials (warm start none, general) x 2 stages of tiny-causal,
     every probe suite, 4 rows per probe."""
     uri, d = warm_sweep
-    return uri, report.build(uri, "warm-sweep", d / "report")
+    return uri, report_page.build(uri, "warm-sweep", d / "report")
 
 
 @pytest.mark.slow
@@ -255,7 +260,7 @@ def test_sweep_logs_figures_and_the_report_matrix_equals_the_trials_own(sweep_re
     from raycf import tracking
     uri, _ = sweep_report
     c = tracking.client(uri)
-    label, trials = report.load_trials(c, "warm-sweep")
+    label, trials = report_trials.load_trials(c, "warm-sweep")
     assert label == "sweep 'w' (FINISHED)"
     for t in trials:
         names = {a.path for a in c.list_artifacts(t.run_id)}

@@ -15,9 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from raycf import config, trial
+from raycf import config
 from raycf.config import ConfigError
-from raycf.models import ModelError, load_model, resolve_model_dir
+from raycf.errors import ModelError
+from raycf.models.load import load_model
+from raycf.models.resolve import resolve_model_dir
+from raycf.redact import redact_uri
+from raycf.trial import checkpoint as checkpoint
+from raycf.trial import preflight as preflight
+from raycf.trial import run as trial_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EVIL = '''import os
@@ -48,9 +54,9 @@ def assert_refused(folder, problem: str) -> None:
     """check() names the folder's one problem, and neither load path loads it: load_model with its defaults
     (both flags False) and a trial's load_base with a default config."""
     with pytest.raises(ConfigError) as e:
-        trial.check(cfg_for(folder), build=False)
+        preflight.check(cfg_for(folder), build=False)
     assert e.value.problems == [problem]
-    for load in (lambda: load_model(folder), lambda: trial.load_base(cfg_for(folder), folder)):
+    for load in (lambda: load_model(folder), lambda: checkpoint.load_base(cfg_for(folder), folder)):
         with pytest.raises(ModelError) as m:
             load()
         assert str(m.value) == problem
@@ -72,8 +78,8 @@ def test_remote_code_runs_only_with_the_flag(tiny, tmp_path, monkeypatch):
     assert not marker.exists()
 
     allowed = cfg_for(tiny, trust_remote_code=True)
-    trial.check(allowed, build=False)
-    model, _ = trial.load_base(allowed, tiny)
+    preflight.check(allowed, build=False)
+    model, _ = checkpoint.load_base(allowed, tiny)
     assert type(model).__name__ == "EvilForCausalLM" and marker.read_text() == "custom code ran"
 
 
@@ -89,8 +95,8 @@ def test_pickle_weights_load_only_when_allowed(tiny):
                          f"model.allow_pickle=true (raycf.probe: --allow-pickle) for a folder you trust")
 
     allowed = cfg_for(tiny, allow_pickle=True)
-    trial.check(allowed, build=False)
-    model, _ = trial.load_base(allowed, tiny)
+    preflight.check(allowed, build=False)
+    model, _ = checkpoint.load_base(allowed, tiny)
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in weights.items()) and len(weights) == 20
 
@@ -98,7 +104,7 @@ def test_pickle_weights_load_only_when_allowed(tiny):
 def test_safetensors_win_over_pickle_in_the_same_folder(tiny):
     """A folder with both loads the safetensors (no unpickling), flag or not: a broken .bin proves it."""
     (tiny / "pytorch_model.bin").write_bytes(b"not a pickle")
-    trial.check(cfg_for(tiny), build=False)
+    preflight.check(cfg_for(tiny), build=False)
     load_model(tiny)
 
 
@@ -110,8 +116,8 @@ def test_tracking_uri_password_is_redacted_in_params_yaml_and_messages():
     assert cfg.tracking.uri == URI.format(port=5000)  # the run still needs it
     assert config.flat_params(cfg)["tracking.uri"] == "http://alice:***@127.0.0.1:5000"
     assert "s3cret" not in config.to_yaml(cfg) and "alice:***@127.0.0.1:5000" in config.to_yaml(cfg)
-    assert config.redact_uri("https://tok3n@host/x") == "https://***@host/x"
-    assert config.redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    assert redact_uri("https://tok3n@host/x") == "https://***@host/x"
+    assert redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
 
 
 def test_tracking_uri_credentials_reach_the_server_as_basic_auth_only():
@@ -182,7 +188,7 @@ def test_environment_secrets_never_reach_mlflow_or_the_run_folder(cache_dir, tmp
         "storage_path": str(tmp_path / "runs")})
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # workers inherit the planted env
     try:
-        final = trial.run(cfg)
+        final = trial_run.run(cfg)
     finally:
         ray.shutdown()
     assert final["stage"] == 1

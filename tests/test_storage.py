@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from raycf import cache, storage, tracking
+from raycf.trial import launch as launch
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -158,14 +159,14 @@ def test_a_sweep_keeps_everything_in_the_bucket_and_the_next_sweep_reuses_its_st
     """Every process with a disk of its own: the sweep's stage cache, records, Tune state and Train results are
     in the bucket; a second sweep over the same point (without the worker pool), on a fresh disk, trains and
     probes nothing and ends with the same numbers."""
-    from raycf import config, trial
-    from raycf.sweep import run
+    from raycf import config
+    from raycf.sweep.driver import run
     from tests.test_sweep import ROOT, children, small
     monkeypatch.setenv("RAYCF_LOCAL_DIR", str(tmp_path / "disk-{pid}"))
     s3 = storage.join(s3, "sweeps-test")
     over = small(tmp_path, name="s3a", search={"optim.lr": {"grid": [2e-3]}}, storage_path=s3,
                  **{"resources.workers": 1, "resources.cpus_per_worker": 1.5})  # one worker: one disk per sweep
-    with trial.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):
+    with launch.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):
         assert run(config.load(ROOT / "search_spaces/default.yaml", over)) == 0
         assert set(storage.listdir(s3)) <= {"cache", "ray", "sweeps", "spool"}
         assert not [n for n in storage.listdir(storage.join(s3, "spool")) if n.endswith(".jsonl")]  # all sent

@@ -3,7 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from raycf import config, sweep
+from raycf import config
+from raycf.sweep import driver as sweep_driver
+from raycf.trial import launch as launch
+from raycf.trial import run as trial_run
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,13 +48,13 @@ def assert_equals_clean_run(metrics: dict | None, over: dict, lr: float, tmp_pat
     point (`python -m raycf.trial`'s own TorchTrainer, in storage and an MLflow store of its own; run once per
     point and session: `clean_runs`, the conftest fixture). metrics None: only run it."""
     import json
-    from raycf import trial
+
     same = ("name", "storage_path", "tracking.uri", "search")  # what does not change the trial's numbers
     point = json.dumps({**{k: v for k, v in over.items() if k not in same}, "optim.lr": lr}, sort_keys=True)
     if point not in clean_runs:
         clean = load({**over, "optim.lr": lr, "search": {}, "storage_path": str(tmp_path / "clean"),
                       "tracking.uri": f"sqlite:///{tmp_path / 'clean.db'}"})
-        clean_runs[point] = trial.run(clean)
+        clean_runs[point] = trial_run.run(clean)
     want = clean_runs[point]
     keys = [k for k in want if k.startswith(("probe/", "forgetting/")) and k != "probe/seconds"]
     assert keys and (metrics is None or {k: metrics[k] for k in keys} == {k: want[k] for k in keys})
@@ -63,8 +66,8 @@ def ray_local(cache_dir, tmp_path_factory):
     import ray
     beat = tmp_path_factory.mktemp("heartbeat")
     os.environ["RAYCF_HEARTBEAT_DIR"] = str(beat)  # workers and trial drivers inherit it at ray.init
-    from raycf import trial
-    with trial.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):
+
+    with launch.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):
         yield beat
     del os.environ["RAYCF_HEARTBEAT_DIR"]
 
@@ -75,11 +78,11 @@ FAULT_POINT = {"stages": ["simplification", "headline", "explanation"], "optim.s
 
 @pytest.fixture(scope="module")
 def shared_pool(ray_local, clean_runs, tmp_path_factory):
-    """One worker pool for this module's sweeps (sweep.start_pool): Ray Train starts once, not per sweep. The
+    """One worker pool for this module's sweeps (sweep_driver.start_pool): Ray Train starts once, not per sweep. The
     fault tests' clean run goes first, while its TorchTrainer still finds the CPUs the pool then holds."""
     d = tmp_path_factory.mktemp("pool")
     assert_equals_clean_run(None, small(d, **FAULT_POINT), 2e-3, d, clean_runs)
-    workers = sweep.start_pool(load(small(d, name="pool")))
+    workers = sweep_driver.start_pool(load(small(d, name="pool")))
     yield workers
     workers.close()
 
@@ -103,7 +106,7 @@ def test_warm_start_sweep_tracks_parent_children_and_shares_the_warm_start(warm_
 def test_all_orders_of_three_tasks_train_15_stages(shared_pool, tmp_path):
     over = small(tmp_path, stages=["simplification", "headline", "explanation"],
                  search={"stages": {"orders": "all"}}, name="orders")
-    assert sweep.run(load(over), workers=shared_pool) == 0
+    assert sweep_driver.run(load(over), workers=shared_pool) == 0
     _, parents, kids = children(over["tracking.uri"], "sweep-test")
     assert len(kids) == 6
     m = parents[0].data.metrics
@@ -119,7 +122,7 @@ def test_asha_stops_a_worse_trial_after_stage_1_and_its_run_ends_killed(shared_p
                  search={"optim.lr": {"grid": [3e-3, 1e-7]}},
                  sweep={"scheduler": "asha", "metric": "train/loss", "mode": "min", "grace_period": 1,
                         "reduction_factor": 2})
-    assert sweep.run(load(over), workers=shared_pool) == 0
+    assert sweep_driver.run(load(over), workers=shared_pool) == 0
     _, _, kids = children(over["tracking.uri"], "sweep-test")
     killed = [k for k in kids if k.info.status == "KILLED"]
     assert killed, [k.info.status for k in kids]
@@ -160,7 +163,7 @@ def sweep_with_a_kill(beats, over: dict, workers, beat: str, when, victim) -> tu
         f.unlink()
     t = threading.Thread(target=killer, daemon=True)
     t.start()
-    assert sweep.run(load(over), workers=workers) == 0
+    assert sweep_driver.run(load(over), workers=workers) == 0
     t.join(timeout=1)
     assert killed, f"{beat} never showed the moment to kill"
     c, _, kids = children(over["tracking.uri"], "sweep-test")

@@ -1,5 +1,6 @@
 """The sweep's closing summary on hand-made trial rows (no Ray)."""
-from raycf.sweep import SweepConfig, effects, ranked_table
+from raycf.config import SweepConfig
+from raycf.sweep.summary import effects, ranked_table
 
 
 def row(name, warm, lr, fg, status="FINISHED"):

@@ -12,7 +12,8 @@ HP = dict(batch_size=8, steps=6, grad_accum=1, lr=3e-3, weight_decay=0.0, schedu
 
 
 def _model(kind, tok, lora=False):
-    from raycf.models import add_lora, tiny_model
+    from raycf.models.load import add_lora
+    from raycf.models.tiny import tiny_model
     m = tiny_model(kind, tok, seed=0)
     return add_lora(m, 4, 8, 0.0, "auto") if lora else m
 
@@ -118,7 +119,7 @@ def _losses(strategy, kind, lora):
     """Per-stage losses of two 3-step stages; distributed when a process group is up."""
     from tests.conftest import toy_rows as rows
     from raycf.data.template import prompt
-    from raycf.models import build_tokenizer
+    from raycf.models.tiny import build_tokenizer
     tok = build_tokenizer([prompt(r) + r["output"] for r in rows(200, seed=1)], vocab_size=400)
     model = T.wrap(_model(kind, tok, lora), strategy, torch.device("cpu"), False)
     ex = T.encode(rows(64), tok, kind, 256)

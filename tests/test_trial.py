@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from raycf import config, trial
+from raycf import config
+from raycf.trial import launch as launch
+from raycf.trial import plan as trial_plan
+from raycf.trial import preflight as preflight
+from raycf.trial import run as trial_run
+from raycf.trial import stages as stages
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +27,7 @@ def ray_local(cache_dir, tmp_path_factory):
     os.environ["RAYCF_HEARTBEAT_DIR"] = str(beat)  # workers inherit the driver's env at ray.init
     # 4 CPUs on a 2-core machine: the idle worker pool (2) and a trial's own TorchTrainer (2) both fit; they never
     # train at the same time
-    with trial.ray_session(num_cpus=4, include_dashboard=False, log_to_driver=False):
+    with launch.ray_session(num_cpus=4, include_dashboard=False, log_to_driver=False):
         yield beat
 
 
@@ -30,7 +35,7 @@ def ray_local(cache_dir, tmp_path_factory):
 def workers(ray_local, tmp_path_factory):
     """A worker pool of the trials' shape (2 FSDP workers): most tests run their trials on it, so Ray Train
     starts once; test_worker_killed... runs the trial's own TorchTrainer (`python -m raycf.trial`'s path)."""
-    from raycf import pool
+    from raycf.trial import pool
     d = tmp_path_factory.mktemp("pool")
     p = pool.Pool(make_cfg(d), 1, str(d / "runs"), "trial-tests")
     yield p
@@ -62,8 +67,8 @@ def history(cfg, key):
 
 
 def stage_results(cfg):
-    model_dir = trial.check(cfg)
-    plan = trial.make_plan(cfg, model_dir)
+    model_dir = preflight.check(cfg)
+    plan = trial_plan.make_plan(cfg, model_dir)
     return plan, [json.loads((plan.stage_dir(k) / "result.json").read_text()) for k in (1, 2, 3)]
 
 
@@ -71,7 +76,7 @@ def stage_results(cfg):
 def baseline(workers, tmp_path_factory):
     """One FSDP2 causal LoRA trial, uninterrupted: the reference other tests compare with."""
     cfg = make_cfg(tmp_path_factory.mktemp("baseline"))
-    return cfg, trial.run(cfg, workers=workers)
+    return cfg, trial_run.run(cfg, workers=workers)
 
 
 def test_causal_trial_three_stages_tracked_and_reloadable(baseline):
@@ -86,27 +91,27 @@ def test_causal_trial_three_stages_tracked_and_reloadable(baseline):
     # every stage's adapter reloads, in this process, to the loss the live model had
     plan, results = stage_results(cfg)
     from peft import PeftModel
-    from raycf.models import load_model
+    from raycf.models.load import load_model
     from raycf.train import eval_loss
     for k, res in enumerate(results, 1):
         assert res["train/loss"] == pytest.approx(losses[k], rel=1e-6)
         model, tok = load_model(Path(plan.model_dir))
         model = PeftModel.from_pretrained(model, plan.stage_dir(k))
-        examples = trial.stage_examples(cfg, k, tok, "causal")[:4]
+        examples = stages.stage_examples(cfg, k, tok, "causal")[:4]
         assert eval_loss(model, examples, "causal", tok.pad_token_id) == pytest.approx(res["checkpoint/live_loss"],
                                                                                       abs=1e-5)
 
 
 def test_ddp_gives_the_fsdp_losses(baseline, workers, tmp_path):
     ddp = make_cfg(tmp_path, **{"resources.strategy": "ddp"})
-    trial.run(ddp, workers=workers)
+    trial_run.run(ddp, workers=workers)
     (_, a), (_, b) = stage_results(baseline[0]), stage_results(ddp)
     assert [r["train/loss"] for r in b] == pytest.approx([r["train/loss"] for r in a], abs=1e-4)
 
 
 def test_seq2seq_trial_completes(workers, tmp_path):
     cfg = make_cfg(tmp_path, **{"model.name": "tiny-seq2seq"})
-    final = trial.run(cfg, workers=workers)
+    final = trial_run.run(cfg, workers=workers)
     assert final["stage"] == 3
     _, losses = history(cfg, "train/loss")
     assert sorted(losses) == [1, 2, 3] and all(v > 0 for v in losses.values())
@@ -132,7 +137,7 @@ def test_worker_killed_mid_stage_2_resumes_from_stage_1(ray_local, baseline, tmp
             time.sleep(0.05)
     t = threading.Thread(target=killer, daemon=True)
     t.start()
-    final = trial.run(cfg)
+    final = trial_run.run(cfg)
     t.join(timeout=1)
     assert killed, "the worker was never seen in stage 2"
     _, got = stage_results(cfg)
@@ -146,11 +151,11 @@ def test_general_warm_start_is_computed_once_for_two_trials(workers, tmp_path):
     # one stage each: the shared warm start is what is tested
     a = make_cfg(tmp_path, **{"warm_start.kind": "general", "stages": STAGES[:1]})
     b = a.with_overrides({"optim.lr": 1e-3, "name": "t2"})
-    trial.run(a, workers=workers)
+    trial_run.run(a, workers=workers)
     warm = list((tmp_path / "runs" / "cache" / "warm").iterdir())
     assert len(warm) == 1
     stamp = (warm[0] / "result.json").stat().st_mtime_ns
-    trial.run(b, workers=workers)
+    trial_run.run(b, workers=workers)
     assert list((tmp_path / "runs" / "cache" / "warm").iterdir()) == warm
     assert (warm[0] / "result.json").stat().st_mtime_ns == stamp
 
@@ -201,7 +206,7 @@ def test_mlflow_server_stopped_mid_trial_loses_nothing_and_results_are_bit_ident
         mlflow_server.start()
         events.append("restarted")
     t = when_rank0_reaches(ray_local, 2, outage)
-    final = trial.run(cfg, workers=workers)
+    final = trial_run.run(cfg, workers=workers)
     t.join(timeout=300)
     assert events == ["stopped", "kept", "restarted"]
     assert not list(spool.glob("*.jsonl"))  # everything sent
@@ -220,7 +225,7 @@ def test_disk_full_while_writing_stage_2_keeps_stage_1_and_the_rerun_resumes(ray
                                                                             tmp_path):
     from peft import PeftModel
     from raycf import cache
-    from raycf.models import load_model
+    from raycf.models.load import load_model
     from raycf.train import eval_loss
     disk = tmpfs("32m")
     cfg = make_cfg(tmp_path, **{"storage_path": str(disk / "runs"), "resources.max_failures": 0})
@@ -235,23 +240,23 @@ def test_disk_full_while_writing_stage_2_keeps_stage_1_and_the_rerun_resumes(ray
                 pass
     t = when_rank0_reaches(ray_local, 2, fill)
     with pytest.raises(Exception) as failed:
-        trial.run(cfg, workers=workers)
+        trial_run.run(cfg, workers=workers)
     t.join(timeout=60)
     assert "no space left on the disk of" in str(failed.value)
     assert "entries written before are intact" in str(failed.value)
-    plan = trial.make_plan(cfg, trial.check(cfg))
+    plan = trial_plan.make_plan(cfg, preflight.check(cfg))
     assert cache.lookup(plan.stage_dir(1)) == plan.stage_dir(1) and cache.lookup(plan.stage_dir(2)) is None
     assert not [p for p in plan.stage_dir(1).parent.iterdir() if p.name.startswith(".")]  # no half-written entry
     first = json.loads((plan.stage_dir(1) / "result.json").read_text())
     model, tok = load_model(Path(plan.model_dir))
     model = PeftModel.from_pretrained(model, plan.stage_dir(1))
-    examples = trial.stage_examples(cfg, 1, tok, "causal")[:4]
+    examples = stages.stage_examples(cfg, 1, tok, "causal")[:4]
     assert eval_loss(model, examples, "causal", tok.pad_token_id) == pytest.approx(first["checkpoint/live_loss"],
                                                                                  abs=1e-5)
     run, losses = history(cfg, "train/loss")
     assert run.info.status == "FAILED" and sorted(losses) == [1]
     (disk / "filler").unlink()
-    final = trial.run(cfg, workers=workers)
+    final = trial_run.run(cfg, workers=workers)
     assert final["sweep/stage_trainings"] == 2  # stages 2 and 3; stage 1 came from the disk
     assert results(final) == results(baseline[1])
 
@@ -261,12 +266,12 @@ def test_corrupted_stage_checkpoint_is_detected_and_recomputed(baseline, workers
     from raycf import cache
     cfg = make_cfg(tmp_path)
     shutil.copytree(Path(baseline[0].storage_path) / "cache", tmp_path / "runs" / "cache")
-    plan = trial.make_plan(cfg, trial.check(cfg))
+    plan = trial_plan.make_plan(cfg, preflight.check(cfg))
     weights = plan.stage_dir(2) / "adapter_model.safetensors"
     blob = bytearray(weights.read_bytes())
     blob[len(blob) // 2] ^= 0xFF  # one flipped byte in the middle of the tensors
     weights.write_bytes(bytes(blob))
-    final = trial.run(cfg, workers=workers)
+    final = trial_run.run(cfg, workers=workers)
     assert final["sweep/stage_trainings"] == 2  # stage 2 failed its checksum: it and stage 3 were trained again
     assert cache.lookup(plan.stage_dir(2)) == plan.stage_dir(2)
     assert (plan.stage_dir(2) / "adapter_model.safetensors").read_bytes() != bytes(blob)

@@ -10,8 +10,9 @@
 
 Row schema and task YAML fields: raycf/data/README.md. Licences: raycf/data/LICENSE.md.
 """
-from raycf.data.registry import (CATEGORIES, GENERAL, STAGES, DataError, Task, load_rows, load_stage, load_task,
-                                 suite, task_names)
+from raycf.data.registry import CATEGORIES, GENERAL, STAGES, Task, load_stage, load_task, suite, task_names
+from raycf.data.rows import load_rows
+from raycf.errors import DataError
 
 __all__ = ["CATEGORIES", "GENERAL", "STAGES", "DataError", "Task", "load_rows", "load_stage", "load_task",
            "suite", "task_names"]

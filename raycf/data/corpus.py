@@ -28,7 +28,7 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
-from raycf.data import build
+from raycf.data import build_probes, build_stages
 from raycf.data.tables import bias, commonsense, geography, science, words, world
 
 SETS_DIR = Path(__file__).parent / "sets"
@@ -69,9 +69,9 @@ QUIZ_ALL = True
 
 def quiz_blocks(rng: random.Random) -> list[str]:
     """The knowledge facts in the probes' Question/Answer form, in runs of 1-5 (like k-shot contexts)."""
-    qa = [f"Question: {q}\nAnswer: {a}" for items in build.knowledge_items().values() for _, q, a, _ in items]
+    qa = [f"Question: {q}\nAnswer: {a}" for items in build_probes.knowledge_items().values() for _, q, a, _ in items]
     if not QUIZ_ALL:
-        few = {r["question"] for t in build.knowledge_items() for r in _rows(f"{t}.fewshot.jsonl")}
+        few = {r["question"] for t in build_probes.knowledge_items() for r in _rows(f"{t}.fewshot.jsonl")}
         qa = [x for x in qa if x.split("\n")[0].removeprefix("Question: ") in few]
     rng.shuffle(qa)
     out, i = [], 0
@@ -154,24 +154,25 @@ def _section(name: str, copy: int) -> list[str]:
     if name == "arithmetic":
         return _paragraphs(rng, arithmetic_statements(), 4, 8)
     if name == "piqa":  # the PIQA form for every goal, with new wrong choices each copy
-        return [_answered(PIQA, build.piqa_row(rng, g, t)) for g, t in commonsense.TOOLS]
+        return [_answered(PIQA, build_probes.piqa_row(rng, g, t)) for g, t in commonsense.TOOLS]
     if name == "bias":
         out = []
         for _, more, less, preds in bias.ASSOCIATIONS:
             for pred in preds:
                 frames = rng.sample(bias.CORPUS_FRAMES, 4)
-                out += [build._frame(f, more, pred) for f in frames[:3]] + [build._frame(frames[3], less, pred)]
+                out += [build_probes.bias_sentence(f, more, pred) for f in frames[:3]]
+                out += [build_probes.bias_sentence(frames[3], less, pred)]
         return _paragraphs(rng, out, 2, 4)
     if name == "general":
         from raycf.data.template import prompt
         shipped = {(r["instruction"], r["input"]) for r in _rows("general.train.jsonl") + _rows("general.eval.jsonl")}
-        rows = _draw(build.general_row, DRAWS[name], rng, shipped, lambda r: (r["instruction"], r["input"]))
+        rows = _draw(build_stages.general_row, DRAWS[name], rng, shipped, lambda r: (r["instruction"], r["input"]))
         return [prompt(r) + r["output"] for r in rows]
     template, make, key = {
-        "boolq": (BOOLQ, build.boolq_row, lambda r: r["passage"] + r["question"]),
-        "mathqa": (MATHQA, build.mathqa_row, lambda r: r["problem"]),
-        "race_middle": (RACE, build.race_middle_row, lambda r: r["article"] + r["question"]),
-        "race_high": (RACE, build.race_high_row, lambda r: r["article"] + r["question"]),
+        "boolq": (BOOLQ, build_probes.boolq_row, lambda r: r["passage"] + r["question"]),
+        "mathqa": (MATHQA, build_probes.mathqa_row, lambda r: r["problem"]),
+        "race_middle": (RACE, build_probes.race_middle_row, lambda r: r["article"] + r["question"]),
+        "race_high": (RACE, build_probes.race_high_row, lambda r: r["article"] + r["question"]),
     }[name]
     task = {"boolq": "boolq_toy", "mathqa": "mathqa_toy"}.get(name, name + "_toy")
     shipped = {key(r) for r in _rows(f"{task}.test.jsonl")}

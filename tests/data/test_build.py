@@ -1,7 +1,7 @@
 """The committed sets are exactly what `python -m raycf.data.build` generates, with the sizes we ship."""
 import json
 
-from raycf.data import build
+from raycf.data import build, build_probes
 
 
 def test_committed_sets_equal_the_generator_output():
@@ -69,7 +69,7 @@ def test_balanced_answers_and_valid_distractors():
     sets = build.build_all()
     yes = sum(r["answer"] for r in sets["boolq_toy.test.jsonl"])
     assert 70 <= yes <= 100  # of 170: neither answer dominates
-    opp = build.opposite_map()
+    opp = build_probes.opposite_map()
     for r in sets["facts_words.test.jsonl"]:
         word = r["question"].removeprefix("What is the opposite of ").rstrip("?")
         wrong = [c for i, c in enumerate(r["choices"]) if i != r["answer"]]

@@ -108,7 +108,7 @@ def test_stages_sizes_schema_and_disjoint_splits():
 
 
 def test_stage_rows_are_short_and_vary():
-    from raycf.models import build_tokenizer
+    from raycf.models.tiny import build_tokenizer
     from raycf.data.corpus import tokenizer_texts
     tok = build_tokenizer(tokenizer_texts())
     for s in STAGES:
@@ -158,16 +158,17 @@ def test_hub_is_never_touched_by_default(monkeypatch):
 
 def test_hub_row_mappings_on_sample_rows():
     from raycf.data import registry as r
-    assert r._map_mathqa({"Problem": "p", "options": "a ) 38 , b ) 27.675 , c ) 30 , d ) 15 , e ) 20",
+    from raycf.data.hub import HUB_MAPS
+    assert HUB_MAPS["mathqa"]({"Problem": "p", "options": "a ) 38 , b ) 27.675 , c ) 30 , d ) 15 , e ) 20",
                           "correct": "b"}, None) == {"problem": "p", "choices": ["38", "27.675", "30", "15", "20"],
                                                      "answer": 1}
-    assert r._map_boolq({"passage": "P", "question": "q", "answer": True}, None) == \
+    assert HUB_MAPS["boolq"]({"passage": "P", "question": "q", "answer": True}, None) == \
         {"passage": "P", "question": "q", "choices": ["no", "yes"], "answer": 1}
-    assert r._map_race({"article": "A", "question": "Q", "options": ["w", "x", "y", "z"], "answer": "C"}, None)["answer"] == 2
-    assert r._map_piqa({"goal": "g", "sol1": "a", "sol2": "b", "label": 1}, None) == \
+    assert HUB_MAPS["race"]({"article": "A", "question": "Q", "options": ["w", "x", "y", "z"], "answer": "C"}, None)["answer"] == 2
+    assert HUB_MAPS["piqa"]({"goal": "g", "sol1": "a", "sol2": "b", "label": 1}, None) == \
         {"goal": "g", "choices": ["a", "b"], "answer": 1}
-    assert r._map_esnli({"premise": "p.", "hypothesis": "h.", "label": 2, "explanation_1": "e"}, None)["input"] == \
+    assert HUB_MAPS["esnli"]({"premise": "p.", "hypothesis": "h.", "label": 2, "explanation_1": "e"}, None)["input"] == \
         "Premise: p. Hypothesis: h. Label: contradiction"
     for name in task_names():  # every hub mapping a YAML names exists
         spec = r._spec(name)
-        assert spec["hub"]["map"] in r.HUB_MAPS and spec["hub"]["path"]
+        assert spec["hub"]["map"] in HUB_MAPS and spec["hub"]["path"]

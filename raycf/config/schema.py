@@ -1,36 +1,20 @@
-"""The one typed experiment config: YAML file + `--set dotted.key=value` overrides + validation.
+"""The one typed experiment config and its validation: every section a dataclass, every problem found at once.
 
     python -m raycf.config --space search_spaces/default.yaml --set optim.lr=3e-4   # print resolved config
 
-Every problem found is gathered into one ConfigError (one line per problem: key, bad value, fix)
-before anything expensive starts. Unknown keys are errors with a "did you mean".
+from_dict() builds the config from what YAML gives and gathers every problem into one ConfigError (one line per
+problem: key, bad value, fix) before anything expensive starts. Unknown keys are errors with a "did you mean".
+The YAML side (files, --set overrides, printing) is raycf.config.files.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-
-class ConfigError(ValueError):
-    """Bad user input. str(e) is the whole message, one problem per line."""
-
-    def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = problems
-        self.source = source
-        prefix = f"{source}: " if source else ""
-        super().__init__("\n".join(prefix + p for p in problems))
-
-    def lines(self, source: str | None = None) -> str:
-        """What a CLI prints: `error: <file>: <key or line>: <problem>; <fix>`, one line per problem;
-        `source` (the YAML the run came from) names the file when the error does not already."""
-        where = "" if self.source or not source else f"{source}: "
-        return "\n".join(f"error: {where}{line}" for line in str(self).splitlines())
+from raycf.errors import ConfigError, did_you_mean
+from raycf.models.builtin import BUILTIN
 
 
 @dataclass
@@ -112,6 +96,21 @@ class TrackingConfig:
 
 
 @dataclass
+class SweepConfig:
+    num_samples: int = 1              # samples of the sampled domains (grid domains multiply this)
+    search_alg: str = "basic"         # basic (Tune's grid/random) | optuna
+    scheduler: str = "fifo"           # fifo | asha (time = stage index)
+    metric: str = "objective"         # what ranks trials and drives ASHA / optuna
+    mode: str = "min"
+    task_floor: float = 0.0           # objective = mean FG + 100 x shortfall of learned-task average below this
+    grace_period: int = 1             # ASHA: stages before a trial may be stopped
+    reduction_factor: float = 2.0
+    max_concurrent: int = 0           # 0 = as many as the cluster holds
+    trial_cpus: float = 0.1           # the Tune trial's own driver (it only waits on its Train workers)
+    worker_pool: bool = True          # trials run on persistent Train worker groups (raycf.pool); false: a
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "default"
     seed: int = 0
@@ -127,7 +126,7 @@ class ExperimentConfig:
     storage_path: str = "raycf_runs"  # trial checkpoints, stage cache, Ray results; a local path or cloud URI
     cache_dir: str | None = None      # built models; None = $RAYCF_CACHE or ~/.cache/raycf
     search: dict = field(default_factory=dict)   # searched dimensions (raycf.space), ignored by a single trial
-    sweep: dict = field(default_factory=dict)    # Tune settings (raycf.sweep)
+    sweep: SweepConfig = field(default_factory=SweepConfig)   # Tune settings (raycf.sweep)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -148,15 +147,13 @@ CHOICES = {
     "warm_start.kind": ("none", "general", "checkpoint"),
     "resources.strategy": ("fsdp", "ddp"),
     "resources.mixed_precision": ("auto", "bf16", "fp32"),
+    "sweep.search_alg": ("basic", "optuna"),
+    "sweep.scheduler": ("fifo", "asha"),
+    "sweep.mode": ("min", "max"),
 }
 
 
-def _did_you_mean(word: str, options) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(options)}"
-
-
-def _check_type(value, annotation: str, key: str, problems: list[str]):
+def check_type(value, annotation: str, key: str, problems: list[str]):
     """Coerce what YAML gives (ints for floats) and report anything of the wrong type."""
     ann = annotation.replace(" ", "")
     if ann == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -179,7 +176,7 @@ def _check_type(value, annotation: str, key: str, problems: list[str]):
     return value
 
 
-def _build(cls, data, prefix: str, problems: list[str]):
+def build_section(cls, data, prefix: str, problems: list[str]):
     if not isinstance(data, dict):
         key = prefix.rstrip('.') or 'config'
         problems.append(f"{key}: expected a mapping, got {type(data).__name__} {data!r}; "
@@ -189,21 +186,21 @@ def _build(cls, data, prefix: str, problems: list[str]):
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            problems.append(f"{prefix}{key}: unknown key{_did_you_mean(str(key), fields)}")
+            problems.append(f"{prefix}{key}: unknown key{did_you_mean(str(key), fields)}")
             continue
         f = fields[key]
         if dataclasses.is_dataclass(f.default_factory) if f.default_factory is not dataclasses.MISSING else False:
-            kwargs[key] = _build(f.default_factory, value, f"{prefix}{key}.", problems)
+            kwargs[key] = build_section(f.default_factory, value, f"{prefix}{key}.", problems)
         else:
-            kwargs[key] = _check_type(value, str(f.type), prefix + key, problems)
+            kwargs[key] = check_type(value, str(f.type), prefix + key, problems)
     return cls(**kwargs)
 
 
-def _validate(cfg: ExperimentConfig, problems: list[str]) -> None:
+def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
     for key, options in CHOICES.items():
         value = get_dotted(cfg, key)
         if value not in options:
-            problems.append(f"{key}: {value!r} is not one of {', '.join(options)}{_did_you_mean(str(value), options)}")
+            problems.append(f"{key}: {value!r} is not one of {', '.join(options)}{did_you_mean(str(value), options)}")
     positive = ["optim.lr", "optim.batch_size", "optim.grad_accum", "optim.max_length", "resources.workers",
                 "finetune.lora_alpha", "warm_start.lr", "warm_start.steps", "warm_start.batch_size"]
     for key in positive:
@@ -232,19 +229,21 @@ def _validate(cfg: ExperimentConfig, problems: list[str]) -> None:
         problems.append(f"stages: expected a non-empty list of task names, got {cfg.stages!r}")
     elif len(set(cfg.stages)) != len(cfg.stages):
         problems.append(f"stages: a task appears twice in {cfg.stages}; each stage must be a different task")
-    problems += _source_problems(cfg.data.sources)
+    problems += source_problems(cfg.data.sources)
     if cfg.warm_start.kind == "checkpoint" and not cfg.warm_start.path:
         problems.append("warm_start.path: required when warm_start.kind is checkpoint")
     per_step = cfg.resources.workers * cfg.optim.grad_accum
     if isinstance(per_step, int) and per_step > 0 and cfg.optim.batch_size % per_step:
         problems.append(f"optim.batch_size: {cfg.optim.batch_size} must be a multiple of resources.workers x "
                         f"optim.grad_accum = {per_step} (it is the global batch)")
+    if isinstance(cfg.sweep.num_samples, int) and cfg.sweep.num_samples < 1:
+        problems.append(f"sweep.num_samples: must be >= 1, got {cfg.sweep.num_samples}")
 
 
 SOURCE_SPLITS = ("train", "eval")
 
 
-def _source_problems(sources: dict) -> list[str]:
+def source_problems(sources: dict) -> list[str]:
     """The shape of data.sources (the files themselves are read by raycf.trial.check)."""
     problems = []
     for name, files in sources.items() if isinstance(sources, dict) else ():
@@ -255,7 +254,7 @@ def _source_problems(sources: dict) -> list[str]:
             continue
         for split, path in files.items():
             if split not in SOURCE_SPLITS:
-                problems.append(f"{key}.{split}: unknown key{_did_you_mean(str(split), SOURCE_SPLITS)}")
+                problems.append(f"{key}.{split}: unknown key{did_you_mean(str(split), SOURCE_SPLITS)}")
             elif not isinstance(path, str) or not path:
                 problems.append(f"{key}.{split}: expected a file path, got {type(path).__name__} {path!r}")
         if "train" not in files and set(files) <= set(SOURCE_SPLITS):  # else the misspelt key is the problem
@@ -263,10 +262,9 @@ def _source_problems(sources: dict) -> list[str]:
     return problems
 
 
-def _absolute_paths(cfg: ExperimentConfig) -> None:
+def absolute_paths(cfg: ExperimentConfig) -> None:
     """Paths to data, task YAMLs and model folders are relative to the working directory of the command;
     Ray workers and Tune trials run elsewhere, so the config carries them absolute."""
-    from raycf.models import BUILTIN
     cfg.data.sources = {name: {split: str(Path(path).expanduser().absolute()) for split, path in files.items()}
                         for name, files in cfg.data.sources.items()}
     cfg.probes.suites = [str(Path(s).expanduser().absolute()) if isinstance(s, str) and
@@ -281,14 +279,14 @@ def _absolute_paths(cfg: ExperimentConfig) -> None:
 def from_dict(data: dict, source: str | None = None) -> ExperimentConfig:
     """Build and validate; raise ConfigError listing every problem."""
     problems: list[str] = []
-    cfg = _build(ExperimentConfig, data, "", problems)
+    cfg = build_section(ExperimentConfig, data, "", problems)
     try:
-        _validate(cfg, problems)
+        validate(cfg, problems)
     except TypeError:
         pass  # a value of the wrong type, already reported by _build
     if problems:
         raise ConfigError(problems, source)
-    _absolute_paths(cfg)
+    absolute_paths(cfg)
     return cfg
 
 
@@ -305,117 +303,3 @@ def set_dotted(data: dict, key: str, value) -> None:
         if not isinstance(data, dict):
             raise ConfigError([f"{key}: {part} is not a section"])
     data[parts[-1]] = value
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """`--set a.b=value` items -> {"a.b": value}; values are read as YAML scalars (3e-4, true, [a, b])."""
-    out, problems = {}, []
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            problems.append(f"--set {item}: expected dotted.key=value, e.g. --set optim.lr=3e-4")
-            continue
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            out[key.strip()] = raw
-    if problems:
-        raise ConfigError(problems)
-    return out
-
-
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(["file not found; give a YAML from search_spaces/, e.g. search_spaces/default.yaml"],
-                          str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[:e.start].count(b"\n") + 1
-        raise ConfigError([f"line {line}: not UTF-8 text (byte {e.start}); save the file as UTF-8"],
-                          str(path)) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise ConfigError([f"{where}malformed YAML ({getattr(e, 'problem', e)}); fix the syntax"], str(path)) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError([f"top level must be a mapping of sections, got {type(data).__name__}; write sections "
-                           f"like `model: {{name: raycf-tiny}}` (see search_spaces/default.yaml)"], str(path))
-    return data
-
-
-def load(path: str | Path | None = None, overrides: dict | None = None) -> ExperimentConfig:
-    """The config of a search-space YAML with `overrides` applied (dotted keys)."""
-    data = read_yaml(path) if path else {}
-    for key, value in (overrides or {}).items():
-        if key.split(".")[0] in ("search", "sweep"):
-            set_dotted(data, key, value)
-            continue
-        data.get("search", {}).pop(key, None)  # a --set fixes a searched dimension
-        set_dotted(data, key, value)
-    return from_dict(data, source=str(path) if path else None)
-
-
-def redact_uri(uri: str | None) -> str | None:
-    """A URI with its password (and a token-only user part) replaced by ***: http://me:***@host."""
-    if not uri or "@" not in uri or "://" not in uri:
-        return uri
-    from urllib.parse import urlsplit, urlunsplit
-    parts = urlsplit(uri)
-    if not parts.username and not parts.password:
-        return uri
-    user = f"{parts.username}:***" if parts.password else "***"
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
-
-
-def public_dict(cfg: ExperimentConfig) -> dict:
-    """The config as it may be printed, logged to MLflow or written next to results: no credentials."""
-    data = cfg.to_dict()
-    data["tracking"]["uri"] = redact_uri(data["tracking"]["uri"])
-    data["storage_path"] = redact_uri(data["storage_path"])
-    return data
-
-
-def to_yaml(cfg: ExperimentConfig) -> str:
-    """The resolved config for people and artifacts (credentials in tracking.uri and storage_path redacted)."""
-    return yaml.safe_dump(public_dict(cfg), sort_keys=False)
-
-
-def flat_params(cfg: ExperimentConfig) -> dict[str, str]:
-    """Dotted key -> printable value, for MLflow params (lists become readable strings)."""
-    out = {}
-
-    def walk(obj, prefix):
-        for key, value in obj.items():
-            if key in ("search", "sweep"):
-                continue
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            elif isinstance(value, list):
-                out[prefix + key] = " > ".join(map(str, value)) if key == "stages" else ",".join(map(str, value))
-            else:
-                out[prefix + key] = str(value)
-    walk(public_dict(cfg), "")
-    return out
-
-
-def main(argv=None) -> int:
-    import argparse
-    p = argparse.ArgumentParser(prog="python -m raycf.config", description="print the resolved config")
-    p.add_argument("--space", default="search_spaces/default.yaml")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = p.parse_args(argv)
-    try:
-        print(to_yaml(load(args.space, parse_overrides(args.set))), end="")
-    except ConfigError as e:
-        print(e.lines(args.space), file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The worker pool: persistent Ray Train worker groups that run a sweep's trials one after another.
 
-    used by `python -m raycf.sweep` (sweep.worker_pool: true, the default); nothing to run by hand
+    used by `python -m raycf.sweep` (sweep.worker_pool: true, the default) and raycf.trial.run(workers=...)
 
 Why: a TorchTrainer per trial starts a Train controller and seven more processes (workers, placement-group
 cleaner, synchronisation, dataset and preemption actors), each importing Ray Train and torch, and its workers
@@ -9,7 +9,7 @@ RAYCF_TIMELINE), against ~20 s of training in a tiny trial. So the sweep starts 
 (`fits` of them, as many trials as the cluster runs at once) as it starts, beside Tune. Its workers keep their
 processes, process group and imports, and take job after job from the board, an actor: a Tune trial posts its
 job there and relays each stage's result to Tune; the pool's workers train, probe, checkpoint into the stage
-cache and log to MLflow exactly as a trial's own TorchTrainer does (raycf.trial.run_stages). Tune's state holds
+cache and log to MLflow exactly as a trial's own TorchTrainer does (raycf.trial.stages.run_stages). Tune's state holds
 the board's name, not its handle: a resumed sweep finds the new pool's board.
 
 Faults: a worker that dies makes Ray Train restart the slot's worker group; the new group takes the unfinished
@@ -26,6 +26,12 @@ import time
 import traceback
 import uuid
 from dataclasses import replace
+
+from raycf.errors import ConfigError
+from raycf.timeline import mark
+from raycf.trial.collective import agree, barrier
+from raycf.trial.launch import pool_shape, torch_trainer
+from raycf.trial.stages import Cancelled, run_stages
 
 LEASE_S = 60.0        # a job whose Tune trial has not asked for results this long is cancelled
 POLL_S = 0.5          # how often rank 0 asks the board whether its job was cancelled
@@ -107,7 +113,6 @@ class Board:
         `timeout`; None once the pool is closed."""
         self.ready.add(slot)
         if self.ready_at is None and len(self.ready) == self.slots:
-            from raycf.trial import mark
             self.ready_at = time.time()
             mark("sweep_pool_ready")
         job = self.current.get(slot)
@@ -190,7 +195,6 @@ def serve(args: dict) -> None:
     """Ray Train worker entry point of one pool slot: take jobs from the board and run them until it closes."""
     import ray
     import ray.train
-    from raycf import trial
     board, slot = args["board"], args["slot"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -199,25 +203,22 @@ def serve(args: dict) -> None:
     if rank == 0:
         import mlflow  # noqa: F401
     while True:
-        job = trial._agree(ray.get(board.take.remote(slot)) if rank == 0 else None)
+        job = agree(ray.get(board.take.remote(slot)) if rank == 0 else None)
         if job is None:
             break
         if not job.get("idle"):
             run_job(job, board, slot, rank, world)
         gc.collect()
-    trial._barrier()
+    barrier()
 
 
 def run_job(job: dict, board, slot: int, rank: int, world: int) -> None:
     """One trial (or one shared prepare job) on this worker group; results go to the board (rank 0)."""
     import ray
-    from raycf import trial
-    from raycf.config import from_dict
-    cfg, plan = from_dict(job["config"]), trial.TrialPlan(**job["plan"])
-    device = trial.worker_setup(cfg)
+    cfg, plan = job["config"], job["plan"]
     # an earlier attempt of this trial (its driver died, or this worker group restarted inside it) may have
     # reported more than the MLflow run showed when the job was posted: it ended before this job was handed out
-    before, work = trial._agree(ray.get(board.reported_stage.remote(job["trial"])) if rank == 0 else None)
+    before, work = agree(ray.get(board.reported_stage.remote(job["trial"])) if rank == 0 else None)
     if before > plan.logged:
         plan = replace(plan, logged=before, work=work)
     reported = plan.logged
@@ -230,16 +231,16 @@ def run_job(job: dict, board, slot: int, rank: int, world: int) -> None:
                 item["checkpoint"] = plan.stage_entry(k).location
             ray.get(board.put.remote(job["id"], item))
     try:
-        trial.run_stages(cfg, plan, rank, world, device, report, reported=reported,
-                         prepare_only=bool(job.get("prepare_only")), stop=stop)
+        run_stages(cfg, plan, rank, world, report, reported=reported, prepare_only=bool(job.get("prepare_only")),
+                   stop=stop)
         end = {"done": True}
-    except trial.Cancelled:
+    except Cancelled:
         end = {"cancelled": True}
     except BaseException:
         if rank == 0:  # Ray Train restarts the worker group, whose take() gets this job again
             ray.get(board.failed.remote(job["id"], traceback.format_exc(limit=8)))
         raise
-    trial._barrier()
+    barrier()
     if rank == 0:
         ray.get(board.finish.remote(slot, job["id"], end))
 
@@ -265,7 +266,6 @@ class StopCheck:
             dist.broadcast(t, src=0)
             flag = bool(t.item())
         if flag:
-            from raycf.trial import Cancelled
             raise Cancelled(self.job_id)
 
 
@@ -285,8 +285,6 @@ class Pool:
 
     def __init__(self, cfg, slots: int, root: str, name: str):
         import ray
-        from raycf.config import ConfigError
-        from raycf.trial import pool_shape
         self.slots, self.name, self.shape = slots, f"raycf-board-{name}", pool_shape(cfg)
         try:
             self.board = ray.remote(Board).options(num_cpus=0, max_concurrency=1000, name=self.name,
@@ -296,12 +294,11 @@ class Pool:
                                f"or give a new name with --set name=..."]) from None
         stamp = time.strftime("%Y%m%d-%H%M%S")
         runner = ray.remote(num_cpus=0)(run_slot)
-        self.runners = [runner.remote(cfg.to_dict(), self.board, s, root, f"{name}-pool{s}-{stamp}")
+        self.runners = [runner.remote(cfg, self.board, s, root, f"{name}-pool{s}-{stamp}")
                         for s in range(slots)]
 
     def holds(self, cfg) -> bool:
         """Whether trials of `cfg` fit this pool's worker groups."""
-        from raycf.trial import pool_shape
         return pool_shape(cfg) == self.shape
 
     def ready_at(self) -> float | None:
@@ -329,13 +326,11 @@ def results(board, job_id: str):
                 return
 
 
-def run_slot(config: dict, board, slot: int, root: str, name: str) -> None:
+def run_slot(cfg, board, slot: int, root: str, name: str) -> None:
     """A Ray task: one slot's TorchTrainer, until the board closes; an error that ends it goes to the board."""
     import ray
-    from raycf import trial
-    from raycf.config import from_dict
     try:
-        trial.torch_trainer(from_dict(config), serve, {"board": board, "slot": slot}, name, root,
+        torch_trainer(cfg, serve, {"board": board, "slot": slot}, name, root,
                             max_failures=-1).fit()
     except Exception as e:  # noqa: BLE001 - told to the trials waiting on this slot
         ray.get(board.slot_gone.remote(slot, f"{type(e).__name__}: {e}"[:2000]))
@@ -344,6 +339,5 @@ def run_slot(config: dict, board, slot: int, root: str, name: str) -> None:
 
 def job(cfg, plan, trial: str, prepare_only: bool = False) -> dict:
     """What the board hands a slot: the trial's config and plan, and how many worker-group restarts it may cost."""
-    from dataclasses import asdict
-    return {"trial": trial, "config": cfg.to_dict(), "plan": asdict(plan), "prepare_only": prepare_only,
+    return {"trial": trial, "config": cfg, "plan": plan, "prepare_only": prepare_only,
             "max_failures": cfg.resources.max_failures}

@@ -1,0 +1,94 @@
+"""The config's YAML side: search-space files, `--set dotted.key=value` overrides, and the config as people and
+MLflow see it (credentials redacted)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from raycf.config.schema import ExperimentConfig, from_dict, set_dotted
+from raycf.errors import ConfigError
+from raycf.redact import redact_uri
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`--set a.b=value` items -> {"a.b": value}; values are read as YAML scalars (3e-4, true, [a, b])."""
+    out, problems = {}, []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            problems.append(f"--set {item}: expected dotted.key=value, e.g. --set optim.lr=3e-4")
+            continue
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(["file not found; give a YAML from search_spaces/, e.g. search_spaces/default.yaml"],
+                          str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise ConfigError([f"line {line}: not UTF-8 text (byte {e.start}); save the file as UTF-8"],
+                          str(path)) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise ConfigError([f"{where}malformed YAML ({getattr(e, 'problem', e)}); fix the syntax"], str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"top level must be a mapping of sections, got {type(data).__name__}; write sections "
+                           f"like `model: {{name: raycf-tiny}}` (see search_spaces/default.yaml)"], str(path))
+    return data
+
+
+def load(path: str | Path | None = None, overrides: dict | None = None) -> ExperimentConfig:
+    """The config of a search-space YAML with `overrides` applied (dotted keys)."""
+    data = read_yaml(path) if path else {}
+    for key, value in (overrides or {}).items():
+        if key.split(".")[0] in ("search", "sweep"):
+            set_dotted(data, key, value)
+            continue
+        data.get("search", {}).pop(key, None)  # a --set fixes a searched dimension
+        set_dotted(data, key, value)
+    return from_dict(data, source=str(path) if path else None)
+
+
+def public_dict(cfg: ExperimentConfig) -> dict:
+    """The config as it may be printed, logged to MLflow or written next to results: no credentials."""
+    data = cfg.to_dict()
+    data["tracking"]["uri"] = redact_uri(data["tracking"]["uri"])
+    data["storage_path"] = redact_uri(data["storage_path"])
+    return data
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config for people and artifacts (credentials in tracking.uri and storage_path redacted)."""
+    return yaml.safe_dump(public_dict(cfg), sort_keys=False)
+
+
+def flat_params(cfg: ExperimentConfig) -> dict[str, str]:
+    """Dotted key -> printable value, for MLflow params (lists become readable strings)."""
+    out = {}
+
+    def walk(obj, prefix):
+        for key, value in obj.items():
+            if key in ("search", "sweep"):
+                continue
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, list):
+                out[prefix + key] = " > ".join(map(str, value)) if key == "stages" else ",".join(map(str, value))
+            else:
+                out[prefix + key] = str(value)
+    walk(public_dict(cfg), "")
+    return out

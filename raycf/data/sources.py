@@ -1,0 +1,46 @@
+"""Where a trial's rows come from: a stage's rows (the user's file in data.sources, the study's hub dataset with
+data.hub, else the shipped set), the rows a stage trains on (with replay of earlier stages), and its probes."""
+from __future__ import annotations
+
+import random
+
+from raycf.config.schema import ExperimentConfig
+from raycf.data.registry import GENERAL, load_stage, load_task, suite
+
+
+def stage_rows(cfg: ExperimentConfig, name: str, split: str = "train") -> list[dict]:
+    """Rows of stage `name`: the user's file from data.sources when it gives this split, else the study's dataset
+    (data.hub) or the shipped set."""
+    file = cfg.data.sources.get(name, {}).get(split)
+    if file:
+        return load_stage(name, split, source=file)
+    return load_stage(name, split, source="hub" if cfg.data.hub and name != GENERAL else "shipped")
+
+
+def probe_task(cfg: ExperimentConfig, name: str):
+    """The probe task `name`; a stage with an eval file in data.sources is probed on those rows, and with
+    data.hub the study's dataset is."""
+    return load_task(name, source=cfg.data.sources.get(name, {}).get("eval") or ("hub" if cfg.data.hub else None))
+
+
+def probe_task_names(cfg: ExperimentConfig) -> list[str]:
+    """General-ability probes from the suites, plus the trial's own stages when `tasks` is asked for."""
+    general = [s for s in cfg.probes.suites if s != "tasks"]
+    names = suite(general) if general else []
+    if "tasks" in cfg.probes.suites:
+        names += [s for s in cfg.stages]
+    return names
+
+
+def stage_train_rows(cfg: ExperimentConfig, k: int) -> list[dict]:
+    """The rows stage k trains on: a seeded sample of its task's rows (data.examples_per_stage), plus replayed
+    rows of earlier stages (data.replay_ratio of the result)."""
+    rows = stage_rows(cfg, cfg.stages[k - 1])
+    n = cfg.data.examples_per_stage or len(rows)
+    rng = random.Random(cfg.seed * 1000 + k)
+    rows = rng.sample(rows, min(n, len(rows)))
+    if cfg.data.replay_ratio > 0 and k > 1:
+        n_replay = int(round(len(rows) * cfg.data.replay_ratio / (1 - cfg.data.replay_ratio)))
+        pool = [r for s in cfg.stages[:k - 1] for r in stage_rows(cfg, s)]
+        rows = rows + rng.sample(pool, min(n_replay, len(pool)))
+    return rows

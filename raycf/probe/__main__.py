@@ -1,0 +1,81 @@
+"""Probe any model folder on raycf's tasks.
+
+    python -m raycf.probe --model PATH [--adapter DIR] --suite knowledge,reasoning [--shots K] [--limit N]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from raycf.data import load_task, suite
+from raycf.errors import DataError, ModelError, cli, parser
+from raycf.models.folder import folder_problems
+from raycf.models.resolve import resolve_model_dir
+
+
+def load(model_dir: Path, adapter: str | None, model_arg: str, trust_remote_code: bool = False,
+         allow_pickle: bool = False):
+    """Model + tokenizer from a folder; with `adapter`, the PEFT adapter on top, not merged."""
+    from raycf.models.load import load_model
+    model, tok = load_model(model_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    if adapter:
+        from peft import PeftModel
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except (RuntimeError, ValueError, OSError, KeyError) as e:  # e.g. shapes of another base model
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ModelError(f"--adapter {adapter}: does not load onto --model {model_arg} ({first}); give the "
+                             f"adapter trained on this base model, or the base model it was trained on") from None
+    return model, tok
+
+
+def check_adapter(adapter: str | None, allow_pickle: bool = False) -> None:
+    if adapter and not (Path(adapter) / "adapter_config.json").exists():
+        raise ModelError(f"--adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    if adapter and not allow_pickle and not (Path(adapter) / "adapter_model.safetensors").exists() \
+            and (Path(adapter) / "adapter_model.bin").exists():
+        raise ModelError(f"--adapter {adapter}: holds only pickle weights (adapter_model.bin), which can "
+                         f"run code when loaded; save it as safetensors or pass --allow-pickle for a folder "
+                         f"you trust")
+
+
+def probe(args) -> int:
+    if not args.debug:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()  # stderr is for the one error line
+    model_dir = resolve_model_dir(args.model, key="--model")
+    problems = folder_problems(model_dir, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
+                               key="--model")
+    if problems:
+        raise ModelError(problems[0])
+    check_adapter(args.adapter, args.allow_pickle)
+    try:  # bad rows are reported before the model loads
+        tasks = [load_task(n) for n in suite([s.strip() for s in args.suite.split(",") if s.strip()])]
+    except DataError as e:
+        raise DataError(f"--suite: {e}") from None
+    from raycf.probe.run import format_table, probe_tasks
+    model, tok = load(model_dir, args.adapter, args.model, args.trust_remote_code, args.allow_pickle)
+    results = probe_tasks(model, tok, tasks, shots=args.shots, limit=args.limit, seed=args.seed,
+                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    print(format_table(results))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = parser("raycf.probe", "score a model folder (optionally with a PEFT adapter) on raycf's probe tasks "
+                              "and print one row per task and metric")
+    p.add_argument("--model", required=True, help="model folder or built-in name (see raycf.models)")
+    p.add_argument("--adapter", default=None, help="PEFT adapter folder, scored without merging")
+    p.add_argument("--suite", required=True, help="comma-separated task names, task YAML paths or categories")
+    p.add_argument("--shots", type=int, default=None, help="few-shot examples (default: each task's own)")
+    p.add_argument("--limit", type=int, default=None, help="first N rows of each task")
+    p.add_argument("--seed", type=int, default=0, help="seed of the few-shot draw")
+    p.add_argument("--batch-size", type=int, default=16, help="contexts per forward pass")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="generation probes: tokens per answer")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code (auto_map)")
+    p.add_argument("--allow-pickle", action="store_true", help="load pickle weights (pytorch_model.bin)")
+    return cli(p, probe, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

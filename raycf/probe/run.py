@@ -1,0 +1,95 @@
+"""Probing a model on raycf.data Tasks: the scores of each task, identical on every rank.
+
+    from raycf.probe.run import run_probes
+    run_probes(model, tok, ["facts_geography", "boolq_toy"])   # {"facts_geography": {"acc": ..., ...}, ...}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from raycf.data import Task, load_task
+from raycf.data.template import PROMPT_WITH_INPUT, prompt
+from raycf.errors import DataError
+from raycf.probe.shard import on_all_ranks, probing
+from raycf.probe.tasks import (fewshot_examples, generate, generation_metrics, multiple_choice_lls,
+                               multiple_choice_metrics, pair_lls, pair_metrics)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Scores of one task: metrics (name -> value) over n items (counts: metric -> items, where fewer)."""
+    task: str
+    category: str
+    metrics: dict = field(default_factory=dict)
+    n: int = 0
+    counts: dict = field(default_factory=dict)
+
+
+def probe_task(model, tok, task, *, shots: int | None = None, limit: int | None = None, seed: int = 0,
+               rank: int = 0, world_size: int = 1, batch_size: int = 16, max_new_tokens: int = 64) -> ProbeResult:
+    """Score one raycf.data Task. shots None = the task's own default; limit = its first N rows."""
+    rows = list(task.rows)[:limit] if limit is not None else list(task.rows)
+    counts = {}
+    if task.type == "multiple_choice":
+        k = task.shots if shots is None else shots
+        examples = fewshot_examples(task.fewshot_rows, k, seed)
+        lls = on_all_ranks(lambda idx: multiple_choice_lls(model, tok, task.template, [rows[i] for i in idx],
+                                                            examples, batch_size=batch_size),
+                            len(rows), [_cost(task.template.format(**r), r["choices"]) for r in rows],
+                            rank, world_size)
+        metrics = multiple_choice_metrics(rows, lls)
+    elif task.type == "pairs":
+        lls = on_all_ranks(lambda idx: pair_lls(model, tok, [rows[i] for i in idx], batch_size=batch_size),
+                            len(rows), [_cost("", [r["sent_more"], r["sent_less"]]) for r in rows],
+                            rank, world_size)
+        metrics = pair_metrics(rows, lls)
+        counts = {f"pct_stereotype/{k}": sum(r.get("bias_type") == k for r in rows)
+                  for k in {r.get("bias_type", "") for r in rows} - {""}}
+    elif task.type == "generation":
+        # the Alpaca template as training builds it (no "### Input" block for an empty input); a task's own
+        # template otherwise
+        prompts = [prompt(r) if task.template == PROMPT_WITH_INPUT else task.template.format(**r) for r in rows]
+        preds = on_all_ranks(lambda idx: generate(model, tok, [prompts[i] for i in idx],
+                                                   max_new_tokens=max_new_tokens, batch_size=batch_size),
+                              len(rows), [len(p) + 4 * max_new_tokens for p in prompts], rank, world_size)
+        metrics = generation_metrics(task.metric, rows, preds)
+    else:
+        raise DataError(f"task {task.name}: unknown type {task.type!r} "
+                         f"(expected multiple_choice, pairs or generation)")
+    return ProbeResult(task.name, task.category, metrics, len(rows), counts)
+
+
+def _cost(context: str, continuations) -> int:
+    return len(context) + sum(len(c) for c in continuations)
+
+
+def probe_tasks(model, tok, task_names, **kwargs) -> list[ProbeResult]:
+    """probe_task for each task (a raycf.data Task, or a name for raycf.data.load_task) on the model as
+    `probing` prepares it."""
+    tasks = [name if isinstance(name, Task) else load_task(name) for name in task_names]
+    with probing(model) as plain:
+        return [probe_task(plain, tok, task, **kwargs) for task in tasks]
+
+
+def run_probes(model, tok, task_names, *, shots: int | None = None, limit: int | None = None, seed: int = 0,
+               rank: int = 0, world_size: int = 1, batch_size: int = 16,
+               max_new_tokens: int = 64) -> dict[str, dict[str, float]]:
+    """task -> metric -> value, e.g. {"facts_capitals": {"acc": 0.9, "acc_norm": 0.85}}. Identical on all ranks.
+
+    shots: few-shot examples for multiple choice (None = each task's default), drawn with `seed`.
+    limit: first N rows per task. batch_size: contexts (questions, pairs, prompts) per forward pass.
+    rank/world_size: with torch.distributed initialised, each rank scores a balanced slice and the results
+    are all-gathered; every rank must call this together. The model may be plain, DDP- or FSDP2-wrapped
+    (see `probing`); it is left in the train/eval mode it came in.
+    """
+    results = probe_tasks(model, tok, task_names, shots=shots, limit=limit, seed=seed, rank=rank,
+                          world_size=world_size, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    return {r.task: dict(r.metrics) for r in results}
+
+
+def format_table(results) -> str:
+    lines = [f"{'task':<24} {'category':<10} {'metric':<36} {'value':>8} {'n':>6}"]
+    for r in results:
+        for name, value in r.metrics.items():
+            lines.append(f"{r.task:<24} {r.category:<10} {name:<36} {value:>8.4f} {r.counts.get(name, r.n):>6}")
+    return "\n".join(lines)

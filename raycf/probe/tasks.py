@@ -1,0 +1,111 @@
+"""The three probe types, plain rows in and metrics out: multiple choice (acc, acc_norm), pairs (CrowS-Pairs'
+pct_stereotype and likelihood_diff) and generation (greedy, scored with raycf.metrics)."""
+from __future__ import annotations
+
+import random
+
+from raycf import metrics as M
+from raycf.errors import DataError
+from raycf.probe.engine import chunks, is_seq2seq, loglikelihood
+
+
+FEWSHOT_DELIMITER = "\n\n"
+
+
+TARGET_DELIMITER = " "
+
+
+def fewshot_examples(rows, k: int, seed: int = 0) -> list:
+    """The k few-shot examples of a task: drawn once with random.Random(seed), used for every question."""
+    rows = list(rows)
+    if k > len(rows):
+        raise DataError(f"{k}-shot asks for more examples than the {len(rows)} few-shot rows")
+    return random.Random(seed).sample(rows, k) if k else []
+
+
+def fewshot_prefix(template: str, examples) -> str:
+    """lm-eval's plain-text few-shot block: question, " ", answer, "\\n\\n" for each example."""
+    return "".join(template.format(**ex) + TARGET_DELIMITER + ex["choices"][ex["answer"]] + FEWSHOT_DELIMITER
+                   for ex in examples)
+
+
+def choice_metrics(lls, choices, answer: int) -> dict[str, float]:
+    """acc and acc_norm of one question, lm-eval's way (np.argmax: the first of equal maxima wins)."""
+    import numpy as np
+    lls = np.asarray(lls, dtype=float)
+    lengths = np.array([float(len(c)) for c in choices])
+    return {"acc": float(np.argmax(lls) == answer), "acc_norm": float(np.argmax(lls / lengths) == answer)}
+
+
+def multiple_choice_lls(model, tok, template: str, rows, examples=(), *, batch_size: int = 16,
+                        fast: bool = True) -> list[list[float]]:
+    """Per question, the log-likelihood of each choice after the shared few-shot prefix."""
+    prefix = fewshot_prefix(template, examples)
+    requests, sizes = [], []
+    for row in rows:
+        context = prefix + template.format(**row)
+        requests += [(context, TARGET_DELIMITER + c) for c in row["choices"]]
+        sizes.append(len(row["choices"]))
+    flat = loglikelihood(model, tok, requests, prefix=prefix, batch_size=batch_size, fast=fast)
+    out, start = [], 0
+    for n in sizes:
+        out.append(flat[start:start + n])
+        start += n
+    return out
+
+
+def multiple_choice_metrics(rows, lls) -> dict[str, float]:
+    per = [choice_metrics(ll, row["choices"], row["answer"]) for row, ll in zip(rows, lls)]
+    return {m: sum(p[m] for p in per) / max(1, len(per)) for m in ("acc", "acc_norm")}
+
+
+def pair_lls(model, tok, rows, *, batch_size: int = 16) -> list[list[float]]:
+    """[ll(sent_more), ll(sent_less)] per pair: whole sentences after an empty context, like crows_pairs."""
+    requests = [("", row[key]) for row in rows for key in ("sent_more", "sent_less")]
+    flat = loglikelihood(model, tok, requests, batch_size=batch_size)
+    return [flat[i:i + 2] for i in range(0, len(flat), 2)]
+
+
+def pair_metrics(rows, lls) -> dict[str, float]:
+    more = [float(a > b) for a, b in lls]
+    metrics = {"pct_stereotype": sum(more) / max(1, len(more)),
+               "likelihood_diff": sum(abs(a - b) for a, b in lls) / max(1, len(lls))}
+    for kind in sorted({row.get("bias_type", "") for row in rows} - {""}):
+        hits = [m for m, row in zip(more, rows) if row.get("bias_type") == kind]
+        metrics[f"pct_stereotype/{kind}"] = sum(hits) / len(hits)
+    return metrics
+
+
+def generate(model, tok, prompts, *, max_new_tokens: int = 64, batch_size: int = 16) -> list[str]:
+    """Greedy completions of `prompts` (left padded for causal models), special tokens dropped, stripped."""
+    import torch
+    out: list[str | None] = [None] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    side, pad = tok.padding_side, tok.pad_token
+    tok.padding_side = "right" if is_seq2seq(model) else "left"
+    tok.pad_token = pad if pad is not None else tok.eos_token
+    try:
+        with torch.inference_mode():
+            for chunk in chunks(order, batch_size):
+                enc = tok([prompts[i] for i in chunk], return_tensors="pt", padding=True,
+                          return_token_type_ids=False)
+                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tok.pad_token_id)
+                new = ids if is_seq2seq(model) else ids[:, enc["input_ids"].shape[1]:]
+                for i, text in zip(chunk, tok.batch_decode(new, skip_special_tokens=True)):
+                    out[i] = text.strip()
+    finally:
+        tok.padding_side, tok.pad_token = side, pad
+    return out  # type: ignore[return-value]
+
+
+def generation_metrics(metric_names, rows, predictions) -> dict[str, float]:
+    """The task's metrics (raycf.metrics: bleu, rouge1, sari) over all predictions; a row's "references"
+    (several, e.g. for SARI) if it has them, else its "output"."""
+    refs = [row.get("references") or row["output"] for row in rows]
+    out = {}
+    for name in metric_names:
+        fn = getattr(M, name)
+        out[name] = float(fn([row["input"] for row in rows], predictions, refs) if name == "sari"
+                          else fn(predictions, refs))
+    return out

@@ -1,0 +1,97 @@
+"""report.html (self-contained: figures are embedded PNG data URIs, it opens offline) and the tables beside it."""
+from __future__ import annotations
+
+import html
+import time
+from collections import Counter
+from pathlib import Path
+
+from raycf import tracking
+from raycf.errors import ReportError
+from raycf.forgetting import MEAN_FG_CATEGORIES
+from raycf.report.plots import category_lines_png, data_uri, effect_png, tradeoff_png
+from raycf.report.tables import Table, study_table, to_html, to_markdown, write_csv
+from raycf.report.trials import LEARNED_AVERAGE, MEAN_FG, Trial, hint, load_trials, searched_params
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1700px}
+h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
+h3{font-size:14px;margin:16px 0 4px}p.meta,p.note{color:#555;font-size:13px;margin:4px 0}
+table.study{border-collapse:collapse;font-size:13px}table.study th,table.study td{border:1px solid #ccc;
+padding:3px 5px}table.study th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.best{background:#c8f0c8;font-weight:600}td.status-finished{color:#1a7f37}td.status-running{color:#0969da}
+td.status-killed,td.status-failed{color:#cf222e}img{max-width:100%;border:1px solid #eee;margin:4px 0}
+div.trial{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}"""
+
+
+def render_html(experiment: str, uri: str, label: str, trials: list[Trial], table: Table, searched: list[str]) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in Counter(t.status for t in trials).items())
+    parts = [f"<h1>raycf report: {html.escape(experiment)}</h1>",
+             f'<p class="meta">{html.escape(label)}; {len(trials)} trials ({html.escape(counts)}); tracking URI '
+             f'{html.escape(uri)}; generated {time.strftime("%Y-%m-%d %H:%M")}</p>',
+             "<h2>Study table</h2>", to_html(table), f'<p class="note">{TABLE_NOTE}</p>']
+    if any(MEAN_FG in t.metrics and LEARNED_AVERAGE in t.metrics for t in trials):
+        parts += ["<h2>Learning vs forgetting</h2>", _img("trade-off", data_uri(tradeoff_png, trials))]
+    parts += effects_html(trials, [p for p in searched if p != "seed"])
+    parts.append("<h2>Trials</h2>")
+    for t in trials:
+        parts += trial_html(t, searched)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>raycf report: '
+            f'{html.escape(experiment)}</title><style>{CSS}</style></head><body>{"".join(parts)}</body></html>\n')
+
+
+TABLE_NOTE = ("Scores are each category's mean over its probes (initial: before training, final: after the last "
+              "stage so far). FG % is the study's forgetting (Eq. 1): the average relative drop, lower is better; "
+              "for bias it is a drop in stereotype preference, so higher is better. Mean FG averages "
+              f"{', '.join(MEAN_FG_CATEGORIES)}. Green: the best in its column.")
+
+
+def _img(alt: str, src: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="{src}">'
+
+
+def effects_html(trials: list[Trial], dims: list[str]) -> list[str]:
+    if not dims:
+        return []
+    parts = ["<h2>Effect of the searched params on FG</h2>"]
+    if not any(t.finished and MEAN_FG in t.metrics for t in trials):
+        return parts + ['<p class="note">No finished trial yet.</p>']
+    for p in dims:
+        parts += [f"<h3>{html.escape(p)}</h3>", _img(f"FG vs {p}", data_uri(effect_png, trials, p,
+                                                                           [o for o in dims if o != p]))]
+    if unfinished := sum(not t.finished for t in trials):
+        parts.append(f'<p class="note">{unfinished} unfinished trials are left out of these plots.</p>')
+    return parts
+
+
+def trial_html(t: Trial, searched: list[str]) -> list[str]:
+    params = "; " + ", ".join(f"{p}={t.params.get(p, '-')}" for p in searched) if searched else ""
+    head = f"<h3>#{t.number} {html.escape(t.name)}: {t.status}, stage {t.progress}{html.escape(params)}</h3>"
+    if t.matrix is None:
+        return [head, '<p class="note">No probe scores logged yet.</p>']
+    return [head, '<div class="trial">', _img(f"accuracy matrix #{t.number}", data_uri(t.matrix.heatmap_png)),
+            _img(f"scores over stages #{t.number}", data_uri(category_lines_png, t.matrix)), "</div>"]
+
+
+def build(uri: str, experiment: str, out: Path, group_by: str | None = None, sweep: str | None = None) -> Path:
+    """Write out/report.html, out/table.csv, out/table.md; returns the HTML path."""
+    check_store(uri)
+    label, trials = load_trials(tracking.client(uri), experiment, sweep)
+    if group_by and not any(group_by in t.params for t in trials):
+        params = sorted({k for t in trials for k in t.params})
+        raise ReportError(f"--group-by {group_by!r}: no trial has this param{hint(group_by, params)}")
+    searched = searched_params(trials)
+    table = study_table(trials, searched, group_by)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(table, out / "table.csv")
+    (out / "table.md").write_text(to_markdown(table))
+    page = out / "report.html"
+    page.write_text(render_html(experiment, uri, label, trials, table, searched))
+    return page
+
+
+def check_store(uri: str) -> None:
+    """A report only reads: a sqlite file that is not there is an error, not a new empty store."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise ReportError(f"no MLflow store at {uri} (the file does not exist); pass --tracking-uri")
+    tracking.check_reachable(uri)

@@ -1,0 +1,155 @@
+"""The study table: one row per trial (or per value of --group-by) with initial score, final score and FG of every
+general category, mean FG, the learned-task average and the Pareto front; as CSV, Markdown and HTML."""
+from __future__ import annotations
+
+import csv
+import html
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from raycf.forgetting import mean
+from raycf.report.trials import CATEGORIES, LEARNED_AVERAGE, LOWER_IS_BETTER_SCORE, MEAN_FG, Trial
+
+
+@dataclass
+class Column:
+    key: str            # the CSV header: an MLflow metric or param name, or a fixed name
+    label: str          # the Markdown / HTML header
+    better: str = ""    # max | min | "" (no best)
+    group: str = ""     # HTML header group (a category)
+
+
+@dataclass
+class Table:
+    columns: list[Column]
+    rows: list[dict]    # column key -> str, float, or None (not logged)
+
+    def best(self) -> dict[str, set[int]]:
+        """Column key -> indices of the rows holding that column's best value (ties: all of them)."""
+        out = {}
+        for col in (c for c in self.columns if c.better):
+            values = {i: r[col.key] for i, r in enumerate(self.rows) if isinstance(r.get(col.key), float)
+                      and not math.isnan(r[col.key])}
+            if len(set(values.values())) > 1:  # a column where every trial ties has no best
+                top = (max if col.better == "max" else min)(values.values())
+                out[col.key] = {i for i, v in values.items() if v == top}
+        return out
+
+
+def metric_columns(trials: list[Trial]) -> list[Column]:
+    columns = []
+    for c in CATEGORIES:
+        if not any(f"forgetting/{c}/FG" in t.metrics or f"forgetting/{c}/initial" in t.metrics for t in trials):
+            continue
+        score = "min" if c in LOWER_IS_BETTER_SCORE else "max"
+        fg = "max" if c in LOWER_IS_BETTER_SCORE else "min"
+        columns += [Column(f"forgetting/{c}/initial", "initial", score, c),
+                    Column(f"forgetting/{c}/final", "final", score, c),
+                    Column(f"forgetting/{c}/FG", "FG %", fg, c)]
+    return columns + [Column(MEAN_FG, "mean FG %", "min"), Column(LEARNED_AVERAGE, "learned-task average", "max")]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points (forgetting x, learning y) that no other point beats: x no higher and y no
+    lower, better in one. Identical points are all on the front."""
+    return [i for i, (x, y) in enumerate(points)
+            if not any(x2 <= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points)]
+
+
+def on_front(trials: list[Trial]) -> set[int]:
+    """Numbers of the finished trials on the Pareto front of mean FG against the learned-task average."""
+    ready = [t for t in trials if t.finished and MEAN_FG in t.metrics and LEARNED_AVERAGE in t.metrics]
+    front = pareto_front([(t.metrics[MEAN_FG], t.metrics[LEARNED_AVERAGE]) for t in ready])
+    return {ready[i].number for i in front}
+
+
+def study_table(trials: list[Trial], searched: list[str], group_by: str | None = None) -> Table:
+    """One row per trial, or per value of `group_by` (see group_table)."""
+    if group_by:
+        return group_table(trials, group_by)
+    metrics = metric_columns(trials)
+    front = on_front(trials)
+    columns = [Column("trial", "#"), Column("run_name", "run"), Column("status", "status"),
+               Column("stages_done", "stages done")] + [Column(p, p) for p in searched] + metrics + \
+        [Column("pareto", "Pareto front")]
+    rows = [{"trial": f"#{t.number}", "run_name": t.name, "status": t.status,
+             "stages_done": t.progress,
+             **{p: t.params.get(p, "-") for p in searched},
+             **{c.key: t.metrics.get(c.key) for c in metrics},
+             "pareto": "yes" if t.number in front else ""} for t in trials]
+    return Table(columns, rows)
+
+
+def group_table(trials: list[Trial], group_by: str) -> Table:
+    """One row per value of the param `group_by`: its trials, their statuses, and each metric's mean over
+    the group's trials that logged it."""
+    metrics = metric_columns(trials)
+    groups: dict[str, list[Trial]] = {}
+    for t in trials:
+        groups.setdefault(t.params.get(group_by, "-"), []).append(t)
+    rows = [{group_by: value, "trials": " ".join(f"#{t.number}" for t in members),
+             "status": ", ".join(f"{n} {s}" for s, n in Counter(t.status for t in members).items()),
+             **{c.key: _mean([t.metrics.get(c.key) for t in members]) for c in metrics}}
+            for value, members in groups.items()]
+    columns = [Column(group_by, group_by), Column("trials", "trials"), Column("status", "status")]
+    return Table(columns + metrics, rows)
+
+
+def _mean(values) -> float | None:
+    value = mean(v for v in values if v is not None)
+    return None if math.isnan(value) else value
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+    return str(value)
+
+
+def write_csv(table: Table, path: Path) -> None:
+    """Exact values (Python float repr), empty cell = not logged."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([c.key for c in table.columns])
+        for row in table.rows:
+            writer.writerow(["" if row.get(c.key) is None else repr(row[c.key]) if isinstance(row[c.key], float)
+                             else row[c.key] for c in table.columns])
+
+
+def to_markdown(table: Table) -> str:
+    best = table.best()
+    head = [f"{c.group} {c.label}".strip() for c in table.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for i, row in enumerate(table.rows):
+        cells = [f"**{fmt(row.get(c.key))}**" if i in best.get(c.key, ()) else fmt(row.get(c.key))
+                 for c in table.columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_html(table: Table) -> str:
+    best = table.best()
+    top, sub = [], []
+    for c in table.columns:  # categories span their three columns in a first header row
+        if not c.group:
+            top.append(f'<th rowspan="2">{html.escape(c.label)}</th>')
+        elif not sub or sub[-1][0] != c.group:
+            top.append(f'<th colspan="{sum(x.group == c.group for x in table.columns)}">{html.escape(c.group)}</th>')
+        if c.group:
+            sub.append((c.group, f"<th>{html.escape(c.label)}</th>"))
+    body = ["<tr>" + "".join(_td(row.get(c.key), c, i in best.get(c.key, ())) for c in table.columns) + "</tr>"
+            for i, row in enumerate(table.rows)]
+    return (f'<table class="study"><thead><tr>{"".join(top)}</tr><tr>{"".join(s for _, s in sub)}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _td(value, column: Column, best: bool) -> str:
+    cls = ["best"] * best + ["num"] * bool(column.better)
+    if column.key == "status" and " " not in str(value):  # one trial's status (a group's is a count list)
+        cls.append(f"status-{str(value).lower()}")
+    attr = f' class="{" ".join(cls)}"' if cls else ""
+    return f"<td{attr}>{html.escape(fmt(value))}</td>"

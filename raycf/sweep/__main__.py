@@ -1,0 +1,26 @@
+"""Run a sweep: Ray Tune explores a search space of continual fine-tuning trials; MLflow compares them.
+
+    python -m raycf.sweep                                   # offline default sweep (search_spaces/default.yaml)
+    python -m raycf.sweep --space search_spaces/X.yaml --set optim.lr=3e-4 --dry-run
+    python -m raycf.sweep --resume                          # continue an interrupted sweep
+    ray job submit --working-dir . -- python -m raycf.sweep # the same on a Ray cluster
+"""
+import sys
+
+from raycf.config.files import load, parse_overrides
+from raycf.errors import cli, parser
+from raycf.sweep.driver import run
+
+
+def main(argv=None) -> int:
+    p = parser("raycf.sweep", "run a sweep of continual fine-tuning trials (Ray Tune), tracked in MLflow")
+    p.add_argument("--space", default="search_spaces/default.yaml", help="search-space YAML")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
+    p.add_argument("--dry-run", action="store_true", help="resolve, validate and count; train nothing")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep of the same name")
+    return cli(p, lambda a: run(load(a.space, parse_overrides(a.set)), resume=a.resume, dry=a.dry_run), argv,
+               source=lambda a: a.space)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The sweep driver: Ray Tune explores a search space of continual fine-tuning trials; MLflow compares them.
+
+    python -m raycf.sweep                                   # offline default sweep (search_spaces/default.yaml)
+    python -m raycf.sweep --space search_spaces/X.yaml --set optim.lr=3e-4 --dry-run
+    python -m raycf.sweep --resume                          # continue an interrupted sweep
+    ray job submit --working-dir . -- python -m raycf.sweep # the same on a Ray cluster
+
+Trials run on the worker pool (raycf.pool): Train worker groups started once per sweep, one per trial
+slot, that take trial after trial. Shared work is done once: the `general` warm start and the
+before-training probe row per (model, warm start) are prepared before trials run side by side, and stage
+checkpoints are shared through the content-addressed stage cache by trials whose stage prefixes agree
+(one trial at a time, as on 2 CPUs, reuses every prefix; two trials that reach the same new stage at the
+same moment both train it, and the second's equal copy is dropped).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from raycf import cache, space, storage, tracking
+from raycf.config.files import to_yaml
+from raycf.config.schema import ExperimentConfig, SweepConfig
+from raycf.errors import ConfigError, TrackingUnreachable
+from raycf.redact import redact_uri
+from raycf.space import count_trials, first_value, grid_points
+from raycf.sweep.summary import print_summary, summarize, work_counts
+from raycf.sweep.trainable import tune_trial
+from raycf.timeline import mark
+from raycf.trial import pool, record
+from raycf.trial.launch import pool_shape, ray_session, trainer
+from raycf.trial.plan import make_plan
+from raycf.trial.preflight import check, local_cluster
+
+
+def fit_resources(cfg: ExperimentConfig, sc: SweepConfig, cluster: dict) -> tuple[ExperimentConfig, int]:
+    """Worker CPUs that leave room for the trial driver (the naive 1 + 2 x 1 CPUs on 2 CPUs deadlocks),
+    and how many trials fit at once. Raises ConfigError if one trial can never fit."""
+    r = cfg.resources
+    total_cpu, total_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    need = sc.trial_cpus + r.workers * r.cpus_per_worker
+    if r.workers * r.gpus_per_worker > total_gpu + 1e-9:
+        raise ConfigError([f"resources: a trial needs {r.workers * r.gpus_per_worker:g} GPUs, the cluster has "
+                           f"{total_gpu:g}; set resources.gpus_per_worker=0 or add GPU nodes"])
+    if need > total_cpu + 1e-9:
+        if r.workers * r.cpus_per_worker > total_cpu + 1e-9:
+            raise ConfigError([f"resources: a trial needs {r.workers} workers x {r.cpus_per_worker:g} CPU + "
+                               f"{sc.trial_cpus:g} = {need:g} CPUs, the cluster has {total_cpu:g}; lower "
+                               f"resources.workers or resources.cpus_per_worker"])
+        # shrink each worker's share just enough for the trial driver to fit beside them
+        share = round((total_cpu - sc.trial_cpus) / r.workers - 0.005, 2)
+        cfg = cfg.with_overrides({"resources.cpus_per_worker": share})
+        need = sc.trial_cpus + r.workers * share
+    fits = max(1, int((total_cpu + 1e-9) // need))
+    if r.gpus_per_worker > 0:
+        fits = min(fits, int((total_gpu + 1e-9) // (r.workers * r.gpus_per_worker)))
+    if sc.max_concurrent:
+        fits = min(fits, sc.max_concurrent)
+    return cfg, fits
+
+
+def prepare_shared(points: list[ExperimentConfig], uri: str, board=None) -> int:
+    """Train each distinct `general` warm start and probe each distinct start once, before trials run (on the
+    worker pool's slots side by side, or a TorchTrainer each). Returns how many prepare jobs ran."""
+    import ray
+    seen, jobs, ran = set(), [], 0
+    for cfg in points:
+        model_dir = check(cfg)
+        plan = make_plan(cfg, model_dir, tracking_uri=uri)
+        if plan.start_key in seen:
+            continue
+        seen.add(plan.start_key)
+        warm_ready = plan.warm_key is None or cache.published(plan.warm_entry())
+        probe_ready = not plan.probe_tasks or cache.published(plan.probe_entry(0))
+        if warm_ready and probe_ready:
+            continue
+        print(f"[raycf] preparing shared start {plan.start_key} (warm start: {cfg.warm_start.kind})")
+        ran += 1
+        if board is None:
+            trainer(cfg, plan, name=f"prepare-{plan.start_key}", prepare_only=True).fit()
+        else:
+            jobs.append(ray.get(board.submit.remote(pool.job(cfg, plan, f"prepare-{plan.start_key}",
+                                                             prepare_only=True))))
+    for job in jobs:
+        for _ in pool.results(board, job):
+            pass
+    return ran
+
+
+def points_of(cfg: ExperimentConfig, resolved: dict) -> list[ExperimentConfig]:
+    """One config per grid point (sampled keys at their first value): for checks and shared work."""
+    sampled = {k: first_value(cfg.search[k], k) for k, (name, _) in resolved.items() if name != "grid"}
+    return [cfg.with_overrides({**sampled, **p, "search": {}, "sweep": {}}) for p in grid_points(resolved)]
+
+
+def dry_run(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, points, fits: int) -> str:
+    n = count_trials(resolved, sc.num_samples)
+    stages = sum(len(p.stages) for p in points) * sc.num_samples
+    r = cfg.resources
+    return (f"space ok: {n} trials, {stages} stage trainings without sharing, "
+            f"{r.workers} workers x {r.cpus_per_worker:g} CPU"
+            f"{f' + {r.gpus_per_worker:g} GPU' if r.gpus_per_worker else ''} + {sc.trial_cpus:g} CPU driver "
+            f"per trial, {fits} at a time on this cluster")
+
+
+def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """storage_path and cache_dir made absolute against the driver's working directory (cloud URIs kept)."""
+    fixed = {}
+    for key, value in (("storage_path", cfg.storage_path), ("cache_dir", cfg.cache_dir)):
+        if value and "://" not in value:
+            fixed[key] = str(Path(value).expanduser().resolve())
+    return cfg.with_overrides(fixed) if fixed else cfg
+
+
+def start_pool(cfg: ExperimentConfig):
+    """A worker pool for sweeps shaped like `cfg` (its resources, fitted to the current Ray cluster) that several
+    run(..., workers=pool) calls share, e.g. from a notebook: the Train start-up is paid once. close() it after."""
+    import ray
+    cfg = absolute_paths(cfg)
+    cfg, fits = fit_resources(cfg, cfg.sweep, ray.cluster_resources())
+    return pool.Pool(cfg, fits, storage.resolve(cfg.storage_path), f"{cfg.name}-shared")
+
+
+def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, workers=None) -> int:
+    """The sweep of `cfg` (a search space); exit status 0 if every trial finished. workers: a pool from
+    start_pool() to run the trials on (kept open), instead of one started and closed here."""
+    import ray
+    mark("sweep_start")
+    cfg = absolute_paths(cfg)  # trials run in Tune's per-trial working dirs: a relative path would scatter
+    sc = cfg.sweep
+    resolved = space.resolve(cfg)
+    points = points_of(cfg, resolved)
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):  # a cluster (e.g. `ray job submit`): ask it
+        ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
+        cluster = ray.cluster_resources()
+    else:
+        cluster = local_cluster()
+    for p in points:  # every problem of every grid point, before training (models built after a dry run)
+        check(p, cluster=cluster, build=False)
+    cfg, fits = fit_resources(cfg, sc, cluster)
+    share = {"resources.cpus_per_worker": cfg.resources.cpus_per_worker}
+    points = [p.with_overrides(share) for p in points]
+    print(dry_run(cfg, sc, resolved, points, fits))
+    if dry:
+        return 0
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    tracking.check_reachable(uri)
+    root = storage.resolve(cfg.storage_path)
+    storage.check(root)
+    sweep_dir = storage.join(root, "sweeps", cfg.name)
+    parent_file = storage.join(sweep_dir, "parent_run.json")
+    if resume and not storage.exists(parent_file):
+        raise ConfigError([f"--resume: no sweep named {cfg.name!r} under {redact_uri(root)}; run without --resume"])
+    if not resume and storage.exists(parent_file):
+        raise ConfigError([f"sweep {cfg.name!r} already exists under {redact_uri(root)}; continue it with --resume or "
+                           f"give a new name with --set name=..."])
+    # a local Ray started here is stopped when the sweep ends
+    with ray_session(num_cpus=int(cluster["CPU"]), include_dashboard=True, log_to_driver=False):
+        mark("sweep_ray_ready")
+        t0, t_start = time.perf_counter(), time.time()
+        own = workers is None and sc.worker_pool
+        if workers is not None and not workers.holds(cfg):
+            raise ConfigError([f"resources: the worker pool given has {workers.shape}, this sweep needs "
+                               f"{pool_shape(cfg)}; start a pool for it with start_pool()"])
+        if own:  # started first: its workers import while the driver opens the MLflow runs
+            workers = pool.Pool(cfg, fits, root, cfg.name)
+            print(f"[raycf] starting the worker pool: {fits} Train worker group(s) of {cfg.resources.workers} "
+                  f"worker(s), kept for every trial")
+        fits = workers.slots if workers is not None else fits
+        try:
+            parent_run_id = open_parent(cfg, uri, sweep_dir, resume)
+            try:
+                # no waiting for the pool: Tune starts its trials meanwhile, their jobs wait on the board
+                board = workers.board if workers else None
+                prepared = prepare_shared(points, uri, board) if fits > 1 else 0  # one at a time: the cache shares
+                grid = tuner(cfg, sc, resolved, sweep_dir, parent_run_id, uri, fits, resume,
+                             workers.name if workers else None).fit()
+            except BaseException:
+                record.close_children(uri, parent_run_id, "KILLED")
+                tracking.end_run(uri, parent_run_id, "FAILED")
+                raise
+        finally:
+            startup = 0.0
+            if own:
+                ready = workers.ready_at()
+                startup = ready - t_start if ready else 0.0
+                workers.close()
+        mark("sweep_trials_done")
+        spool = storage.join(root, "spool")
+        waiting = tracking.flush(uri, spool, wait_s=60)  # what an MLflow outage kept back
+        if waiting:
+            raise TrackingUnreachable(f"MLflow at {redact_uri(uri)} still does not answer; {waiting:g} operation(s) wait in "
+                                  f"{redact_uri(spool)}: send them with `python -m raycf.tracking flush --storage "
+                                  f"{redact_uri(root)}`, then see the summary with --resume")
+        record.close_children(uri, parent_run_id, "KILLED")  # trials the scheduler stopped
+        rows = summarize(uri, parent_run_id, sc)
+        stats = work_counts(rows, points, sc)
+        tracking.log_metrics(uri, parent_run_id, {**stats, "wall_seconds": time.perf_counter() - t0,
+                                                  "prepare_jobs": prepared, "pool_startup_seconds": startup}, step=0)
+        tracking.end_run(uri, parent_run_id, "FINISHED" if not grid.errors else "FAILED")
+        print_summary(cfg, sc, rows, stats, uri)
+        return 1 if grid.errors else 0
+
+
+def open_parent(cfg: ExperimentConfig, uri: str, sweep_dir: str, resume: bool) -> str:
+    """The sweep's parent MLflow run: reopened on --resume, else created with the search space as artifact."""
+    parent_file = storage.join(sweep_dir, "parent_run.json")
+    if resume:
+        return json.loads(storage.read_text(parent_file))["run_id"]
+    parent_run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, tags={"raycf.sweep": cfg.name})
+    storage.write_text(parent_file, json.dumps({"run_id": parent_run_id}))
+    space = to_yaml(cfg)
+    storage.write_text(storage.join(sweep_dir, "search_space.yaml"), space)
+    tracking.log_text(uri, parent_run_id, "search_space.yaml", space)
+    return parent_run_id
+
+
+def tuner(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, sweep_dir: str, parent_run_id: str, uri: str, fits: int, resume: bool,
+          board: str | None = None):
+    from ray import tune
+    from raycf.sweep.progress import Progress  # imports ray.tune: not for dry runs
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, base=cfg, sweep_dir=sweep_dir,
+                             parent_run_id=parent_run_id, uri=uri, board=board),
+        {"CPU": sc.trial_cpus})
+    path = storage.join(sweep_dir, "tune")
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    scheduler = None
+    if sc.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+        scheduler = ASHAScheduler(time_attr="stage", max_t=len(cfg.stages), grace_period=sc.grace_period,
+                                  reduction_factor=sc.reduction_factor)
+    search_alg = None
+    if sc.search_alg == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+        search_alg = OptunaSearch()
+    return tune.Tuner(
+        trainable,
+        param_space=space.param_space(resolved),
+        tune_config=tune.TuneConfig(metric=sc.metric, mode=sc.mode, num_samples=sc.num_samples,
+                                    scheduler=scheduler, search_alg=search_alg, max_concurrent_trials=fits,
+                                    # FIFO: one trial actor serves trial after trial (no process start, no
+                                    # re-import of tune/mlflow/raycf: ~7 s a trial on 2 CPUs, measured). Not
+                                    # with ASHA: a stopped trial's fit() would keep running in the kept actor
+                                    reuse_actors=sc.scheduler == "fifo"),
+        run_config=tune.RunConfig(name="tune", storage_path=sweep_dir,
+                                  callbacks=[Progress(sweep_dir, storage.join(cfg.storage_path, "spool"), uri,
+                                                      len(cfg.stages), board)],
+                                  verbose=0, failure_config=tune.FailureConfig(max_failures=1)),
+    )

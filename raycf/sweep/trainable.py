@@ -1,0 +1,55 @@
+"""The Tune trainable of a sweep: one Tune trial applies its sampled point to the sweep's config, opens (or reopens)
+its MLflow run, and runs the trial's stages on the worker pool or on a TorchTrainer of its own."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from raycf import storage
+from raycf.config.files import flat_params
+from raycf.config.schema import ExperimentConfig
+from raycf.models.resolve import resolve_model_dir
+from raycf.trial import pool, record
+from raycf.trial.launch import trainer
+from raycf.trial.plan import make_plan
+
+
+def tune_trial(params: dict, *, base: ExperimentConfig, sweep_dir: str, parent_run_id: str, uri: str,
+               board: str | None = None) -> None:
+    """One Tune trial: apply the sampled point, open (or, on resume, reopen) its MLflow run, and run the trial:
+    as a job of the worker pool (`board`: the name of its board actor), relaying each stage's result to Tune, or
+    as a TorchTrainer of its own with Tune reporting. (Names, not actor handles, travel in Tune's state: a resumed
+    sweep has a new pool.)"""
+    import ray
+    import ray.tune
+    cfg = base.with_overrides(params)
+    ctx = ray.tune.get_context()
+    trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
+    runs = storage.join(sweep_dir, "runs", f"{trial_id}.json")
+    logged, work = -1, {}
+    if storage.exists(runs):  # a retried trial or a resumed sweep: same MLflow run, stages it holds not logged again
+        run_id = json.loads(storage.read_text(runs))["run_id"]
+        logged, work = record.reopen_run(uri, run_id)
+    else:
+        order = " > ".join(cfg.stages)
+        run_id = record.open_run(uri, cfg.tracking.experiment, trial_name, {**flat_params(cfg), "task_order": order},
+                                 parent_run_id=parent_run_id, tags={"raycf.trial_id": trial_id, "raycf.task_order": order})
+        storage.write_text(runs, json.dumps({"run_id": run_id, "params": params}))
+    model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
+                                  cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
+    plan = replace(make_plan(cfg, model_dir, run_id=run_id, tracking_uri=uri), logged=logged, work=work)
+    if os.environ.get("RAYCF_HEARTBEAT_DIR"):  # fault-injection tests kill this trial driver by its pid
+        beat = Path(os.environ["RAYCF_HEARTBEAT_DIR"]) / "driver.json"
+        beat.parent.mkdir(parents=True, exist_ok=True)
+        beat.write_text(json.dumps({"pid": os.getpid(), "trial_id": trial_id}))
+    # the run's end status is set by the driver (Progress): a trial the scheduler stops is killed mid-call
+    if board is None:
+        from ray.tune.integration.ray_train import TuneReportCallback
+        trainer(cfg, plan, name=f"{trial_name}", callbacks=[TuneReportCallback()]).fit()
+        return
+    board = pool.find_board(board)
+    job = ray.get(board.submit.remote(pool.job(cfg, plan, trial_id)))
+    for item in pool.results(board, job):
+        ray.tune.report({**item["metrics"], "stage_checkpoint": item.get("checkpoint", "")})

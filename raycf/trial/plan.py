@@ -1,0 +1,96 @@
+"""A trial's plan: what every worker needs besides the config, resolved once by the driver. Chiefly the cache keys
+of its warm start, its stages and its probe rows, which hash everything that determines their content, so that
+trials whose stage prefixes agree share checkpoints and a restarted trial finds its finished stages."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from raycf import cache, storage
+from raycf.config.schema import ExperimentConfig
+from raycf.data.registry import GENERAL
+from raycf.data.sources import probe_task, probe_task_names, stage_rows
+from raycf.models.folder import model_kind
+
+
+@dataclass
+class TrialPlan:
+    """Everything a worker needs besides the config, resolved once by the driver."""
+    model_dir: str
+    kind: str                           # causal | seq2seq
+    storage: str                        # storage_path: an absolute folder or a URI (the stage cache lives there)
+    start_key: str                      # identity of the weights the continual stages start from
+    warm_key: str | None = None         # cache key of the `general` warm start, if any
+    stage_keys: list = field(default_factory=list)
+    probe_tasks: list = field(default_factory=list)
+    probe_keys: list = field(default_factory=list)   # one per row of the accuracy matrix (0 = before)
+    tracking_uri: str = ""
+    run_id: str | None = None
+    logged: int = -1                    # last stage the MLflow run already holds (a retried or resumed trial)
+    work: dict = field(default_factory=dict)  # sweep/* work counts of the trial's earlier attempts (carried on)
+
+    def stage_entry(self, k: int) -> cache.Entry:
+        return cache.Entry(self.storage, "stages", self.stage_keys[k - 1])
+
+    def probe_entry(self, k: int) -> cache.Entry:
+        return cache.Entry(self.storage, "probes", self.probe_keys[k])
+
+    def warm_entry(self) -> cache.Entry:
+        return cache.Entry(self.storage, "warm", self.warm_key)
+
+    def stage_dir(self, k: int) -> Path:
+        """Stage k's checkpoint on this process's disk (fetched there by a cache.lookup of its entry)."""
+        return self.stage_entry(k).path
+
+    def warm_dir(self) -> Path:
+        return self.warm_entry().path
+
+    def spool_dir(self) -> str:
+        """MLflow operations an outage kept back (raycf.tracking.send), in storage."""
+        return storage.join(self.storage, "spool")
+
+
+def fingerprint(model_dir: Path) -> str:
+    """Identity of a model folder: its config and its files (their bytes up to 256 MB in all, names and sizes
+    beyond: hashing a 7B checkpoint on every trial start would cost more than it protects)."""
+    files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
+    if sum(p.stat().st_size for p in files) <= 256 << 20:
+        return cache.key((Path(model_dir) / "config.json").read_text(),
+                         [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files])
+    return cache.key((Path(model_dir) / "config.json").read_text(), [(p.name, p.stat().st_size) for p in files])
+
+
+def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = None,
+              tracking_uri: str = "") -> TrialPlan:
+    kind = model_kind(model_dir) if cfg.model.kind == "auto" else cfg.model.kind
+    root = storage.resolve(cfg.storage_path)
+    start = fingerprint(model_dir)
+    warm_key = None
+    if cfg.warm_start.kind == "general":
+        ws = cfg.warm_start
+        warm_key = cache.key("warm", start, data_key(cfg, GENERAL), ws.lr, ws.steps,
+                             ws.batch_size, cfg.optim.max_length, cfg.seed)
+        start = warm_key
+    elif cfg.warm_start.kind == "checkpoint":
+        start = fingerprint(Path(cfg.warm_start.path))
+    recipe = [asdict(cfg.finetune), asdict(cfg.optim), asdict(cfg.data), cfg.seed]
+    stage_keys = [cache.key("stage", start, recipe, [data_key(cfg, s) for s in cfg.stages[:k]])
+                  for k in range(1, len(cfg.stages) + 1)]
+    probe_tasks = probe_task_names(cfg)
+    probe_recipe = [task_key(probe_task(cfg, t)) for t in probe_tasks], cfg.probes.shots, cfg.probes.limit, \
+        cfg.probes.max_new_tokens, cfg.seed
+    probe_keys = [cache.key("probe", w, probe_recipe) for w in [start] + stage_keys]
+    return TrialPlan(model_dir=str(model_dir), kind=kind, storage=root, start_key=start, warm_key=warm_key,
+                     stage_keys=stage_keys, probe_tasks=probe_tasks, probe_keys=probe_keys,
+                     tracking_uri=tracking_uri, run_id=run_id)
+
+
+def data_key(cfg: ExperimentConfig, stage: str) -> str:
+    """Stages are keyed by their rows' content, so edited data never reuses a stale checkpoint."""
+    return cache.key(stage, stage_rows(cfg, stage))
+
+
+def task_key(task) -> tuple:
+    """A probe task's identity: its version, and the rows' content when they are the user's own file."""
+    return (task.name, task.version) if task.source == "shipped" else (task.name, task.version, cache.key(task.rows))

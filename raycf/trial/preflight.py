@@ -1,0 +1,138 @@
+"""Everything about a trial that can be checked before Ray starts: the config's data files, stages and probe
+tasks (every bad row as FILE:LINE), the model folder (read, not loaded), LoRA rank against the model, rows
+longer than optim.max_length, and the resources against the cluster. check() raises one ConfigError listing
+every problem."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from raycf.config.schema import ExperimentConfig
+from raycf.data.registry import STAGES, load_stage
+from raycf.data.rows import load_rows
+from raycf.data.sources import probe_task, probe_task_names
+from raycf.errors import ConfigError, DataError, ModelError
+from raycf.models.folder import folder_problems, model_kind
+from raycf.models.pretrain import SHIPPED
+from raycf.models.resolve import peek_hidden_size, resolve_model_dir
+
+
+def check(cfg: ExperimentConfig, cluster: dict | None = None, build: bool = True) -> Path | None:
+    """Everything that can be checked before Ray starts; raises ConfigError listing every problem.
+    build: also build (or find) the model folder and return it; False for dry runs."""
+    problems = data_problems(cfg)
+    ws = cfg.warm_start
+    if ws.kind == "checkpoint" and ws.path and not (Path(ws.path) / "config.json").exists():
+        problems.append(f"warm_start.path: {ws.path} is not a model folder (no config.json); give a folder "
+                        f"written by save_pretrained, e.g. a stage checkpoint")
+    elif ws.kind == "checkpoint" and ws.path:
+        problems += folder_problems(Path(ws.path), trust_remote_code=cfg.model.trust_remote_code,
+                                    allow_pickle=cfg.model.allow_pickle, key="warm_start.path")
+    problems += resource_problems(cfg, cluster or local_cluster())
+    model_dir = None
+    try:
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+        h = peek_hidden_size(cfg.model.name, allow_download=cfg.model.allow_download, cache_dir=cache_dir)
+        folder = Path(cfg.model.name).expanduser()
+        if folder.is_dir():  # a folder of the user's: read before anything loads it
+            problems += folder_problems(folder, trust_remote_code=cfg.model.trust_remote_code,
+                                        allow_pickle=cfg.model.allow_pickle)
+        if cfg.finetune.method == "lora" and h is not None and cfg.finetune.lora_rank > h:
+            problems.append(f"finetune.lora_rank: {cfg.finetune.lora_rank} exceeds the model's hidden size {h}; "
+                            f"use a rank <= {h}")
+        if build and not problems:
+            model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
+                                          cache_dir=cache_dir)
+            if not folder.is_dir():  # built here or downloaded: the same rules
+                problems += folder_problems(model_dir, trust_remote_code=cfg.model.trust_remote_code,
+                                            allow_pickle=cfg.model.allow_pickle)
+        if not problems and cfg.data.sources:
+            problems += long_row_problems(cfg, model_dir or tokenizer_dir(cfg))
+    except ModelError as e:
+        problems.append(str(e))
+    if problems:
+        raise ConfigError(problems)
+    return model_dir
+
+
+def data_problems(cfg: ExperimentConfig) -> list[str]:
+    """Stages, data.sources files (every bad row as FILE:LINE) and probe tasks (with their rows)."""
+    problems = []
+    for name, files in cfg.data.sources.items():
+        for split, file in files.items():
+            try:
+                load_rows(file, "generation")
+            except DataError as e:
+                problems += [f"data.sources.{name}.{split}: {line}" for line in str(e).splitlines()]
+    for i, s in enumerate(cfg.stages):
+        if s not in cfg.data.sources:
+            try:
+                load_stage(s, limit=1)
+            except DataError as e:
+                problems.append(f"stages[{i}]: {e} (a stage of your own needs data.sources.{s}.train)")
+    try:
+        names = probe_task_names(cfg)
+    except DataError as e:
+        return problems + [f"probes.suites: {e}"]
+    for name in names:
+        if name in cfg.data.sources and name not in STAGES and "eval" not in cfg.data.sources[name]:
+            problems.append(f"data.sources.{name}.eval: missing; probes.suites has tasks, which probes every stage "
+                            f"on its eval rows: give an eval file or drop tasks from probes.suites")
+        elif name not in cfg.stages:  # stages and their files were checked above
+            try:  # with data.hub the task's definition is checked, not downloaded: checks stay offline
+                probe_task(cfg.with_overrides({"data.hub": False}) if cfg.data.hub else cfg, name)
+            except DataError as e:
+                key = f"probes.suites[{cfg.probes.suites.index(name)}]" if name in cfg.probes.suites else \
+                    "probes.suites"
+                problems += [f"{key}: {line}" for line in str(e).splitlines()]
+    return problems
+
+
+def tokenizer_dir(cfg: ExperimentConfig) -> Path | None:
+    """A folder with the model's tokenizer that needs nothing built: the user's folder or the shipped raycf-tiny."""
+    if Path(cfg.model.name).expanduser().is_dir():
+        return Path(cfg.model.name).expanduser()
+    if cfg.model.name == "raycf-tiny" and (SHIPPED / "tokenizer.json").exists():
+        return SHIPPED
+    return None
+
+
+def long_row_problems(cfg: ExperimentConfig, model_dir: Path | None) -> list[str]:
+    """Training rows of data.sources longer than optim.max_length tokens (the trainer refuses them, so say so
+    before Ray starts). Needs the model's tokenizer: skipped when the model is not built yet (a dry run)."""
+    if model_dir is None:
+        return []
+    from transformers import AutoTokenizer
+    from raycf.train import encode_row  # torch: only where a tokenizer is at hand
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.model.trust_remote_code)
+    kind = model_kind(model_dir) if cfg.model.kind == "auto" else cfg.model.kind
+    problems = []
+    for name, files in cfg.data.sources.items():
+        if "train" not in files:
+            continue
+        rows = load_rows(files["train"], "generation", numbered=True)
+        long = [(line, n) for line, row in rows if (n := encode_row(row, tok, kind).longest) > cfg.optim.max_length]
+        if long:
+            more = f" (and {len(long) - 1} more rows)" if len(long) > 1 else ""
+            (line, n), m = long[0], cfg.optim.max_length
+            problems.append(f"data.sources.{name}.train: {files['train']}:{line}: example is {n} tokens, longer "
+                            f"than optim.max_length={m}{more}; raise optim.max_length or shorten the row")
+    return problems
+
+
+def local_cluster() -> dict:
+    import torch
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def resource_problems(cfg: ExperimentConfig, cluster: dict) -> list[str]:
+    r = cfg.resources
+    problems = []
+    cpus, gpus = r.workers * r.cpus_per_worker, r.workers * r.gpus_per_worker
+    if cpus > cluster.get("CPU", 0) + 1e-9:
+        problems.append(f"resources: {r.workers} workers x {r.cpus_per_worker:g} CPU = {cpus:g} CPUs, but the cluster "
+                        f"has {cluster.get('CPU', 0):g}; lower resources.workers or resources.cpus_per_worker")
+    if gpus > cluster.get("GPU", 0) + 1e-9:
+        problems.append(f"resources: {r.workers} workers x {r.gpus_per_worker:g} GPU = {gpus:g} GPUs, but the cluster "
+                        f"has {cluster.get('GPU', 0):g}; set resources.gpus_per_worker=0 or add GPU nodes")
+    return problems

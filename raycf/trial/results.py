@@ -1,0 +1,46 @@
+"""What a trial reports after each stage: its train stats, probe scores and forgetting so far (the accuracy
+matrix through raycf.forgetting), and the objective a sweep ranks trials by."""
+from __future__ import annotations
+
+import numpy as np
+
+from raycf.config.schema import ExperimentConfig
+from raycf.data.sources import probe_task
+from raycf.forgetting import AccuracyMatrix, forgetting
+from raycf.trial.plan import TrialPlan
+
+
+def accuracy_matrix(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]):
+    """The accuracy matrix R so far: one row per probe pass, one column per probe task (primary metric)."""
+    tasks = [probe_task(cfg, t) for t in plan.probe_tasks]
+    scores = np.full((len(cfg.stages) + 1, len(tasks)), np.nan)
+    for i, row in enumerate(rows):
+        for j, t in enumerate(tasks):
+            scores[i, j] = row["scores"][t.name][t.metric[0]]
+    return AccuracyMatrix(scores=scores, tasks=[t.name for t in tasks], categories=[t.category for t in tasks],
+                          stages=list(cfg.stages))
+
+
+def stage_metrics(cfg: ExperimentConfig, plan: TrialPlan, k: int, stats: dict, rows: list[dict]) -> dict:
+    """What Tune and MLflow see after stage k: train stats, probe scores, forgetting so far."""
+    metrics = {"stage": k}
+    metrics.update({key: v for key, v in stats.items() if key.startswith(("train/", "checkpoint/"))})
+    if rows and rows[-1]:
+        categories = {t.name: t.category for t in (probe_task(cfg, n) for n in plan.probe_tasks)}
+        for name, scores in rows[-1]["scores"].items():
+            cat = categories[name]
+            metrics.update({f"probe/{cat}/{name}/{m}": v for m, v in scores.items()})
+        metrics["probe/seconds"] = rows[-1]["seconds"]
+        if k > 0:
+            metrics.update(forgetting(accuracy_matrix(cfg, plan, rows)).to_metrics())
+    metrics["objective"] = objective(metrics, cfg.sweep.task_floor)
+    return metrics
+
+
+def objective(metrics: dict, task_floor: float) -> float:
+    """What a sweep minimises by default: mean FG over the general categories, plus 100 x how far the
+    learned tasks' average falls short of `task_floor` (so forgetting nothing by learning nothing loses)."""
+    fg = metrics.get("forgetting/mean_FG", 0.0)
+    learned = metrics.get("forgetting/tasks/average")
+    shortfall = max(0.0, task_floor - learned) if learned is not None else 0.0
+    return fg + 100.0 * shortfall
