@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from typing import Callable
 
@@ -17,6 +18,7 @@ from typing import Callable
 class UserError(Exception):
     """Bad user input or environment; str(e) is the whole message, one problem per line."""
     in_config = False  # a problem of the config file: a CLI's lines name that file
+    exit_status = 2
     def __init__(self, problems: list[str] | str, source: str | None = None):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.source = source
@@ -55,6 +57,11 @@ class StorageFull(UserError, OSError):
     """No space left where results are being written; the message says what is kept and how to go on."""
 
 
+class Interrupted(UserError):
+    """Ctrl-C (SIGINT): what was kept and how to go on; the command exits with status 130."""
+    exit_status = 130
+
+
 def did_you_mean(word, options, n: int = 1, cutoff: float = 0.6) -> str:
     """'; did you mean 'x'?' for the closest option(s), else '; known: a, b, c' (in the order given)."""
     options = [str(o) for o in options]
@@ -77,10 +84,17 @@ def cli(p: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int | N
     UserError becomes its lines on stderr and status 2; --debug re-raises it. source(args): the config file
     (e.g. the --space YAML) that the lines of a config problem name when they do not name a file themselves."""
     args = p.parse_args(argv)
+    if not args.debug:  # stderr is for the error lines: no Hugging Face progress bars (model builds, downloads)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return body(args) or 0
     except UserError as e:
         if args.debug:
             raise
         print(e.lines(source(args) if source and e.in_config else None), file=sys.stderr)
-        return 2
+        return e.exit_status
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("error: interrupted (SIGINT)", file=sys.stderr)
+        return 130

@@ -18,13 +18,15 @@ Domains: grid (every value, multiplies the trial count), choice, uniform, loguni
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import math
 import random
 
 from raycf.config.files import flat_params
-from raycf.config.schema import ExperimentConfig, get_dotted
+from raycf.config.dotted import get_dotted
+from raycf.config.schema import ExperimentConfig
 from raycf.data.registry import GENERAL, STAGES
 from raycf.errors import ConfigError, did_you_mean
 
@@ -43,9 +45,17 @@ def _domain(spec, key: str, problems: list[str]):
     return name, arg
 
 
+MAX_ORDERS = 5040  # 7! task orders; more is no sweep that finishes
+
+
 def stage_orders(arg, stages: list[str], seed: int, key: str, problems: list[str]) -> list[list[str]]:
     """The task orders an `orders` domain names."""
     if arg == "all":
+        n = math.factorial(len(stages))
+        if n > MAX_ORDERS:
+            problems.append(f"search.{key}: orders: all over {len(stages)} stages is {n:,} orders (at most "
+                            f"{MAX_ORDERS:,} are run); use {{orders: {{random: N}}}} for N random orders")
+            return []
         return [list(p) for p in itertools.permutations(stages)]
     if isinstance(arg, dict) and set(arg) == {"random"} and isinstance(arg["random"], int) and arg["random"] > 0:
         perms = [list(p) for p in itertools.permutations(stages)] if len(stages) <= 8 else None
@@ -84,12 +94,17 @@ def resolve(cfg: ExperimentConfig) -> dict:
     out = {}
     for key, spec in cfg.search.items():
         try:
-            get_dotted(cfg, key)
+            current = get_dotted(cfg, key)
         except (AttributeError, KeyError, TypeError):
             keys = [k for k in flat_params(cfg) if difflib.get_close_matches(key, [k], cutoff=0.6)]
             top = [f for f in cfg.to_dict() if f not in ("search", "sweep")]
             hint = did_you_mean(key, keys) if keys else did_you_mean(key.split('.')[0], top)
             problems.append(f"search.{key}: not a config key{hint}")
+            continue
+        if dataclasses.is_dataclass(current):
+            fields = [f.name for f in dataclasses.fields(current)]
+            problems.append(f"search.{key}: is a section, not a key; search keys inside it, e.g. search.{key}."
+                            f"{fields[0]}: {{grid: [...]}} (keys: {', '.join(fields)})")
             continue
         d = _domain(spec, key, problems)
         if d is None:
@@ -113,16 +128,57 @@ def resolve(cfg: ExperimentConfig) -> dict:
             check_values(cfg, key, arg, problems)
             out[key] = (name, arg)
         else:
-            ok = isinstance(arg, list) and len(arg) == 2 and all(isinstance(x, (int, float)) for x in arg)
-            if not ok or arg[0] >= arg[1] or (name == "loguniform" and arg[0] <= 0):
-                problems.append(f"search.{key}: {name} needs [low, high] with low < high"
-                                f"{' and low > 0' if name == 'loguniform' else ''}, got {arg!r}")
-                continue
-            check_values(cfg, key, [arg[0]], problems)
-            out[key] = (name, arg)
+            bounds = sampled_bounds(cfg, key, name, arg, problems)
+            if bounds is not None:
+                out[key] = (name, bounds)
     if problems:
         raise ConfigError(problems)
     return out
+
+
+def sampled_bounds(cfg: ExperimentConfig, key: str, name: str, arg, problems: list[str]) -> list | None:
+    """[low, high] of a uniform, loguniform or randint domain, checked like values of the key: both bounds make a
+    valid config, the domain gives the key's type (an int key takes randint), low < high (> 0 for loguniform)."""
+    if isinstance(arg, list):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        arg = [float(x) if isinstance(x, str) and _is_number(x) else x for x in arg]
+    if not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                             and math.isfinite(x) for x in arg)):
+        problems.append(f"search.{key}: {name} needs [low, high], two finite numbers, got {arg!r}")
+        return None
+    if arg[0] >= arg[1] or (name == "loguniform" and arg[0] <= 0):
+        problems.append(f"search.{key}: {name} needs [low, high] with low < high"
+                        f"{' and low > 0' if name == 'loguniform' else ''}, got {arg!r}")
+        return None
+    kind = annotation(cfg, key)
+    if kind in ("int", "int|None") and name != "randint":
+        problems.append(f"search.{key}: {name} samples floats, but {key} is an integer; use {{randint: "
+                        f"[{int(arg[0])}, {int(arg[1])}]}} (both ends included) or {{grid: [...]}}")
+        return None
+    if name == "randint" and not all(float(x).is_integer() for x in arg):
+        problems.append(f"search.{key}: randint needs integer bounds, got {arg!r}")
+        return None
+    if kind not in ("int", "int|None", "float"):
+        problems.append(f"search.{key}: {name} samples numbers, but {key} takes {kind}; use {{grid: [...]}} or "
+                        f"{{choice: [...]}}")
+        return None
+    bounds = [int(x) for x in arg] if name == "randint" else [float(x) for x in arg]
+    check_values(cfg, key, bounds, problems)
+    return bounds
+
+
+def annotation(cfg: ExperimentConfig, key: str) -> str:
+    """The declared type of a dotted config key, e.g. 'float' or 'int|None'."""
+    section, _, leaf = key.rpartition(".")
+    parent = get_dotted(cfg, section) if section else cfg
+    return {f.name: str(f.type) for f in dataclasses.fields(parent)}[leaf].replace(" ", "")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def first_value(spec, key: str):

@@ -16,6 +16,7 @@ workers; a URI with a user:secret part is never printed or logged unredacted.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -178,10 +179,12 @@ CHECK_S = 30.0  # how long check() waits for the store: an unreachable one may r
 
 
 def check(root: str) -> None:
-    """Raise ConfigError (one line) unless this machine can write, read and delete under a URI root, within
-    CHECK_S seconds."""
+    """Raise ConfigError (one line) unless this machine can write, read and delete a file under `root`: a local
+    folder (created if missing) or a URI, the latter within CHECK_S seconds."""
+    if not str(root).strip():
+        raise ConfigError(["storage_path: empty; give a folder (e.g. raycf_runs) or a cloud URI (s3://bucket/path)"])
     if not is_uri(root):
-        return
+        return check_local(Path(root).expanduser())
     import threading
     folder = join(root, f".raycf-check-{uuid.uuid4().hex[:12]}")
     probe = join(folder, "probe")
@@ -219,6 +222,28 @@ def check_or_list(args) -> int:
         for n in listdir(args.location):
             print(n)
     return 0
+
+
+def check_local(folder: Path) -> None:
+    """Write, read and delete a file in `folder`; the folders made for it are removed again."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError([f"storage_path: {folder} is a file; give a folder"])
+    made = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".raycf-check-{uuid.uuid4().hex[:12]}"
+        probe.write_text("ok")
+        same = probe.read_text() == "ok"
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError([f"storage_path: {folder} cannot be written and read here ({e.strerror or e}); give a "
+                           f"folder this user can write"]) from None
+    finally:
+        for p in made:  # deepest first
+            with contextlib.suppress(OSError):
+                p.rmdir()
+    if not same:
+        raise ConfigError([f"storage_path: {folder} returned other bytes than were written; check the disk"])
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from raycf import storage
-from raycf.errors import TrackingUnreachable, cli, parser
+from raycf.config.checks import tracking_uri_problem
+from raycf.errors import TrackingUnreachable, UserError, cli, parser
 from raycf.redact import redact_uri
 
 
@@ -33,6 +34,11 @@ def client(uri: str):
 def check_reachable(uri: str) -> None:
     """Fail at start, not after training: an http(s) server must answer. Credentials in the URI
     (http://user:password@host) go in an Authorization header and never into a message."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if path.is_dir() or (path.exists() and path.stat().st_size > 0 and not _is_sqlite(path)):
+            raise TrackingUnreachable(f"tracking.uri {redact_uri(uri)}: {path} is not an SQLite database (a folder or "
+                                      f"another file); give a new file name or an MLflow store")
     if not uri.startswith(("http://", "https://")):
         return
     import base64
@@ -49,6 +55,11 @@ def check_reachable(uri: str) -> None:
     except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
         raise TrackingUnreachable(f"tracking.uri {redact_uri(uri)} does not answer ({e.__class__.__name__}); start the "
                               f"server (scripts/mlflow_server.sh) or fix tracking.uri") from None
+
+
+def _is_sqlite(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
 
 
 def experiment_id(c, name: str) -> str:
@@ -227,6 +238,12 @@ def _quick_failures():
 
 
 def flush_spool(args) -> int:
+    line = tracking_uri_problem(args.tracking_uri, "--tracking-uri") if args.tracking_uri is not None else None
+    if line:
+        raise UserError([line])
+    if not storage.is_uri(args.storage) and not Path(args.storage).is_dir():
+        raise UserError([f"--storage {args.storage}: no such folder; give the sweep's storage_path (its spool/ "
+                         f"holds what an outage kept back)"])
     left = flush(resolve_uri(args.tracking_uri), storage.join(args.storage, "spool"))
     print(f"{left} operation(s) still waiting" if left else "nothing waiting")
     return 1 if left else 0

@@ -74,6 +74,9 @@ def num_steps(n_examples: int, batch_size: int, epochs: float, steps_per_stage: 
 def batch_plan(examples: list[Example], batch_size: int, steps: int, seed: int) -> list[list[int]]:
     """Indices of each global batch. Seeded shuffle, then length-sorted within chunks (less padding),
     then the chunk's batches shuffled again so that lengths do not trend within a stage."""
+    if len(examples) < batch_size:  # no full batch: the loop below would never end
+        raise DataError(f"{len(examples)} examples make no full batch of {batch_size}; give more rows or a smaller "
+                        f"batch")
     rng = random.Random(seed)
     plan: list[list[int]] = []
     while len(plan) < steps:

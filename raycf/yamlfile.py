@@ -36,7 +36,7 @@ def read_yaml(path: str | Path, error: type[UserError]):
     folder, text that is not UTF-8, malformed YAML or a duplicate key. An empty document is None."""
     path = Path(path)
     if path.is_dir():
-        raise error([f"is a folder; give a YAML file"], str(path))
+        raise error(["is a folder; give a YAML file"], str(path))
     if not path.exists():
         raise error(["file not found; check the path (relative paths start at the working directory)"], str(path))
     raw = path.read_bytes()

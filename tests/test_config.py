@@ -31,8 +31,8 @@ def test_overrides_are_typed_and_fix_searched_keys():
 
 @pytest.mark.parametrize("overrides,message", [
     (["finetune.lora_rnak=4"], "finetune.lora_rnak: unknown key; did you mean 'lora_rank'?"),
-    (["optim.lr=-1"], "optim.lr: must be > 0, got -1.0"),
-    (["finetune.lora_rank=0"], "finetune.lora_rank: must be >= 1 for method lora, got 0"),
+    (["optim.lr=-1"], "optim.lr: -1.0 is outside (0, 1] (a learning rate)"),
+    (["finetune.lora_rank=0"], "finetune.lora_rank: 0 is outside [1, 65536] (the LoRA rank)"),
     (["optim.schedule=cosin"], "optim.schedule: 'cosin' is not one of constant, linear, cosine; did you mean 'cosine'?"),
     (["optim.batch_size=7"], "optim.batch_size: 7 must be a multiple of resources.workers x optim.grad_accum = 2"),
     (["optim.batch_size=eight"], "optim.batch_size: expected int, got str 'eight'"),
@@ -63,7 +63,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     ({"optim.lr": {"logunifrom": [1e-4, 1e-2]}}, "unknown domain 'logunifrom'; did you mean 'loguniform'?"),
     ({"optim.lr": {"loguniform": [0, 1e-2]}}, "loguniform needs [low, high] with low < high and low > 0"),
     ({"optim.lrr": {"grid": [1e-3]}}, "search.optim.lrr: not a config key"),
-    ({"optim.lr": {"grid": [1e-3, -1]}}, "search.optim.lr=-1: optim.lr: must be > 0, got -1.0"),
+    ({"optim.lr": {"grid": [1e-3, -1]}}, "search.optim.lr=-1: optim.lr: -1.0 is outside (0, 1] (a learning rate)"),
     ({"stages": {"orders": {"random": 0}}}, "orders must be 'all', {random: N} or a list of task lists"),
 ])
 def test_bad_search_spaces(search, message):
@@ -84,13 +84,13 @@ def test_cli_error_is_one_line_without_traceback():
     r = subprocess.run([sys.executable, "-m", "raycf.config", "--set", "optim.lr=-1"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == ["error: search_spaces/default.yaml: optim.lr: must be > 0, got -1.0"]
+    assert r.stderr.strip().splitlines() == ["error: search_spaces/default.yaml: optim.lr: -1.0 is outside (0, 1] (a learning rate)"]
 
 
 @pytest.mark.parametrize("override,line", [
     ("finetune.lora_rnak=4", "finetune.lora_rnak: unknown key; did you mean 'lora_rank'?"),
-    ("optim.lr=-0.1", "optim.lr: must be > 0, got -0.1"),
-    ("finetune.lora_rank=0", "finetune.lora_rank: must be >= 1 for method lora, got 0"),
+    ("optim.lr=-0.1", "optim.lr: -0.1 is outside (0, 1] (a learning rate)"),
+    ("finetune.lora_rank=0", "finetune.lora_rank: 0 is outside [1, 65536] (the LoRA rank)"),
     ("finetune.lora_rank=100", "finetune.lora_rank: 100 exceeds the model's hidden size 64; use a rank <= 64"),
     ("stages=[simplification,headlines]", "stages[1]: unknown stage 'headlines'; did you mean 'headline'?"),
     ("model.name=/no/such/model", "model.name: '/no/such/model' is not a built-in"),

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import yaml
 
-from raycf.config.schema import ExperimentConfig, from_dict, set_dotted
+from raycf.config.dotted import set_dotted
+from raycf.config.schema import ExperimentConfig, from_dict
 from raycf.errors import ConfigError
 from raycf.redact import redact_uri
+from raycf.yamlfile import read_yaml as read_yaml_file
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -29,22 +31,15 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.exists():
+    """The mapping of sections in a search-space YAML; ConfigError for a file that is missing, not YAML, empty or
+    not a mapping (an empty space must not silently run the built-in defaults)."""
+    if not Path(path).exists():
         raise ConfigError(["file not found; give a YAML from search_spaces/, e.g. search_spaces/default.yaml"],
                           str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[:e.start].count(b"\n") + 1
-        raise ConfigError([f"line {line}: not UTF-8 text (byte {e.start}); save the file as UTF-8"],
-                          str(path)) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise ConfigError([f"{where}malformed YAML ({getattr(e, 'problem', e)}); fix the syntax"], str(path)) from None
+    data = read_yaml_file(path, ConfigError)
     if data is None:
-        data = {}
+        raise ConfigError(["the file is empty (or only comments); write the sections of an experiment, e.g. "
+                           "`model: {name: raycf-tiny}` (see search_spaces/default.yaml)"], str(path))
     if not isinstance(data, dict):
         raise ConfigError([f"top level must be a mapping of sections, got {type(data).__name__}; write sections "
                            f"like `model: {{name: raycf-tiny}}` (see search_spaces/default.yaml)"], str(path))

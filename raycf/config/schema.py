@@ -9,10 +9,13 @@ The YAML side (files, --set overrides, printing) is raycf.config.files.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from raycf.config.checks import validate
+from raycf.config.dotted import set_dotted
 from raycf.errors import ConfigError, did_you_mean
 from raycf.models.builtin import BUILTIN
 
@@ -139,30 +142,19 @@ class ExperimentConfig:
         return from_dict(data)
 
 
-CHOICES = {
-    "model.kind": ("auto", "causal", "seq2seq"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "finetune.method": ("lora", "full"),
-    "optim.schedule": ("constant", "linear", "cosine"),
-    "warm_start.kind": ("none", "general", "checkpoint"),
-    "resources.strategy": ("fsdp", "ddp"),
-    "resources.mixed_precision": ("auto", "bf16", "fp32"),
-    "sweep.search_alg": ("basic", "optuna"),
-    "sweep.scheduler": ("fifo", "asha"),
-    "sweep.mode": ("min", "max"),
-}
-
-
 def check_type(value, annotation: str, key: str, problems: list[str]):
-    """Coerce what YAML gives (ints for floats) and report anything of the wrong type."""
+    """Coerce what YAML gives (ints for floats, "1e-3" strings for floats) and report anything of the wrong type
+    or a float that is not finite (ranges: raycf.config.checks)."""
     ann = annotation.replace(" ", "")
-    if ann == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
     if ann == "float" and isinstance(value, str):
-        try:  # YAML reads 1e-3 (no dot) as a string
-            return float(value)
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            value = float(value)
         except ValueError:
             pass
+    if ann == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            problems.append(f"{key}: expected a finite number, got {value!r}")
+        return float(value)
     expected = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict}.get(ann)
     if ann in ("str|None", "int|None"):
         if value is None or isinstance(value, expected := str if ann == "str|None" else int) \
@@ -196,72 +188,6 @@ def build_section(cls, data, prefix: str, problems: list[str]):
     return cls(**kwargs)
 
 
-def validate(cfg: ExperimentConfig, problems: list[str]) -> None:
-    for key, options in CHOICES.items():
-        value = get_dotted(cfg, key)
-        if value not in options:
-            problems.append(f"{key}: {value!r} is not one of {', '.join(options)}{did_you_mean(str(value), options)}")
-    positive = ["optim.lr", "optim.batch_size", "optim.grad_accum", "optim.max_length", "resources.workers",
-                "finetune.lora_alpha", "warm_start.lr", "warm_start.steps", "warm_start.batch_size"]
-    for key in positive:
-        value = get_dotted(cfg, key)
-        if isinstance(value, (int, float)) and value <= 0:
-            problems.append(f"{key}: must be > 0, got {value}")
-    for key in ["optim.warmup_steps", "optim.weight_decay", "optim.steps_per_stage", "optim.epochs",
-                "optim.max_grad_norm", "probes.shots", "probes.limit", "data.examples_per_stage",
-                "resources.cpus_per_worker", "resources.gpus_per_worker", "resources.max_failures"]:
-        value = get_dotted(cfg, key)
-        if isinstance(value, (int, float)) and value < 0:
-            problems.append(f"{key}: must be >= 0, got {value}")
-    if cfg.finetune.method == "lora" and isinstance(cfg.finetune.lora_rank, int) and cfg.finetune.lora_rank < 1:
-        problems.append(f"finetune.lora_rank: must be >= 1 for method lora, got {cfg.finetune.lora_rank}")
-    if not 0 <= cfg.finetune.lora_dropout < 1:
-        problems.append(f"finetune.lora_dropout: must be in [0, 1), got {cfg.finetune.lora_dropout}")
-    if not 0 <= cfg.data.replay_ratio < 1:
-        problems.append(f"data.replay_ratio: must be in [0, 1), got {cfg.data.replay_ratio}")
-    if cfg.optim.steps_per_stage == 0 and cfg.optim.epochs == 0:
-        problems.append("optim: set optim.steps_per_stage > 0 or optim.epochs > 0, else no stage trains")
-    if cfg.resources.cpus_per_worker == 0 and cfg.resources.gpus_per_worker == 0:
-        problems.append("resources.cpus_per_worker: a worker needs some CPU or GPU; set it > 0 (fractions work)")
-    if not isinstance(cfg.stages, list):
-        pass  # reported by _build
-    elif not cfg.stages or not all(isinstance(s, str) for s in cfg.stages):
-        problems.append(f"stages: expected a non-empty list of task names, got {cfg.stages!r}")
-    elif len(set(cfg.stages)) != len(cfg.stages):
-        problems.append(f"stages: a task appears twice in {cfg.stages}; each stage must be a different task")
-    problems += source_problems(cfg.data.sources)
-    if cfg.warm_start.kind == "checkpoint" and not cfg.warm_start.path:
-        problems.append("warm_start.path: required when warm_start.kind is checkpoint")
-    per_step = cfg.resources.workers * cfg.optim.grad_accum
-    if isinstance(per_step, int) and per_step > 0 and cfg.optim.batch_size % per_step:
-        problems.append(f"optim.batch_size: {cfg.optim.batch_size} must be a multiple of resources.workers x "
-                        f"optim.grad_accum = {per_step} (it is the global batch)")
-    if isinstance(cfg.sweep.num_samples, int) and cfg.sweep.num_samples < 1:
-        problems.append(f"sweep.num_samples: must be >= 1, got {cfg.sweep.num_samples}")
-
-
-SOURCE_SPLITS = ("train", "eval")
-
-
-def source_problems(sources: dict) -> list[str]:
-    """The shape of data.sources (the files themselves are read by raycf.trial.check)."""
-    problems = []
-    for name, files in sources.items() if isinstance(sources, dict) else ():
-        key = f"data.sources.{name}"
-        if not isinstance(files, dict):
-            problems.append(f"{key}: expected {{train: FILE.jsonl, eval: FILE.jsonl}}, got "
-                            f"{type(files).__name__} {files!r}")
-            continue
-        for split, path in files.items():
-            if split not in SOURCE_SPLITS:
-                problems.append(f"{key}.{split}: unknown key{did_you_mean(str(split), SOURCE_SPLITS)}")
-            elif not isinstance(path, str) or not path:
-                problems.append(f"{key}.{split}: expected a file path, got {type(path).__name__} {path!r}")
-        if "train" not in files and set(files) <= set(SOURCE_SPLITS):  # else the misspelt key is the problem
-            problems.append(f"{key}.train: missing; give the stage's training rows (a .jsonl or .parquet file)")
-    return problems
-
-
 def absolute_paths(cfg: ExperimentConfig) -> None:
     """Paths to data, task YAMLs and model folders are relative to the working directory of the command;
     Ray workers and Tune trials run elsewhere, so the config carries them absolute."""
@@ -290,16 +216,3 @@ def from_dict(data: dict, source: str | None = None) -> ExperimentConfig:
     return cfg
 
 
-def get_dotted(obj, key: str):
-    for part in key.split("."):
-        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
-    return obj
-
-
-def set_dotted(data: dict, key: str, value) -> None:
-    parts = key.split(".")
-    for part in parts[:-1]:
-        data = data.setdefault(part, {})
-        if not isinstance(data, dict):
-            raise ConfigError([f"{key}: {part} is not a section"])
-    data[parts[-1]] = value

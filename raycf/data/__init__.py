@@ -10,9 +10,20 @@
 
 Row schema and task YAML fields: raycf/data/README.md. Licences: raycf/data/LICENSE.md.
 """
-from raycf.data.registry import CATEGORIES, GENERAL, STAGES, Task, load_stage, load_task, suite, task_names
-from raycf.data.rows import load_rows
 from raycf.errors import DataError
 
-__all__ = ["CATEGORIES", "GENERAL", "STAGES", "DataError", "Task", "load_rows", "load_stage", "load_task",
-           "suite", "task_names"]
+# Loaded on first use (PEP 562), so that `python -m raycf.data.registry` does not import the module it runs.
+_NAMES = {"CATEGORIES": "registry", "GENERAL": "registry", "STAGES": "registry", "Task": "registry",
+          "load_stage": "registry", "load_task": "registry", "suite": "registry", "task_names": "registry",
+          "load_rows": "rows"}
+__all__ = ["DataError", *_NAMES]
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'raycf.data' has no attribute {name!r}")
+    if _NAMES[name] == "rows":
+        from raycf.data import rows as module
+    else:
+        from raycf.data import registry as module
+    return getattr(module, name)

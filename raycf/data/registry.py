@@ -19,6 +19,7 @@ from pathlib import Path
 from raycf.data.hub import HUB_KEYS, HUB_MAPS, hub_rows, hub_split
 from raycf.data.rows import TYPES, check_row, load_rows, template_fields
 from raycf.errors import DataError, cli, did_you_mean, parser
+from raycf.yamlfile import read_yaml
 
 CLOSE = dict(n=3, cutoff=0.7)  # how close a "did you mean" must be, and how many it offers
 
@@ -44,8 +45,8 @@ CATEGORIES = ("knowledge", "reasoning", "reading", "bias", "tasks")
 SPLITS = ("train", "eval")
 
 
-YAML_KEYS = {"name", "category", "type", "source", "template", "shots", "metric", "version", "licence",
-             "description", "hub"}
+YAML_KEYS = {"name", "category", "type", "source", "fewshot_source", "template", "shots", "metric", "version",
+             "licence", "description", "hub"}
 
 
 # Metrics raycf.probe computes for each row type (a task YAML may name these only).
@@ -70,18 +71,8 @@ class Task:
 
 @lru_cache(maxsize=None)
 def _spec_from_file(path: str) -> dict:
-    import yaml
     p = Path(path)
-    try:
-        spec = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        line = p.read_bytes()[:e.start].count(b"\n") + 1
-        raise DataError(f"{p}: line {line}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise DataError(f"{p}: {where}malformed YAML ({getattr(e, 'problem', None) or 'syntax'}); fix the syntax") \
-            from None
+    spec = read_yaml(p, DataError)
     if not isinstance(spec, dict):
         raise DataError(f"{p}: a task YAML must be a mapping of fields (see raycf/data/README.md)")
     errors = validate_spec(spec, p)
@@ -96,16 +87,32 @@ def validate_spec(spec: dict, path: Path) -> list[str]:
     for k in ("name", "category", "type", "template", "shots", "metric", "version"):
         if k not in spec:
             errors.append(f"missing key {k!r}")
+    own = path.parent != TASKS_DIR
+    if own and spec.get("source") == "shipped":
+        errors.append("source: shipped is for raycf's own tasks; give the file of your rows, e.g. source: rows.jsonl")
+    if own and "source" not in spec:
+        errors.append("missing key 'source': a task YAML of your own names its rows, e.g. source: my_rows.jsonl "
+                      "(relative to the YAML's folder)")
+    for k in ("name", "source", "fewshot_source", "description", "licence"):
+        if k in spec and (not isinstance(spec[k], str) or not spec[k].strip()):
+            errors.append(f"{k} must be a non-empty string, got {type(spec[k]).__name__} {spec[k]!r}")
+    if "template" in spec:
+        errors += template_problems(spec["template"])
     if spec.get("category") not in CATEGORIES:
         errors.append(f"category {spec.get('category')!r} is not one of {', '.join(CATEGORIES)}")
     if spec.get("type") not in TYPES:
         errors.append(f"type {spec.get('type')!r} is not one of {', '.join(TYPES)}")
-    if "name" in spec and path.parent == TASKS_DIR and spec["name"] != path.stem:
+    if isinstance(spec.get("name"), str) and not own and spec["name"] != path.stem:
         errors.append(f"name {spec['name']!r} must equal the file name {path.stem!r}")
-    if not isinstance(spec.get("shots", 0), int) or spec.get("shots", 0) < 0:
-        errors.append("shots must be an integer >= 0")
-    if not isinstance(spec.get("version", 1), int):
+    shots = spec.get("shots", 0)
+    if not isinstance(shots, int) or isinstance(shots, bool) or not 0 <= shots <= 64:
+        errors.append(f"shots must be an integer in [0, 64], got {shots!r}")
+    if not isinstance(spec.get("version", 1), int) or isinstance(spec.get("version", 1), bool):
         errors.append("version must be an integer")
+    if "hub" in spec and not isinstance(spec["hub"], dict):
+        errors.append(f"hub must be a mapping like {{path: DATASET, split: test, map: NAME}}, got "
+                      f"{type(spec['hub']).__name__} {spec['hub']!r}")
+        spec = {**spec, "hub": {}}
     metric = spec.get("metric", [])
     if not isinstance(metric, (list, str)):
         errors.append("metric must be a list of metric names")
@@ -120,6 +127,20 @@ def validate_spec(spec: dict, path: Path) -> list[str]:
         hint = did_you_mean(hub.get("map"), sorted(HUB_MAPS), **CLOSE)
         errors.append(f"hub.map {hub.get('map')!r} is unknown{hint}")
     return errors
+
+
+def template_problems(template) -> list[str]:
+    """A template must be "alpaca" or a str.format string over a row's fields."""
+    if not isinstance(template, str):
+        return [f"template must be a string (str.format over a row's fields, or alpaca), got "
+                f"{type(template).__name__} {template!r}"]
+    try:
+        fields = template_fields(template)
+    except ValueError as e:
+        return [f"template {template!r} is not a str.format string ({e}); write fields as {{name}} and a literal "
+                f"brace as {{{{ or }}}}"]
+    bad = [f for f in fields if not f.isidentifier()]
+    return [f"template field {{{bad[0]}}} must be a plain field name like {{question}}"] if bad else []
 
 
 def _registry() -> dict[str, Path]:
@@ -210,6 +231,8 @@ def load_task(name: str, source: str | None = None, fewshot_source: str | None =
     src = source or spec.get("source", "shipped")
     if source is None and is_task_file(name) and src not in ("shipped", "hub"):
         src = str(Path(name).parent / src)
+    if fewshot_source is None and is_task_file(name) and spec.get("fewshot_source"):
+        fewshot_source = str(Path(name).parent / spec["fewshot_source"])  # relative to the YAML, as source is
     if src == "shipped":
         rows, pool = _shipped(spec)
     elif src == "hub":
@@ -218,7 +241,8 @@ def load_task(name: str, source: str | None = None, fewshot_source: str | None =
         pool = load_rows(fewshot_source, spec["type"], fields) if fewshot_source else []
         if k > len(pool):  # before reading the rows: a wrong k is the cheaper mistake to report
             raise DataError(f"task {spec['name']} asks for {k} shots but its fewshot pool has {len(pool)} rows; "
-                            f"give fewshot_source=FILE or shots=0")
+                            f"name a pool with `fewshot_source: FILE` in its task YAML, or use fewer shots "
+                            f"(probes.shots, or shots: in the YAML)")
         rows = load_rows(src, spec["type"], fields)
     if src in ("shipped", "hub"):
         for what, rs in (("rows", rows), ("fewshot rows", pool)):
@@ -227,7 +251,7 @@ def load_task(name: str, source: str | None = None, fewshot_source: str | None =
                 raise DataError(f"task {spec['name']} ({src}) {what}: {bad}")
     if k > len(pool):
         raise DataError(f"task {spec['name']} asks for {k} shots but its fewshot pool has {len(pool)} rows; "
-                        f"give fewshot_source=FILE or shots=0")
+                        f"use at most {len(pool)} shots (probes.shots, --shots)")
     metric = (spec["metric"],) if isinstance(spec["metric"], str) else tuple(spec["metric"])
     label = src if src in ("shipped",) else (f"hub:{spec['hub']['path']}" if src == "hub" else str(src))
     return Task(name=spec["name"], category=spec["category"], type=spec["type"], template=template, shots=k,

@@ -54,7 +54,8 @@ def check_row(row, type: str, fields=()) -> str | None:
     if type == "generation":
         bad = [f for f in REQUIRED["generation"] if not isinstance(row[f], str)]
         if bad:
-            return f"{', '.join(repr(b) for b in bad)} must be string(s); quote the value(s) in the JSON"
+            return (f"{', '.join(f'{b!r} is {type_name(row[b])} {row[b]!r}' for b in bad)}; give string(s) (in JSON: "
+                f"quoted; in parquet: a string column)")
         refs = row.get("references")
         if refs is not None and (not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs)):
             return "'references' must be a non-empty list of strings; give [\"...\"] or leave the field out"
@@ -68,10 +69,24 @@ def type_name(x) -> str:
             bool: "boolean", type(None): "null"}.get(type(x), type(x).__name__)
 
 
+MAX_ERRORS = 20  # bad rows (or unreadable lines) listed before "... and N more"
+
+
+def capped(errors: list[str], what: str = "bad rows") -> str:
+    more = f"\n... and {len(errors) - MAX_ERRORS} more {what}" if len(errors) > MAX_ERRORS else ""
+    return "\n".join(errors[:MAX_ERRORS]) + more
+
+
 def _read_jsonl(path: Path) -> list[tuple[int, object]]:
     data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (Windows editors) is still UTF-8
+        data = data[3:]
     if not data.strip():
         raise DataError(f"{path}: file is empty; write one JSON object per line (see raycf/data/README.md)")
+    if data.lstrip()[:1] == b"[":
+        raise DataError(f"{path}: a JSON array; raycf reads JSON Lines: one complete JSON object per line, no "
+                        f"enclosing [ ] (e.g. python -c \"import json,sys; [print(json.dumps(r)) for r in "
+                        f"json.load(open(sys.argv[1]))]\" FILE > FILE.jsonl)")
     rows, errors = [], []
     for n, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
@@ -88,16 +103,32 @@ def _read_jsonl(path: Path) -> list[tuple[int, object]]:
             errors.append(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno}); "
                           f"write one complete JSON object per line")
     if errors:
-        raise DataError("\n".join(errors))
+        raise DataError(capped(errors, "unreadable lines"))
     return rows
 
 
 def _read_parquet(path: Path) -> list[tuple[int, object]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
-    rows = pq.read_table(path).to_pylist()
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: not a readable parquet file ({first}); write it again (e.g. "
+                        f"pandas.DataFrame(rows).to_parquet(FILE)) or give a .jsonl file") from None
+    rows = table.to_pylist()
     if not rows:
         raise DataError(f"{path}: file is empty; write at least one row (see raycf/data/README.md)")
     return list(enumerate(rows, start=1))
+
+
+def missing_field_problems(path: Path, lines: list, fields) -> list[str]:
+    """Template fields that no row has: one line per field for the whole file, not one per row."""
+    dicts = [row for _, row in lines if isinstance(row, dict)]
+    absent = [f for f in fields if dicts and all(f not in row for row in dicts)]
+    return [f"{path}: the template names field {f!r}, which no row has (rows have: "
+            f"{', '.join(sorted(set().union(*dicts))) or 'none'}); fix the template or add the field to the rows"
+            for f in absent]
 
 
 def load_rows(path, type: str | None = None, fields=(), numbered: bool = False) -> list:
@@ -125,9 +156,11 @@ def load_rows(path, type: str | None = None, fields=(), numbered: bool = False) 
                             f"(multiple_choice), 'sent_more' (pairs) or 'instruction' (generation)")
     if type not in TYPES:
         raise DataError(f"row type {type!r} is unknown{did_you_mean(type, sorted(TYPES), n=3, cutoff=0.7)}")
+    absent = missing_field_problems(path, lines, fields)
+    if absent:
+        raise DataError("\n".join(absent))
     errors = [f"{path}:{n}: {problem}" for n, row in lines
               if (problem := check_row(row, type, fields)) is not None]
     if errors:
-        more = f"\n... and {len(errors) - 20} more bad rows" if len(errors) > 20 else ""
-        raise DataError("\n".join(errors[:20]) + more)
+        raise DataError(capped(errors))
     return lines if numbered else [row for _, row in lines]

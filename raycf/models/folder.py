@@ -129,3 +129,25 @@ def hidden_size(model_dir: Path) -> int:
         raise ModelError(f"model.name: {Path(model_dir) / 'config.json'}: no hidden_size (or d_model, n_embd); "
                          f"give a folder written by save_pretrained")
     return size
+
+
+def architecture_problems(model_dir: Path, kind: str = "auto", key: str = "model.name") -> list[str]:
+    """A config.json transformers cannot build (no or an unknown model_type), or one whose kind (causal or
+    seq2seq) contradicts model.kind."""
+    from transformers import CONFIG_MAPPING
+    try:
+        cfg = read_config(model_dir, key)
+    except ModelError as e:
+        return [str(e)]
+    path = Path(model_dir) / "config.json"
+    model_type = cfg.get("model_type")
+    if not model_type:
+        return [f"{key}: {path}: no model_type; save the model with save_pretrained (transformers writes it)"]
+    if model_type not in CONFIG_MAPPING and not cfg.get("auto_map"):
+        return [f"{key}: {path}: model_type {model_type!r} is not known to this transformers; upgrade transformers "
+                f"or give a folder of a supported architecture"]
+    actual = "seq2seq" if cfg.get("is_encoder_decoder") else "causal"
+    if kind != "auto" and kind != actual:
+        return [f"model.kind: {kind}, but {path} is a {actual} model (is_encoder_decoder: "
+                f"{bool(cfg.get('is_encoder_decoder'))}); set model.kind=auto or {actual}"]
+    return []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raycf.errors import ModelError
+from raycf.errors import ModelError, did_you_mean
 from raycf.lora import fuse
 from raycf.models.folder import model_kind, unsafe_problems
 
@@ -41,3 +41,22 @@ def add_lora(model, rank: int, alpha: float, dropout: float, target_modules, fus
     if fused:
         fuse(model)
     return model
+
+
+def target_module_problems(model_dir: Path, targets, trust_remote_code: bool = False) -> list[str]:
+    """LoRA target module names that match no module of the model (built on the meta device: no weights read)."""
+    if targets in (None, "auto"):
+        return []
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets):
+        return [f"finetune.target_modules: expected auto or a list of module names, got {targets!r}"]
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    auto = AutoModelForSeq2SeqLM if model_kind(model_dir) == "seq2seq" else AutoModelForCausalLM
+    with torch.device("meta"):
+        model = auto.from_config(config, trust_remote_code=trust_remote_code)
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+    bad = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    return [f"finetune.target_modules: {t!r} matches no linear layer of the model{did_you_mean(t, leaves)}"
+            for t in bad]

@@ -13,9 +13,10 @@ from raycf.models.tiny import tiny_model_dir
 
 
 def resolve_model_dir(name: str, *, allow_download: bool = False, seed: int = 0,
-                      cache_dir: Path | None = None, key: str = "model.name") -> Path:
-    """The folder holding model `name` (see module docstring), building it if it is a built-in.
-    key: the setting that named the model, first in an error message."""
+                      cache_dir: Path | None = None, key: str = "model.name",
+                      download_flag: str = "model.allow_download=true") -> Path:
+    """The folder holding model `name` (see raycf.models), building it if it is a built-in. key: the setting that
+    named the model, first in an error message; download_flag: how to allow a hub name."""
     if name in ("tiny-causal", "tiny-seq2seq"):
         return tiny_model_dir(name, seed=0, cache_dir=cache_dir)  # init is fixed; `seed` drives training
     if name == "raycf-tiny":
@@ -32,7 +33,7 @@ def resolve_model_dir(name: str, *, allow_download: bool = False, seed: int = 0,
         from huggingface_hub import snapshot_download
         return Path(snapshot_download(name))
     raise ModelError(f"{key}: {name!r} is not a built-in ({', '.join(BUILTIN)}) nor an existing folder; "
-                     f"for a hub model set model.allow_download=true")
+                     f"for a hub model (org/name) give {download_flag}")
 
 
 def peek_hidden_size(name: str, *, allow_download: bool = False, cache_dir: Path | None = None) -> int | None:

@@ -4,11 +4,12 @@
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from raycf.data import load_task, suite
-from raycf.errors import DataError, ModelError, cli, parser
+from raycf.errors import ConfigError, DataError, ModelError, cli, parser
 from raycf.models.folder import folder_problems
 from raycf.models.resolve import resolve_model_dir
 
@@ -32,6 +33,12 @@ def load(model_dir: Path, adapter: str | None, model_arg: str, trust_remote_code
 def check_adapter(adapter: str | None, allow_pickle: bool = False) -> None:
     if adapter and not (Path(adapter) / "adapter_config.json").exists():
         raise ModelError(f"--adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    if adapter:
+        try:
+            json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ModelError(f"--adapter {adapter}: adapter_config.json is not valid JSON ({e}); save the adapter "
+                             f"again with save_pretrained") from None
     if adapter and not allow_pickle and not (Path(adapter) / "adapter_model.safetensors").exists() \
             and (Path(adapter) / "adapter_model.bin").exists():
         raise ModelError(f"--adapter {adapter}: holds only pickle weights (adapter_model.bin), which can "
@@ -39,11 +46,29 @@ def check_adapter(adapter: str | None, allow_pickle: bool = False) -> None:
                          f"you trust")
 
 
+FLAG_RANGES = {"limit": (1, "rows per task; leave --limit out for all"), "shots": (0, "few-shot examples"),
+               "batch_size": (1, "contexts per forward pass"), "max_new_tokens": (1, "tokens per answer")}
+
+
+def flag_problems(args) -> list[str]:
+    problems = [f"--{name.replace('_', '-')} {value}: must be >= {low}: {what}"
+                for name, (low, what) in FLAG_RANGES.items()
+                if (value := getattr(args, name)) is not None and value < low]
+    if not [s for s in args.suite.split(",") if s.strip()]:
+        problems.append(f"--suite {args.suite!r}: names no task; give task names, task YAMLs or categories, e.g. "
+                        f"--suite knowledge,reasoning")
+    return problems
+
+
 def probe(args) -> int:
+    problems = flag_problems(args)
+    if problems:
+        raise ConfigError(problems)
     if not args.debug:
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()  # stderr is for the one error line
-    model_dir = resolve_model_dir(args.model, key="--model")
+    model_dir = resolve_model_dir(args.model, key="--model", allow_download=args.allow_download,
+                                  download_flag="--allow-download")
     problems = folder_problems(model_dir, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
                                key="--model")
     if problems:
@@ -74,6 +99,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=64, help="generation probes: tokens per answer")
     p.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code (auto_map)")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle weights (pytorch_model.bin)")
+    p.add_argument("--allow-download", action="store_true", help="let --model be a hub name (org/name), downloaded")
     return cli(p, probe, argv)
 
 

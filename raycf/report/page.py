@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from raycf import tracking
+from raycf.config.checks import tracking_uri_problem
 from raycf.errors import ReportError
 from raycf.forgetting import MEAN_FG_CATEGORIES
 from raycf.report.plots import category_lines_png, data_uri, effect_png, tradeoff_png
@@ -75,6 +76,8 @@ def trial_html(t: Trial, searched: list[str]) -> list[str]:
 
 def build(uri: str, experiment: str, out: Path, group_by: str | None = None, sweep: str | None = None) -> Path:
     """Write out/report.html, out/table.csv, out/table.md; returns the HTML path."""
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out}: is a file; give a folder (it is created) for report.html and the tables")
     check_store(uri)
     label, trials = load_trials(tracking.client(uri), experiment, sweep)
     if group_by and not any(group_by in t.params for t in trials):
@@ -92,6 +95,9 @@ def build(uri: str, experiment: str, out: Path, group_by: str | None = None, swe
 
 def check_store(uri: str) -> None:
     """A report only reads: a sqlite file that is not there is an error, not a new empty store."""
+    line = tracking_uri_problem(uri, "--tracking-uri")
+    if line:
+        raise ReportError(line)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise ReportError(f"no MLflow store at {uri} (the file does not exist); pass --tracking-uri")
     tracking.check_reachable(uri)

@@ -8,8 +8,20 @@
 import sys
 
 from raycf.config.files import load, parse_overrides
-from raycf.errors import cli, parser
+from raycf.errors import Interrupted, cli, parser
+from raycf.redact import redact_uri
 from raycf.sweep.driver import run
+
+
+def run_sweep(args) -> int:
+    cfg = load(args.space, parse_overrides(args.set))
+    try:
+        return run(cfg, resume=args.resume, dry=args.dry_run)
+    except KeyboardInterrupt:
+        again = " ".join(["python -m raycf.sweep", "--space", args.space, *[f"--set {s}" for s in args.set],
+                          "--resume"])
+        raise Interrupted(f"interrupted: finished stages and trials are kept in {redact_uri(cfg.storage_path)} and "
+                          f"MLflow (unfinished runs marked KILLED); continue with: {again}") from None
 
 
 def main(argv=None) -> int:
@@ -18,8 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
     p.add_argument("--dry-run", action="store_true", help="resolve, validate and count; train nothing")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep of the same name")
-    return cli(p, lambda a: run(load(a.space, parse_overrides(a.set)), resume=a.resume, dry=a.dry_run), argv,
-               source=lambda a: a.space)
+    return cli(p, run_sweep, argv, source=lambda a: a.space)
 
 
 if __name__ == "__main__":

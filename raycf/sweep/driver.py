@@ -22,7 +22,8 @@ from pathlib import Path
 from raycf import cache, space, storage, tracking
 from raycf.config.files import to_yaml
 from raycf.config.schema import ExperimentConfig, SweepConfig
-from raycf.errors import ConfigError, TrackingUnreachable
+from raycf.data.sources import probe_task_names
+from raycf.errors import ConfigError, TrackingUnreachable, did_you_mean
 from raycf.redact import redact_uri
 from raycf.space import count_trials, first_value, grid_points
 from raycf.sweep.summary import print_summary, summarize, work_counts
@@ -32,6 +33,7 @@ from raycf.trial import pool, record
 from raycf.trial.launch import pool_shape, ray_session, trainer
 from raycf.trial.plan import make_plan
 from raycf.trial.preflight import check, local_cluster
+from raycf.trial.results import metric_names
 
 
 def fit_resources(cfg: ExperimentConfig, sc: SweepConfig, cluster: dict) -> tuple[ExperimentConfig, int]:
@@ -94,6 +96,18 @@ def points_of(cfg: ExperimentConfig, resolved: dict) -> list[ExperimentConfig]:
     return [cfg.with_overrides({**sampled, **p, "search": {}, "sweep": {}}) for p in grid_points(resolved)]
 
 
+def metric_problem(sc: SweepConfig, points: list[ExperimentConfig]) -> None:
+    """sweep.metric must be a metric every trial reports (a typo would fail inside Tune after the first trial)."""
+    names = [set(metric_names(p, probe_task_names(p))) for p in points]
+    common = set.intersection(*names) if names else set()
+    if sc.metric not in common:
+        hint = did_you_mean(sc.metric, sorted(common))
+        if not hint.startswith("; did you mean"):
+            hint = "; e.g. " + ", ".join(n for n in ("objective", "forgetting/mean_FG", "forgetting/knowledge/FG",
+                                                     "forgetting/tasks/average") if n in common)
+        raise ConfigError([f"sweep.metric: {sc.metric!r} is not a metric the trials report{hint}"])
+
+
 def dry_run(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, points, fits: int) -> str:
     n = count_trials(resolved, sc.num_samples)
     stages = sum(len(p.stages) for p in points) * sc.num_samples
@@ -127,6 +141,9 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
     start_pool() to run the trials on (kept open), instead of one started and closed here."""
     import ray
     mark("sweep_start")
+    # Ctrl-C is raycf's to handle (every run ended, Ray stopped, raycf's --resume hint), not Tune's: Tune would
+    # stop the trials gracefully, print its own Tuner.restore hint and return as if the sweep had finished
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     cfg = absolute_paths(cfg)  # trials run in Tune's per-trial working dirs: a relative path would scatter
     sc = cfg.sweep
     resolved = space.resolve(cfg)
@@ -138,6 +155,7 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
         cluster = local_cluster()
     for p in points:  # every problem of every grid point, before training (models built after a dry run)
         check(p, cluster=cluster, build=False)
+    metric_problem(sc, points)
     cfg, fits = fit_resources(cfg, sc, cluster)
     share = {"resources.cpus_per_worker": cfg.resources.cpus_per_worker}
     points = [p.with_overrides(share) for p in points]
@@ -168,6 +186,7 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
             print(f"[raycf] starting the worker pool: {fits} Train worker group(s) of {cfg.resources.workers} "
                   f"worker(s), kept for every trial")
         fits = workers.slots if workers is not None else fits
+        own_close_s = None
         try:
             parent_run_id = open_parent(cfg, uri, sweep_dir, resume)
             try:
@@ -176,16 +195,22 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
                 prepared = prepare_shared(points, uri, board) if fits > 1 else 0  # one at a time: the cache shares
                 grid = tuner(cfg, sc, resolved, sweep_dir, parent_run_id, uri, fits, resume,
                              workers.name if workers else None).fit()
-            except BaseException:
+            except BaseException as e:
+                interrupted = isinstance(e, KeyboardInterrupt)
                 record.close_children(uri, parent_run_id, "KILLED")
-                tracking.end_run(uri, parent_run_id, "FAILED")
+                if interrupted:  # Ctrl-C: the parent ends KILLED, with a tag saying why
+                    tracking.client(uri).set_tag(parent_run_id, "raycf.ended", "interrupted (SIGINT)")
+                tracking.end_run(uri, parent_run_id, "KILLED" if interrupted else "FAILED")
                 raise
+        except KeyboardInterrupt:
+            own_close_s = 5.0  # Ray's shutdown ends what is left; waiting for a clean pool stop took a minute
+            raise
         finally:
             startup = 0.0
             if own:
-                ready = workers.ready_at()
+                ready = workers.ready_at() if own_close_s is None else None
                 startup = ready - t_start if ready else 0.0
-                workers.close()
+                workers.close(timeout_s=own_close_s or 60.0)
         mark("sweep_trials_done")
         spool = storage.join(root, "spool")
         waiting = tracking.flush(uri, spool, wait_s=60)  # what an MLflow outage kept back

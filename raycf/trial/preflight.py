@@ -8,11 +8,12 @@ import os
 from pathlib import Path
 
 from raycf.config.schema import ExperimentConfig
-from raycf.data.registry import STAGES, load_stage
+from raycf.data.registry import GENERAL, STAGES, load_stage
 from raycf.data.rows import load_rows
-from raycf.data.sources import probe_task, probe_task_names
+from raycf.data.sources import probe_task, probe_task_names, stage_rows, stage_train_rows
 from raycf.errors import ConfigError, DataError, ModelError
-from raycf.models.folder import folder_problems, model_kind
+from raycf.models.folder import architecture_problems, folder_problems, model_kind
+from raycf.models.load import target_module_problems
 from raycf.models.pretrain import SHIPPED
 from raycf.models.resolve import peek_hidden_size, resolve_model_dir
 
@@ -21,6 +22,7 @@ def check(cfg: ExperimentConfig, cluster: dict | None = None, build: bool = True
     """Everything that can be checked before Ray starts; raises ConfigError listing every problem.
     build: also build (or find) the model folder and return it; False for dry runs."""
     problems = data_problems(cfg)
+    batches = [] if problems else batch_problems(cfg)  # rows that read fine: enough for a batch?
     ws = cfg.warm_start
     if ws.kind == "checkpoint" and ws.path and not (Path(ws.path) / "config.json").exists():
         problems.append(f"warm_start.path: {ws.path} is not a model folder (no config.json); give a folder "
@@ -46,10 +48,16 @@ def check(cfg: ExperimentConfig, cluster: dict | None = None, build: bool = True
             if not folder.is_dir():  # built here or downloaded: the same rules
                 problems += folder_problems(model_dir, trust_remote_code=cfg.model.trust_remote_code,
                                             allow_pickle=cfg.model.allow_pickle)
-        if not problems and cfg.data.sources:
+        known = model_dir or tokenizer_dir(cfg)  # a folder to read: built, the user's, or the shipped raycf-tiny
+        if not problems and known is not None:
+            problems += architecture_problems(known, cfg.model.kind)
+        if not problems and known is not None and cfg.finetune.method == "lora":
+            problems += target_module_problems(known, cfg.finetune.target_modules, cfg.model.trust_remote_code)
+        if not problems:
             problems += long_row_problems(cfg, model_dir or tokenizer_dir(cfg))
     except ModelError as e:
         problems.append(str(e))
+    problems += batches
     if problems:
         raise ConfigError(problems)
     return model_dir
@@ -74,17 +82,46 @@ def data_problems(cfg: ExperimentConfig) -> list[str]:
         names = probe_task_names(cfg)
     except DataError as e:
         return problems + [f"probes.suites: {e}"]
+    short: dict[int, list[str]] = {}  # few-shot pool size -> tasks whose pool is smaller than the shots asked
     for name in names:
         if name in cfg.data.sources and name not in STAGES and "eval" not in cfg.data.sources[name]:
             problems.append(f"data.sources.{name}.eval: missing; probes.suites has tasks, which probes every stage "
                             f"on its eval rows: give an eval file or drop tasks from probes.suites")
         elif name not in cfg.stages:  # stages and their files were checked above
+            key = f"probes.suites[{cfg.probes.suites.index(name)}]" if name in cfg.probes.suites else \
+                "probes.suites"
             try:  # with data.hub the task's definition is checked, not downloaded: checks stay offline
-                probe_task(cfg.with_overrides({"data.hub": False}) if cfg.data.hub else cfg, name)
+                task = probe_task(cfg.with_overrides({"data.hub": False}) if cfg.data.hub else cfg, name)
             except DataError as e:
-                key = f"probes.suites[{cfg.probes.suites.index(name)}]" if name in cfg.probes.suites else \
-                    "probes.suites"
                 problems += [f"{key}: {line}" for line in str(e).splitlines()]
+                continue
+            k = task.shots if cfg.probes.shots is None else cfg.probes.shots
+            if task.type == "multiple_choice" and k > len(task.fewshot_rows):
+                short.setdefault(len(task.fewshot_rows), []).append(task.name)
+    for pool, tasks in sorted(short.items()):
+        have = "has" if len(tasks) == 1 else "have"
+        problems.append(f"probes.shots: {cfg.probes.shots}-shot, but {', '.join(tasks)} {have} {pool} few-shot rows; "
+                        f"use probes.shots <= {pool} or give the task a larger pool (fewshot_source: in its YAML)")
+    return problems
+
+
+def batch_problems(cfg: ExperimentConfig) -> list[str]:
+    """A stage needs at least one full batch of rows (the trainer uses equal batches only)."""
+    problems = []
+    b = cfg.optim.batch_size
+    for k, name in enumerate(cfg.stages, 1):
+        if cfg.data.hub and name not in cfg.data.sources:
+            continue  # the study's dataset: far more rows than a batch, and checks stay offline
+        rows = len(stage_rows(cfg, name))
+        n = len(stage_train_rows(cfg, k)) if not cfg.data.hub else min(cfg.data.examples_per_stage or rows, rows)
+        if n < b:
+            where = f"data.sources.{name}.train" if name in cfg.data.sources else f"stages[{k - 1}]"
+            problems.append(f"{where}: stage {name} trains on {n} rows, fewer than optim.batch_size={b}; give at "
+                            f"least {b} rows or lower optim.batch_size")
+    ws = cfg.warm_start
+    if ws.kind == "general" and (n := len(stage_rows(cfg, GENERAL))) < ws.batch_size:  # shipped (no hub set)
+        problems.append(f"warm_start.batch_size: {ws.batch_size} is more than the {n} rows of the general set; lower "
+                        f"warm_start.batch_size")
     return problems
 
 
@@ -98,8 +135,9 @@ def tokenizer_dir(cfg: ExperimentConfig) -> Path | None:
 
 
 def long_row_problems(cfg: ExperimentConfig, model_dir: Path | None) -> list[str]:
-    """Training rows of data.sources longer than optim.max_length tokens (the trainer refuses them, so say so
-    before Ray starts). Needs the model's tokenizer: skipped when the model is not built yet (a dry run)."""
+    """Training rows (data.sources files and shipped stages) longer than optim.max_length tokens (the trainer
+    refuses them, so say so before Ray starts). Needs the model's tokenizer: skipped when the model is not built
+    yet (a dry run of a model that needs building)."""
     if model_dir is None:
         return []
     from transformers import AutoTokenizer
@@ -107,16 +145,21 @@ def long_row_problems(cfg: ExperimentConfig, model_dir: Path | None) -> list[str
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.model.trust_remote_code)
     kind = model_kind(model_dir) if cfg.model.kind == "auto" else cfg.model.kind
     problems = []
-    for name, files in cfg.data.sources.items():
-        if "train" not in files:
-            continue
-        rows = load_rows(files["train"], "generation", numbered=True)
+    names = [*cfg.stages, *([GENERAL] if cfg.warm_start.kind == "general" else [])]
+    for name in names:
+        file = cfg.data.sources.get(name, {}).get("train")
+        if file:
+            rows, where = load_rows(file, "generation", numbered=True), f"data.sources.{name}.train: {file}:"
+        elif cfg.data.hub and name != GENERAL:
+            continue  # the study's dataset: checked as it loads, offline checks do not download it
+        else:
+            rows, where = list(enumerate(stage_rows(cfg, name), 1)), f"stage {name}: shipped row "
         long = [(line, n) for line, row in rows if (n := encode_row(row, tok, kind).longest) > cfg.optim.max_length]
         if long:
             more = f" (and {len(long) - 1} more rows)" if len(long) > 1 else ""
             (line, n), m = long[0], cfg.optim.max_length
-            problems.append(f"data.sources.{name}.train: {files['train']}:{line}: example is {n} tokens, longer "
-                            f"than optim.max_length={m}{more}; raise optim.max_length or shorten the row")
+            problems.append(f"{where}{line}: example is {n} tokens, longer than optim.max_length={m}{more}; raise "
+                            f"optim.max_length or shorten the row")
     return problems
 
 

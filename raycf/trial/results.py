@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from raycf.config.schema import ExperimentConfig
+from raycf.data.registry import METRICS
 from raycf.data.sources import probe_task
 from raycf.forgetting import AccuracyMatrix, forgetting
 from raycf.trial.plan import TrialPlan
@@ -44,3 +45,23 @@ def objective(metrics: dict, task_floor: float) -> float:
     learned = metrics.get("forgetting/tasks/average")
     shortfall = max(0.0, task_floor - learned) if learned is not None else 0.0
     return fg + 100.0 * shortfall
+
+
+TRAIN_METRICS = ("stage", "objective", "train/loss", "train/steps", "train/target_tokens", "train/tokens_per_s",
+                 "train/seconds", "checkpoint/reload_loss", "checkpoint/live_loss", "probe/seconds",
+                 "sweep/stage_trainings", "sweep/probe_passes", "work/train_seconds", "work/probe_seconds")
+
+
+def metric_names(cfg: ExperimentConfig, probe_names: list[str]) -> list[str]:
+    """Every metric a trial of `cfg` reports after its last stage (what sweep.metric may name): the forgetting
+    figures are those of a made-up accuracy matrix of the trial's shape, so the names are exactly the real ones."""
+    tasks = [probe_task(cfg, t) for t in probe_names]
+    names = list(TRAIN_METRICS)
+    for t in tasks:
+        metrics = list(dict.fromkeys([*t.metric, *METRICS[t.type]]))
+        names += [f"probe/{t.category}/{t.name}/{m}" for m in metrics]
+    if tasks:
+        R = AccuracyMatrix(scores=np.full((len(cfg.stages) + 1, len(tasks)), 0.5), tasks=[t.name for t in tasks],
+                           categories=[t.category for t in tasks], stages=list(cfg.stages))
+        names += forgetting(R).to_metrics()
+    return names

@@ -29,8 +29,8 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
     if workers is not None and not workers.holds(cfg):
         raise ConfigError([f"resources: the worker pool given has {workers.shape}, this trial needs "
                            f"{pool_shape(cfg)}; make a pool of the trial's shape"])
+    storage.check(cfg.storage_path)  # before the model is built: a path that cannot be written is the cheaper news
     model_dir = check(cfg)
-    storage.check(cfg.storage_path)
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.check_reachable(uri)
     name = name or f"{cfg.name}-trial-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -38,10 +38,10 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
     run_id = record.open_run(uri, cfg.tracking.experiment, name, flat_params(cfg), parent_run_id=parent_run_id,
                              config_text=resolved)
     plan = make_plan(cfg, model_dir, run_id=run_id, tracking_uri=uri)
-    storage.write_text(storage.join(plan.storage, "configs", f"{name}.yaml"), resolved)
     print(f"[raycf] trial {name}: {len(cfg.stages)} stages ({' > '.join(cfg.stages)}), "
-          f"MLflow run {run_id} at {uri}")
+          f"MLflow run {run_id} at {redact_uri(uri)}")
     try:
+        storage.write_text(storage.join(plan.storage, "configs", f"{name}.yaml"), resolved)
         with ray_session(address=os.environ.get("RAY_ADDRESS"), include_dashboard=True, log_to_driver=True):
             if workers is None:
                 final = trainer(cfg, plan, name).fit().metrics or {}

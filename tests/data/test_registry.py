@@ -126,10 +126,10 @@ def test_user_yaml_and_user_file(tmp_path):
     t = load_task(str(tmp_path / "mine.yaml"))
     assert (t.name, t.version, t.rows, t.source) == ("mine", 2, [{"q": "2+2?", "choices": ["3", "4"], "answer": 1}],
                                                       str(tmp_path / "rows.jsonl"))
-    with pytest.raises(DataError, match=r"asks for 5 shots but its fewshot pool has 0 rows; give fewshot_source"):
+    with pytest.raises(DataError, match=r"asks for 5 shots but its fewshot pool has 0 rows; name a pool with `fewshot_source: FILE`"):
         load_task("facts_words", source=str(tmp_path / "rows.jsonl"))
     # a file for a shipped task must carry the fields its template names
-    with pytest.raises(DataError, match=r"rows.jsonl:1: row has no field 'question' \(it has q, choices, answer\)"):
+    with pytest.raises(DataError, match=r"rows.jsonl: the template names field 'question', which no row has \(rows have: answer, choices, q\)"):
         load_task("facts_words", source=str(tmp_path / "rows.jsonl"), shots=0)
 
 

@@ -46,11 +46,17 @@ def test_missing_field_names_file_line_and_fix(tmp_path):
 
 
 def test_template_fields_are_required(tmp_path):
-    p = write(tmp_path, '{"choices": ["a", "b"], "answer": 0}\n')
+    p = write(tmp_path, '{"question": "q", "choices": ["a", "b"], "answer": 0}\n{"choices": ["a", "b"], "answer": 0}\n')
     with pytest.raises(DataError) as e:
         load_rows(p, "multiple_choice", fields=["question"])
-    assert str(e.value) == (f"{p}:1: row has no field 'question' (it has choices, answer); "
+    assert str(e.value) == (f"{p}:2: row has no field 'question' (it has choices, answer); "
                             f"a multiple_choice row needs question, choices, answer")
+    # a field that no row has is the template's mistake: one line for the file, not one per row
+    p = write(tmp_path, '{"choices": ["a", "b"], "answer": 0}\n' * 30)
+    with pytest.raises(DataError) as e:
+        load_rows(p, "multiple_choice", fields=["question", "choices"])
+    assert str(e.value) == (f"{p}: the template names field 'question', which no row has (rows have: answer, "
+                            f"choices); fix the template or add the field to the rows")
 
 
 def test_short_choices_and_answer_out_of_range_all_reported(tmp_path):
@@ -108,5 +114,5 @@ def test_generation_rows(tmp_path):
     with pytest.raises(DataError) as e:
         load_rows(p, "generation")
     assert str(e.value).splitlines() == [
-        f"{p}:1: 'input' must be string(s); quote the value(s) in the JSON",
+        f"{p}:1: 'input' is number 3; give string(s) (in JSON: quoted; in parquet: a string column)",
         f"{p}:2: 'references' must be a non-empty list of strings; give [\"...\"] or leave the field out"]
