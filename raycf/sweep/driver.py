@@ -231,8 +231,10 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
 def open_parent(cfg: ExperimentConfig, uri: str, sweep_dir: str, resume: bool) -> str:
     """The sweep's parent MLflow run: reopened on --resume, else created with the search space as artifact."""
     parent_file = storage.join(sweep_dir, "parent_run.json")
-    if resume:
-        return json.loads(storage.read_text(parent_file))["run_id"]
+    if resume:  # an interrupted or failed sweep's parent runs again
+        run_id = json.loads(storage.read_text(parent_file))["run_id"]
+        tracking.client(uri).update_run(run_id, status="RUNNING")
+        return run_id
     parent_run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, tags={"raycf.sweep": cfg.name})
     storage.write_text(parent_file, json.dumps({"run_id": parent_run_id}))
     space = to_yaml(cfg)

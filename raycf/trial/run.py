@@ -47,8 +47,8 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
                 final = trainer(cfg, plan, name).fit().metrics or {}
             else:
                 final = on_pool(workers, cfg, plan, name)
-    except BaseException as e:
-        record.end_run(uri, run_id, "FAILED", plan.spool_dir())
+    except BaseException as e:  # Ctrl-C: KILLED, like a trial a scheduler stops; anything else FAILED
+        record.end_run(uri, run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", plan.spool_dir())
         if cache.disk_full(e):  # Ray's own writes to storage_path may be what failed first
             raise StorageFull(f"no space left on the disk of {redact_uri(plan.storage)} while trial {name} wrote "
                               f"there; entries written before are intact: free space there or set storage_path to "

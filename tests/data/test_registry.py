@@ -172,3 +172,22 @@ def test_hub_row_mappings_on_sample_rows():
     for name in task_names():  # every hub mapping a YAML names exists
         spec = r._spec(name)
         assert spec["hub"]["map"] in HUB_MAPS and spec["hub"]["path"]
+
+
+def test_a_task_yaml_names_its_fewshot_pool(tmp_path):
+    """`fewshot_source:` in a task YAML of one's own (relative to the YAML): its k-shot examples come from there."""
+    import json
+    rows = [{"q": f"{i}?", "choices": ["a", "b"], "answer": i % 2} for i in range(4)]
+    pool = [{"q": f"p{i}?", "choices": ["a", "b"], "answer": 1} for i in range(3)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool))
+    (tmp_path / "t.yaml").write_text("name: t\ncategory: reasoning\ntype: multiple_choice\ntemplate: 'Q: {q}\\nA:'\n"
+                                     "shots: 2\nmetric: [acc]\nversion: 1\nsource: rows.jsonl\n"
+                                     "fewshot_source: pool.jsonl\n")
+    t = load_task(str(tmp_path / "t.yaml"))
+    assert (t.shots, t.rows, t.fewshot_rows) == (2, rows, pool)
+    (tmp_path / "t.yaml").write_text((tmp_path / "t.yaml").read_text().replace("shots: 2", "shots: 4"))
+    from raycf.data.registry import _spec_from_file
+    _spec_from_file.cache_clear()
+    with pytest.raises(DataError, match=r"asks for 4 shots but its fewshot pool has 3 rows"):
+        load_task(str(tmp_path / "t.yaml"))

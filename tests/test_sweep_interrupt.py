@@ -1,0 +1,80 @@
+"""Ctrl-C, the fault users cause most (own module: the sweep runs in a process of its own, with its own Ray)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_sweep import FAULT_POINT, ROOT, assert_equals_clean_run, children, small
+
+pytestmark = pytest.mark.slow
+
+
+def ray_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return [p for p in out if "raylet" in p or "gcs_server" in p]
+
+
+def test_sigint_ends_the_sweep_within_seconds_and_resume_finishes_it(tmp_path, cache_dir, clean_runs):
+    """SIGINT to the sweep in the middle of the second trial's stage 2: the process ends within seconds with exit
+    status 130 and raycf's own --resume hint; every MLflow run is ended (the parent KILLED, marked interrupted),
+    Ray is stopped; `--resume` trains only what was not finished and ends with a clean run's numbers."""
+    over = small(tmp_path, name="ctrl-c", search={"optim.lr": {"grid": [1e-3, 2e-3]}}, **FAULT_POINT)
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in over.items()]
+    cmd = [sys.executable, "-m", "raycf.sweep", *sets]
+    beats = tmp_path / "heartbeat"
+    beats.mkdir()
+    env = {**os.environ, "RAYCF_CACHE": cache_dir, "RAYCF_HEARTBEAT_DIR": str(beats)}
+    before = ray_processes()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    records = tmp_path / "runs" / "sweeps" / "ctrl-c" / "runs"
+    deadline, second, beat, first = time.time() + 300, None, {}, set()
+    while time.time() < deadline and not (second and beat.get("stage") == 2) and proc.poll() is None:
+        seen = {f.stem for f in records.glob("*.json")}
+        if len(seen) == 1:
+            first = seen
+        if second is None and len(seen) == 2:
+            (second,) = seen - first
+            for f in beats.glob("rank*.json"):
+                f.unlink()
+        try:
+            beat = json.loads((beats / "rank0.json").read_text()) if second else {}
+        except (OSError, ValueError):
+            beat = {}
+        time.sleep(0.05)
+    assert beat.get("stage") == 2, "the second trial was never seen in its stage 2"
+    t0 = time.time()
+    os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends the driver
+    out, _ = proc.communicate(timeout=120)
+    seconds = time.time() - t0
+    assert proc.returncode == 130, out[-3000:]
+    assert seconds < 30, f"{seconds:.0f} s to exit after SIGINT"
+    last = [x for x in out.splitlines() if x.strip()][-1]
+    assert last.startswith("error: interrupted: finished stages and trials are kept in ") and \
+        last.endswith("--resume") and "python -m raycf.sweep" in last, last
+    assert "Tuner.restore" not in out
+    c, parents, kids = children(over["tracking.uri"], "sweep-test")
+    (parent,) = parents
+    assert parent.info.status == "KILLED" and parent.data.tags["raycf.ended"] == "interrupted (SIGINT)"
+    assert len(kids) == 2 and not [k for k in kids if k.info.status == "RUNNING"]
+    deadline = time.time() + 20
+    while ray_processes() != before and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray_processes() == before, "Ray is still running after the sweep ended"
+
+    r = subprocess.run(cmd + ["--resume"], cwd=ROOT, env={**env, "RAYCF_HEARTBEAT_DIR": ""}, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    c, parents, kids = children(over["tracking.uri"], "sweep-test")
+    assert len(parents) == 1 and len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
+    for k in kids:  # every stage logged once: the finished trial not rerun, the cut one on from its stage 1
+        assert sorted(m.step for m in c.get_metric_history(k.info.run_id, "train/loss")) == [1, 2, 3]
+    (cut,) = [k for k in kids if k.data.tags["raycf.trial_id"] == second]
+    assert c.get_metric_history(cut.info.run_id, "sweep/stage_trainings")[-1].value == 3
+    assert_equals_clean_run(cut.data.metrics, over, float(cut.data.params["optim.lr"]), tmp_path, clean_runs)
+    assert Path(tmp_path / "runs" / "sweeps" / "ctrl-c" / "parent_run.json").exists()
