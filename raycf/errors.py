@@ -9,9 +9,12 @@ UserError subclass whose lines name the file, the key or row, and the fix. `cli(
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 
@@ -62,6 +65,27 @@ class Interrupted(UserError):
     exit_status = 130
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. `ray job stop`), handled like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """Inside the block, SIGTERM unwinds like Ctrl-C (runs ended, Ray stopped): `ray job stop` sends it, then
+    SIGKILL 3 s later. Enter it after ray.init, which installs a SIGTERM handler of its own (sys.exit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise Terminated()
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def did_you_mean(word, options, n: int = 1, cutoff: float = 0.6) -> str:
     """'; did you mean 'x'?' for the closest option(s), else '; known: a, b, c' (in the order given)."""
     options = [str(o) for o in options]
@@ -96,5 +120,5 @@ def cli(p: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int | N
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("error: interrupted (SIGINT)", file=sys.stderr)
+        print("error: interrupted (SIGINT or SIGTERM)", file=sys.stderr)
         return 130

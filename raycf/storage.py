@@ -38,9 +38,34 @@ def is_uri(root: str) -> bool:
     return "://" in str(root)
 
 
+def job_home() -> Path | None:
+    """Inside a submitted Ray job, where relative output paths go: $RAYCF_JOB_HOME, else ~/raycf on the node that
+    runs the job's driver (the head). Not the job's working directory: Ray unpacks that into its session temp
+    folder, a new one per submission, and may delete it, so results there would be lost and --resume would find
+    nothing. None outside a job (Ray's job supervisor gives the driver RAY_JOB_CONFIG_JSON_ENV_VAR)."""
+    if not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        return None
+    return Path(os.environ.get("RAYCF_JOB_HOME") or Path.home() / "raycf").expanduser()
+
+
+def output_base() -> Path:
+    """What a relative storage_path, cache_dir or sqlite tracking URI is relative to: the working directory of
+    the command, or job_home() inside a Ray job."""
+    return job_home() or Path.cwd()
+
+
+def where_results_go(root: str, uri: str) -> str:
+    """A command's first line: where its results live (and why there, inside a Ray job)."""
+    job = job_home()
+    why = (f" (inside a Ray job relative paths are under {job}, which outlives the job; set storage_path and "
+           f"tracking.uri, or RAYCF_JOB_HOME, to put them elsewhere)") if job else ""
+    return f"[raycf] results: stage cache and sweep records in {redact_uri(root)}, MLflow {redact_uri(uri)}{why}"
+
+
 def resolve(root: str) -> str:
-    """A URI as given; a local path made absolute (trials run in other working directories)."""
-    return str(root) if is_uri(root) else str(Path(root).expanduser().resolve())
+    """A URI as given; a local path made absolute against output_base() (trials run in other working
+    directories)."""
+    return str(root) if is_uri(root) else str((output_base() / Path(root).expanduser()).resolve())
 
 
 def join(root: str, *parts: str) -> str:
@@ -184,7 +209,7 @@ def check(root: str) -> None:
     if not str(root).strip():
         raise ConfigError(["storage_path: empty; give a folder (e.g. raycf_runs) or a cloud URI (s3://bucket/path)"])
     if not is_uri(root):
-        return check_local(Path(root).expanduser())
+        return check_local(Path(resolve(root)))
     import threading
     folder = join(root, f".raycf-check-{uuid.uuid4().hex[:12]}")
     probe = join(folder, "probe")

@@ -19,9 +19,14 @@ from raycf.redact import redact_uri
 
 
 def resolve_uri(uri: str | None) -> str:
-    """The tracking URI: the config's, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    """The tracking URI: the config's, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db; a sqlite file
+    made absolute against storage.output_base() (the working directory, or the durable job home inside a Ray
+    job), since Ray workers and Tune trials run in other working directories."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///")).expanduser()
+        return f"sqlite:///{storage.output_base() / path}"
+    return uri
 
 
 @functools.lru_cache(maxsize=8)

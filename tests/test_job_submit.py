@@ -254,3 +254,71 @@ def test_sweep_submitted_as_a_ray_job_logs_nested_runs(cluster, mlflow_server, w
         if "stage" in histories:
             assert [(m.step, m.value) for m in sorted(histories["stage"], key=lambda m: m.step)] == \
                 [(k, float(k)) for k in range(len(STAGES) + 1)]
+
+
+def _job(url: str, env: dict, command: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`ray job COMMAND --address URL ARGS...`"""
+    return subprocess.run([_cli("ray"), "job", command, "--address", url, *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, workdir):
+    """A sweep submitted with the default storage_path and tracking.uri keeps its results in the durable job home
+    (RAYCF_JOB_HOME, by default ~/raycf), not in the job's unpacked working directory, and says so in its first
+    and last lines. `ray job stop` mid-trial ends every MLflow run (nothing RUNNING, the parent KILLED); a second
+    submission with --resume (a new working directory) finds the first job's work and trains no finished stage
+    again."""
+    url, _, env = cluster
+    home = workdir / "jobhome"
+    beats = workdir / "beats"  # each Train worker's stage and step (raycf.trial.stages.on_step)
+    beats.mkdir()
+    runtime_env = json.dumps({"env_vars": {"RAYCF_JOB_HOME": str(home), "RAYCF_HEARTBEAT_DIR": str(beats)}})
+    stages = ["simplification", "headline", "explanation"]
+    sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
+             "--set", "search={}", "--set", "optim.steps_per_stage=200", "--set", "probes.limit=4",
+             "--set", "probes.suites=[knowledge]", "--set", "resources.workers=1", "--set", "name=stopped",
+             "--set", f"stages=[{','.join(stages)}]", "--set", "model.name=tiny-causal"]
+    r = _job(url, env, "submit", "--no-wait", "--working-dir", str(REPO), "--runtime-env-json", runtime_env,
+             "--submission-id", "raycf-stop-1", "--", *sweep)
+    assert r.returncode == 0, r.stdout + r.stderr
+    from mlflow.tracking import MlflowClient
+    db = home / "mlflow.db"
+    deadline, beat = time.time() + JOB_TIMEOUT_S, {}
+    while time.time() < deadline and beat.get("stage") != 2:  # stop the job in the middle of stage 2
+        time.sleep(0.1)
+        try:
+            beat = json.loads((beats / "rank0.json").read_text())
+        except (OSError, ValueError):
+            beat = {}
+    assert beat.get("stage") == 2, "no stage 2 within the time limit:\n" + _job(url, env, "logs", "raycf-stop-1").stdout
+    assert _job(url, env, "stop", "raycf-stop-1").returncode == 0
+    deadline = time.time() + 60
+    while time.time() < deadline and "STOPPED" not in _job(url, env, "status", "raycf-stop-1").stdout:
+        time.sleep(1)
+    logs = _job(url, env, "logs", "raycf-stop-1").stdout
+    first = next(x for x in logs.splitlines() if x.startswith("[raycf] results:"))
+    assert f"in {home / 'raycf_runs'}, MLflow sqlite:///{db}" in first and "outlives the job" in first, first
+    c = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    runs = c.search_runs([c.get_experiment_by_name("raycf-default").experiment_id])
+    assert runs and not [x for x in runs if x.info.status == "RUNNING"], [(x.info.run_name, x.info.status)
+                                                                          for x in runs]
+    (parent,) = [x for x in runs if x.info.run_name == "stopped"]
+    # `ray job stop` sends SIGINT (then SIGTERM and SIGKILL): each is an interruption, never a failure
+    assert parent.info.status == "KILLED" and parent.data.tags.get("raycf.ended", "").startswith("interrupted ("), \
+        (parent.info.status, logs[-4000:])
+    assert list((home / "raycf_runs" / "cache" / "stages").iterdir()), "no stage checkpoint kept"
+    assert not list((workdir / "ray").glob("**/_ray_pkg_*/mlflow.db")), "MLflow store written into the job's package"
+
+    resumed_env = json.dumps({"env_vars": {"RAYCF_JOB_HOME": str(home)}})
+    r = _job(url, env, "submit", "--working-dir", str(REPO), "--runtime-env-json", resumed_env,
+             "--submission-id", "raycf-stop-2", "--", *sweep, "--resume", timeout=JOB_TIMEOUT_S)
+    assert r.returncode == 0 and "Job 'raycf-stop-2' succeeded" in r.stdout, (r.stdout + r.stderr)[-4000:]
+    sweep_lines = [x for x in r.stdout.splitlines() if x.strip() and " cli.py:" not in x]  # less `ray job`'s own
+    assert sweep_lines[-1] == f"compare runs:  mlflow ui --backend-store-uri sqlite:///{db}", sweep_lines[-3:]
+    assert sweep_lines[-2] == f"stage cache and sweep records: {home / 'raycf_runs'}"
+    runs = c.search_runs([c.get_experiment_by_name("raycf-default").experiment_id])
+    kids = [x for x in runs if "mlflow.parentRunId" in x.data.tags]
+    assert len(kids) == 1 and kids[0].info.status == "FINISHED"
+    assert sorted(m.step for m in c.get_metric_history(kids[0].info.run_id, "train/loss")) == [1, 2, 3]
+    # stage 1 trained once, before the stop: the resumed job took it from the first job's stage cache
+    assert c.get_metric_history(kids[0].info.run_id, "sweep/stage_trainings")[-1].value == 3

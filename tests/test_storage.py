@@ -190,3 +190,28 @@ def test_a_sweep_keeps_everything_in_the_bucket_and_the_next_sweep_reuses_its_st
     # disk) found them in the bucket
     disks = sorted(tmp_path.glob("disk-*"), key=lambda d: d.stat().st_mtime)
     assert len(disks) == 2 and all(len(list(d.glob("*/cache/stages/*"))) == 2 for d in disks)
+
+
+def test_inside_a_ray_job_relative_outputs_go_to_the_durable_job_home(tmp_path, monkeypatch):
+    """A submitted job's driver runs in its unpacked working directory (Ray's session temp folder, new per
+    submission): relative storage_path, cache_dir and sqlite URIs resolve under ~/raycf instead, or RAYCF_JOB_HOME."""
+    from raycf import storage, tracking
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAYCF_JOB_HOME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert storage.job_home() is None
+    assert storage.resolve("raycf_runs") == str(tmp_path / "raycf_runs")
+    assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking.resolve_uri("sqlite:///runs/m.db") == f"sqlite:///{tmp_path / 'runs/m.db'}"
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", '{"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}}')
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert storage.job_home() == tmp_path / "home" / "raycf"
+    assert storage.resolve("raycf_runs") == str(tmp_path / "home" / "raycf" / "raycf_runs")
+    assert storage.resolve("/abs/runs") == "/abs/runs" and storage.resolve("s3://b/r") == "s3://b/r"
+    assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path / 'home' / 'raycf' / 'mlflow.db'}"
+    assert tracking.resolve_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
+    assert tracking.resolve_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    monkeypatch.setenv("RAYCF_JOB_HOME", str(tmp_path / "elsewhere"))
+    assert storage.resolve("raycf_runs") == str(tmp_path / "elsewhere" / "raycf_runs")
+    assert "which outlives the job" in storage.where_results_go(storage.resolve("raycf_runs"), tracking.resolve_uri(None))

@@ -9,6 +9,7 @@ import sys
 
 from raycf.config.files import load, parse_overrides
 from raycf.errors import Interrupted, cli, parser
+from raycf.storage import resolve
 from raycf.redact import redact_uri
 from raycf.sweep.driver import run
 
@@ -20,8 +21,9 @@ def run_sweep(args) -> int:
     except KeyboardInterrupt:
         again = " ".join(["python -m raycf.sweep", "--space", args.space, *[f"--set {s}" for s in args.set],
                           "--resume"])
-        raise Interrupted(f"interrupted: finished stages and trials are kept in {redact_uri(cfg.storage_path)} and "
-                          f"MLflow (unfinished runs marked KILLED); continue with: {again}") from None
+        kept = redact_uri(resolve(cfg.storage_path))
+        raise Interrupted(f"interrupted: finished stages and trials are kept in {kept} and MLflow (unfinished runs "
+                          f"marked KILLED); continue with: {again}") from None
 
 
 def main(argv=None) -> int:

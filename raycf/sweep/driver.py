@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 from raycf import cache, space, storage, tracking
 from raycf.config.files import to_yaml
 from raycf.config.schema import ExperimentConfig, SweepConfig
 from raycf.data.sources import probe_task_names
-from raycf.errors import ConfigError, TrackingUnreachable, did_you_mean
+from raycf.errors import ConfigError, Terminated, TrackingUnreachable, did_you_mean, sigterm_interrupts
 from raycf.redact import redact_uri
 from raycf.space import count_trials, first_value, grid_points
 from raycf.sweep.summary import print_summary, summarize, work_counts
@@ -119,11 +118,12 @@ def dry_run(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, points, fits
 
 
 def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
-    """storage_path and cache_dir made absolute against the driver's working directory (cloud URIs kept)."""
+    """storage_path and cache_dir made absolute (storage.resolve: against the driver's working directory, or the
+    durable job home inside a Ray job; cloud URIs kept)."""
     fixed = {}
     for key, value in (("storage_path", cfg.storage_path), ("cache_dir", cfg.cache_dir)):
         if value and "://" not in value:
-            fixed[key] = str(Path(value).expanduser().resolve())
+            fixed[key] = storage.resolve(value)
     return cfg.with_overrides(fixed) if fixed else cfg
 
 
@@ -159,12 +159,13 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
     cfg, fits = fit_resources(cfg, sc, cluster)
     share = {"resources.cpus_per_worker": cfg.resources.cpus_per_worker}
     points = [p.with_overrides(share) for p in points]
+    uri, root = tracking.resolve_uri(cfg.tracking.uri), storage.resolve(cfg.storage_path)
+    if not dry:
+        print(storage.where_results_go(root, uri), flush=True)
     print(dry_run(cfg, sc, resolved, points, fits))
     if dry:
         return 0
-    uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.check_reachable(uri)
-    root = storage.resolve(cfg.storage_path)
     storage.check(root)
     sweep_dir = storage.join(root, "sweeps", cfg.name)
     parent_file = storage.join(sweep_dir, "parent_run.json")
@@ -174,7 +175,8 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
         raise ConfigError([f"sweep {cfg.name!r} already exists under {redact_uri(root)}; continue it with --resume or "
                            f"give a new name with --set name=..."])
     # a local Ray started here is stopped when the sweep ends
-    with ray_session(num_cpus=int(cluster["CPU"]), include_dashboard=True, log_to_driver=False):
+    with ray_session(num_cpus=int(cluster["CPU"]), include_dashboard=True, log_to_driver=False), \
+            sigterm_interrupts():  # `ray job stop`: like Ctrl-C
         mark("sweep_ray_ready")
         t0, t_start = time.perf_counter(), time.time()
         own = workers is None and sc.worker_pool
@@ -186,46 +188,64 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
             print(f"[raycf] starting the worker pool: {fits} Train worker group(s) of {cfg.resources.workers} "
                   f"worker(s), kept for every trial")
         fits = workers.slots if workers is not None else fits
-        own_close_s = None
+        parent_run_id, interrupted = None, False
         try:
             parent_run_id = open_parent(cfg, uri, sweep_dir, resume)
-            try:
-                # no waiting for the pool: Tune starts its trials meanwhile, their jobs wait on the board
-                board = workers.board if workers else None
-                prepared = prepare_shared(points, uri, board) if fits > 1 else 0  # one at a time: the cache shares
-                grid = tuner(cfg, sc, resolved, sweep_dir, parent_run_id, uri, fits, resume,
-                             workers.name if workers else None).fit()
-            except BaseException as e:
-                interrupted = isinstance(e, KeyboardInterrupt)
-                record.close_children(uri, parent_run_id, "KILLED")
-                if interrupted:  # Ctrl-C: the parent ends KILLED, with a tag saying why
-                    tracking.client(uri).set_tag(parent_run_id, "raycf.ended", "interrupted (SIGINT)")
-                tracking.end_run(uri, parent_run_id, "KILLED" if interrupted else "FAILED")
-                raise
-        except KeyboardInterrupt:
-            own_close_s = 5.0  # Ray's shutdown ends what is left; waiting for a clean pool stop took a minute
+            # no waiting for the pool: Tune starts its trials meanwhile, their jobs wait on the board
+            board = workers.board if workers else None
+            prepared = prepare_shared(points, uri, board) if fits > 1 else 0  # one at a time: the cache shares
+            grid = tuner(cfg, sc, resolved, sweep_dir, parent_run_id, uri, fits, resume,
+                         workers.name if workers else None).fit()
+        except BaseException as e:
+            interrupted = isinstance(e, KeyboardInterrupt)
+            if parent_run_id is not None:
+                end_parent(uri, parent_run_id, e)
             raise
         finally:
             startup = 0.0
-            if own:
-                ready = workers.ready_at() if own_close_s is None else None
+            if own:  # interrupted: Ray's shutdown ends what is left (a clean pool stop can take a minute)
+                ready = None if interrupted else workers.ready_at()
                 startup = ready - t_start if ready else 0.0
-                workers.close(timeout_s=own_close_s or 60.0)
+                workers.close(timeout_s=5.0 if interrupted else 60.0)
         mark("sweep_trials_done")
-        spool = storage.join(root, "spool")
-        waiting = tracking.flush(uri, spool, wait_s=60)  # what an MLflow outage kept back
-        if waiting:
-            raise TrackingUnreachable(f"MLflow at {redact_uri(uri)} still does not answer; {waiting:g} operation(s) wait in "
-                                  f"{redact_uri(spool)}: send them with `python -m raycf.tracking flush --storage "
+        try:
+            return finish(cfg, uri, root, parent_run_id, points, grid,
+                          {"wall_seconds": time.perf_counter() - t0, "prepare_jobs": prepared,
+                           "pool_startup_seconds": startup})
+        except TrackingUnreachable:
+            raise  # nothing can be ended there: --resume does it
+        except BaseException as e:
+            end_parent(uri, parent_run_id, e)
+            raise
+
+
+def finish(cfg: ExperimentConfig, uri: str, root: str, parent_run_id: str, points, grid, bookkeeping: dict) -> int:
+    """After the trials: what an outage kept back is sent, runs the scheduler stopped end KILLED, the parent gets
+    the work counts and ends FINISHED (FAILED if a trial failed), and the summary is printed."""
+    spool = storage.join(root, "spool")
+    waiting = tracking.flush(uri, spool, wait_s=60)  # what an MLflow outage kept back
+    if waiting:
+        raise TrackingUnreachable(f"MLflow at {redact_uri(uri)} still does not answer; {waiting:g} operation(s) "
+                                  f"wait in {redact_uri(spool)}: send them with `python -m raycf.tracking flush --storage "
                                   f"{redact_uri(root)}`, then see the summary with --resume")
-        record.close_children(uri, parent_run_id, "KILLED")  # trials the scheduler stopped
-        rows = summarize(uri, parent_run_id, sc)
-        stats = work_counts(rows, points, sc)
-        tracking.log_metrics(uri, parent_run_id, {**stats, "wall_seconds": time.perf_counter() - t0,
-                                                  "prepare_jobs": prepared, "pool_startup_seconds": startup}, step=0)
-        tracking.end_run(uri, parent_run_id, "FINISHED" if not grid.errors else "FAILED")
-        print_summary(cfg, sc, rows, stats, uri)
-        return 1 if grid.errors else 0
+    record.close_children(uri, parent_run_id, "KILLED")  # trials the scheduler stopped
+    rows = summarize(uri, parent_run_id, cfg.sweep)
+    stats = work_counts(rows, points, cfg.sweep)
+    tracking.log_metrics(uri, parent_run_id, {**stats, **bookkeeping}, step=0)
+    tracking.end_run(uri, parent_run_id, "FINISHED" if not grid.errors else "FAILED")
+    print_summary(cfg, cfg.sweep, rows, stats, uri)
+    return 1 if grid.errors else 0
+
+
+def end_parent(uri: str, parent_run_id: str, e: BaseException) -> None:
+    """Nothing left RUNNING when the sweep stops early: the children end KILLED, the parent KILLED with a tag
+    saying why for Ctrl-C or SIGTERM (e.g. `ray job stop`), else FAILED."""
+    interrupted = isinstance(e, KeyboardInterrupt)
+    record.close_children(uri, parent_run_id, "KILLED")
+    if interrupted:
+        why = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+        tracking.client(uri).set_tag(parent_run_id, "raycf.ended", f"interrupted ({why})")
+    tracking.end_run(uri, parent_run_id, "KILLED" if interrupted else "FAILED")
 
 
 def open_parent(cfg: ExperimentConfig, uri: str, sweep_dir: str, resume: bool) -> str:
@@ -243,7 +263,8 @@ def open_parent(cfg: ExperimentConfig, uri: str, sweep_dir: str, resume: bool) -
     return parent_run_id
 
 
-def tuner(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, sweep_dir: str, parent_run_id: str, uri: str, fits: int, resume: bool,
+def tuner(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, sweep_dir: str, parent_run_id: str, uri: str,
+          fits: int, resume: bool,
           board: str | None = None):
     from ray import tune
     from raycf.sweep.progress import Progress  # imports ray.tune: not for dry runs

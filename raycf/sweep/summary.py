@@ -90,6 +90,7 @@ def print_summary(cfg: ExperimentConfig, sc: SweepConfig, rows: list[dict], stat
         print(line)
     print(f"stage trainings: {stats['stage_trainings']:g} run (naive: {stats['stage_trainings_naive']:g}); "
           f"probe passes: {stats['probe_passes']:g} run (naive: {stats['probe_passes_naive']:g})")
+    print(f"stage cache and sweep records: {redact_uri(cfg.storage_path)}")
     if uri.startswith(("http://", "https://")):
         print(f"compare runs:  open {redact_uri(uri)} (experiment {cfg.tracking.experiment})")
     else:

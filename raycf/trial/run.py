@@ -13,7 +13,7 @@ import time
 from raycf import cache, storage, tracking
 from raycf.config.files import flat_params, to_yaml
 from raycf.config.schema import ExperimentConfig
-from raycf.errors import ConfigError, StorageFull
+from raycf.errors import ConfigError, StorageFull, sigterm_interrupts
 from raycf.redact import redact_uri
 from raycf.space import first_value
 from raycf.trial import pool, record
@@ -29,6 +29,7 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
     if workers is not None and not workers.holds(cfg):
         raise ConfigError([f"resources: the worker pool given has {workers.shape}, this trial needs "
                            f"{pool_shape(cfg)}; make a pool of the trial's shape"])
+    print(storage.where_results_go(storage.resolve(cfg.storage_path), tracking.resolve_uri(cfg.tracking.uri)))
     storage.check(cfg.storage_path)  # before the model is built: a path that cannot be written is the cheaper news
     model_dir = check(cfg)
     uri = tracking.resolve_uri(cfg.tracking.uri)
@@ -42,7 +43,8 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
           f"MLflow run {run_id} at {redact_uri(uri)}")
     try:
         storage.write_text(storage.join(plan.storage, "configs", f"{name}.yaml"), resolved)
-        with ray_session(address=os.environ.get("RAY_ADDRESS"), include_dashboard=True, log_to_driver=True):
+        with ray_session(address=os.environ.get("RAY_ADDRESS"), include_dashboard=True, log_to_driver=True), \
+                sigterm_interrupts():  # `ray job stop`: like Ctrl-C
             if workers is None:
                 final = trainer(cfg, plan, name).fit().metrics or {}
             else:
