@@ -73,6 +73,29 @@ def ray_local(cache_dir, tmp_path_factory):
 
 
 # the point of the fault tests below and of tests/test_sweep_resume.py: their clean run is shared
+def second_trial_in_stage(records, beats, stage: int, proc=None, timeout_s: float = 300) -> tuple:
+    """Wait until the sweep's second trial (the second record under `records`) is in `stage` by rank 0's heartbeat
+    in `beats` (RAYCF_HEARTBEAT_DIR); (its trial id or None, the last heartbeat). Stops early if `proc` ends."""
+    import json
+    import time
+    deadline, second, beat, first = time.time() + timeout_s, None, {}, set()
+    while time.time() < deadline and not (second and beat.get("stage") == stage) and \
+            (proc is None or proc.poll() is None):
+        seen = {f.stem for f in records.glob("*.json")}
+        if len(seen) == 1:
+            first = seen
+        if second is None and len(seen) == 2:
+            (second,) = seen - first  # the first trial is done: forget its heartbeats
+            for f in beats.glob("rank*.json"):
+                f.unlink()
+        try:
+            beat = json.loads((beats / "rank0.json").read_text()) if second else {}
+        except (OSError, ValueError):
+            beat = {}
+        time.sleep(0.05)
+    return second, beat
+
+
 FAULT_POINT = {"stages": ["simplification", "headline", "explanation"], "optim.steps_per_stage": 8}
 
 

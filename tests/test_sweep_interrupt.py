@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sweep import FAULT_POINT, ROOT, assert_equals_clean_run, children, small
+from tests.test_sweep import FAULT_POINT, ROOT, assert_equals_clean_run, children, second_trial_in_stage, small
 
 pytestmark = pytest.mark.slow
 
@@ -33,20 +33,7 @@ def test_sigint_ends_the_sweep_within_seconds_and_resume_finishes_it(tmp_path, c
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     records = tmp_path / "runs" / "sweeps" / "ctrl-c" / "runs"
-    deadline, second, beat, first = time.time() + 300, None, {}, set()
-    while time.time() < deadline and not (second and beat.get("stage") == 2) and proc.poll() is None:
-        seen = {f.stem for f in records.glob("*.json")}
-        if len(seen) == 1:
-            first = seen
-        if second is None and len(seen) == 2:
-            (second,) = seen - first
-            for f in beats.glob("rank*.json"):
-                f.unlink()
-        try:
-            beat = json.loads((beats / "rank0.json").read_text()) if second else {}
-        except (OSError, ValueError):
-            beat = {}
-        time.sleep(0.05)
+    second, beat = second_trial_in_stage(records, beats, 2, proc)
     assert beat.get("stage") == 2, "the second trial was never seen in its stage 2"
     t0 = time.time()
     os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends the driver

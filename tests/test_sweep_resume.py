@@ -4,12 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.test_sweep import FAULT_POINT, ROOT, assert_equals_clean_run, children, small
+from tests.test_sweep import FAULT_POINT, ROOT, assert_equals_clean_run, children, second_trial_in_stage, small
 
 pytestmark = pytest.mark.slow
 
@@ -28,20 +27,7 @@ def test_killed_driver_resumes_without_duplicate_runs_and_with_a_clean_runs_resu
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     records = tmp_path / "runs" / "sweeps" / "resume" / "runs"
-    deadline, second_started, beat, first = time.time() + 300, False, {}, set()
-    while time.time() < deadline and not (second_started and beat.get("stage") == 2):
-        seen = {f.stem for f in records.glob("*.json")}
-        if len(seen) == 1:
-            first = seen
-        if not second_started and len(seen) == 2:
-            second_started, (second,) = True, seen - first  # the first trial is done: forget its heartbeats
-            for f in beats.glob("rank*.json"):
-                f.unlink()
-        try:
-            beat = json.loads((beats / "rank0.json").read_text()) if second_started else {}
-        except (OSError, ValueError):
-            beat = {}
-        time.sleep(0.05)
+    second, beat = second_trial_in_stage(records, beats, 2)
     if beat.get("pid"):
         os.kill(beat["pid"], signal.SIGKILL)  # the Train worker first: it would otherwise finish the stage
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its process group
