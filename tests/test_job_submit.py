@@ -123,7 +123,17 @@ def workdir():
 
 
 @pytest.fixture(scope="module")
-def cluster(workdir, cache_dir):
+def kept_after_ray_stop():
+    """Paths the tests register that must still exist once this module's Ray cluster is stopped: set up before
+    `cluster` (which requests it), so torn down after it."""
+    paths: list[Path] = []
+    yield paths
+    gone = [p for p in paths if not p.exists()]
+    assert not gone, f"gone after the Ray cluster stopped: {gone}"
+
+
+@pytest.fixture(scope="module")
+def cluster(workdir, cache_dir, kept_after_ray_stop):
     """A local Ray head with token auth; yields (dashboard URL, token, env for CLI calls)."""
     ray_cli = _cli("ray")
     if ray_cli is None:
@@ -262,7 +272,7 @@ def _job(url: str, env: dict, command: str, *args: str, timeout: float = 120) ->
                           text=True, timeout=timeout)
 
 
-def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, workdir):
+def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, workdir, kept_after_ray_stop):
     """A sweep submitted with the default storage_path and tracking.uri keeps its results in the durable job home
     (RAYCF_JOB_HOME, by default ~/raycf), not in the job's unpacked working directory, and says so in its first
     and last lines. `ray job stop` mid-trial ends every MLflow run (nothing RUNNING, the parent KILLED); a second
@@ -322,3 +332,4 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
     assert sorted(m.step for m in c.get_metric_history(kids[0].info.run_id, "train/loss")) == [1, 2, 3]
     # stage 1 trained once, before the stop: the resumed job took it from the first job's stage cache
     assert c.get_metric_history(kids[0].info.run_id, "sweep/stage_trainings")[-1].value == 3
+    kept_after_ray_stop += [db, *(home / "raycf_runs" / "cache" / "stages").iterdir()]
