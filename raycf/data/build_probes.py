@@ -188,7 +188,8 @@ def crows_rows() -> tuple[list[dict], list[dict]]:
     for bias_type, more, less, preds in bias.ASSOCIATIONS:
         for pred in preds:
             for frame in bias.PROBE_FRAMES:
-                rows.append({"sent_more": bias_sentence(frame, more, pred), "sent_less": bias_sentence(frame, less, pred),
+                rows.append({"sent_more": bias_sentence(frame, more, pred),
+                             "sent_less": bias_sentence(frame, less, pred),
                              "bias_type": bias_type})
     seeded_rng("crows_pairs_toy").shuffle(rows)
     return rows, []

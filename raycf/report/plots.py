@@ -70,7 +70,8 @@ def effect_png(trials: list[Trial], param: str, others: list[str], path) -> None
     """FG (mean and per category) against one searched param, one line per combination of the other
     searched params; bars span min..max over repeats. Finished trials only."""
     done = [t for t in trials if t.finished and MEAN_FG in t.metrics]
-    keys = [MEAN_FG] + [f"forgetting/{c}/FG" for c in CATEGORIES if any(f"forgetting/{c}/FG" in t.metrics for t in done)]
+    keys = [MEAN_FG] + [f"forgetting/{c}/FG" for c in CATEGORIES
+                        if any(f"forgetting/{c}/FG" in t.metrics for t in done)]
     values = sorted({t.params.get(param, "-") for t in done}, key=_sort_key)
     numeric = all(_as_float(v) is not None for v in values)
     position = {v: (_as_float(v) if numeric else i) for i, v in enumerate(values)}

@@ -226,8 +226,8 @@ def finish(cfg: ExperimentConfig, uri: str, root: str, parent_run_id: str, point
     waiting = tracking.flush(uri, spool, wait_s=60)  # what an MLflow outage kept back
     if waiting:
         raise TrackingUnreachable(f"MLflow at {redact_uri(uri)} still does not answer; {waiting:g} operation(s) "
-                                  f"wait in {redact_uri(spool)}: send them with `python -m raycf.tracking flush --storage "
-                                  f"{redact_uri(root)}`, then see the summary with --resume")
+                                  f"wait in {redact_uri(spool)}: send them with `python -m raycf.tracking flush "
+                                  f"--storage {redact_uri(root)}`, then see the summary with --resume")
     record.close_children(uri, parent_run_id, "KILLED")  # trials the scheduler stopped
     rows = summarize(uri, parent_run_id, cfg.sweep)
     stats = work_counts(rows, points, cfg.sweep)

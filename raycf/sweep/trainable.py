@@ -35,7 +35,8 @@ def tune_trial(params: dict, *, base: ExperimentConfig, sweep_dir: str, parent_r
     else:
         order = " > ".join(cfg.stages)
         run_id = record.open_run(uri, cfg.tracking.experiment, trial_name, {**flat_params(cfg), "task_order": order},
-                                 parent_run_id=parent_run_id, tags={"raycf.trial_id": trial_id, "raycf.task_order": order})
+                                 parent_run_id=parent_run_id,
+                                 tags={"raycf.trial_id": trial_id, "raycf.task_order": order})
         storage.write_text(runs, json.dumps({"run_id": run_id, "params": params}))
     model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
                                   cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
