@@ -9,12 +9,17 @@ is applied to the rank-r intermediate and both adds ride inside the matrix produ
 layer costs its GEMMs and nothing else. Same math, same parameters and state dict: PEFT still builds,
 saves and loads the adapter; tests check values and gradients against PEFT's own forward.
 
+Under autocast (resources.mixed_precision: bf16) the op runs in the autocast dtype, as autocast would run
+PEFT's three linear layers; inside `frozen_casts` (a training stage) each frozen base weight is cast once,
+not at every forward and backward.
+
 Layers the fused op does not cover (DoRA and other variants, merged or disabled adapters, several
-active adapters, LoRA bias, trainable base weights, autocast, mixed dtypes) take PEFT's forward.
+active adapters, LoRA bias, trainable base weights, mixed dtypes outside autocast) take PEFT's forward.
 """
 from __future__ import annotations
 
 import types
+from contextlib import contextmanager
 
 import torch
 
@@ -55,16 +60,43 @@ class _LoraLinear(torch.autograd.Function):
 def _fused_forward(self, x, *args, **kwargs):
     name = self.active_adapters[0] if len(self.active_adapters) == 1 else None
     base = self.base_layer
+    autocast = torch.is_autocast_enabled(x.device.type)
     if (args or kwargs or name not in self.lora_A or self.disable_adapters or self.merged
             or name in getattr(self, "lora_variant", {}) or self.lora_B[name].bias is not None
             or base.weight.requires_grad or (base.bias is not None and base.bias.requires_grad)
-            or torch.is_autocast_enabled(x.device.type)
-            or not x.dtype == base.weight.dtype == self.lora_A[name].weight.dtype):
+            or not (autocast or x.dtype == base.weight.dtype == self.lora_A[name].weight.dtype)):
         return type(self).forward(self, x, *args, **kwargs)
     dropout = self.lora_dropout[name]
     xd = x if isinstance(dropout, torch.nn.Identity) else dropout(x)
-    return _LoraLinear.apply(x, xd, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                             self.scaling[name])
+    a, b, weight, bias = self.lora_A[name].weight, self.lora_B[name].weight, base.weight, base.bias
+    if autocast:  # every operand in the autocast dtype; the adapter's gradients flow back to its fp32 weights
+        dt = torch.get_autocast_dtype(x.device.type)
+        cast = getattr(self, "_raycf_cast", None)
+        weight = cast[1] if cast is not None and cast[0] == dt else weight.to(dt)
+        bias = None if bias is None else bias.to(dt)
+        same, x = xd is x, x.to(dt)
+        xd = x if same else xd.to(dt)
+        with torch.autocast(x.device.type, enabled=False):
+            return _LoraLinear.apply(x, xd, weight, bias, a.to(dt), b.to(dt), self.scaling[name])
+    return _LoraLinear.apply(x, xd, weight, bias, a, b, self.scaling[name])
+
+
+@contextmanager
+def frozen_casts(model, dtype):
+    """While active, the fused layers of `model` use a copy of their frozen base weight in `dtype`, made once
+    (autocast would cast it at every forward). Not for sharded (FSDP2) weights, which its mixed precision
+    policy casts. dtype None: nothing."""
+    from peft.tuners.lora.layer import Linear
+    layers = [] if dtype is None else [
+        m for m in model.modules() if isinstance(m, Linear) and isinstance(m.base_layer, torch.nn.Linear)
+        and not m.base_layer.weight.requires_grad and type(m.base_layer.weight) in (torch.Tensor, torch.nn.Parameter)]
+    for m in layers:
+        m._raycf_cast = (dtype, m.base_layer.weight.detach().to(dtype))
+    try:
+        yield
+    finally:
+        for m in layers:
+            del m._raycf_cast
 
 
 def fuse(model) -> int:

@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 from raycf.data.template import prompt
 from raycf.errors import DataError
+from raycf.lora import frozen_casts
 
 IGNORE = -100
 CHUNK_BATCHES = 16  # batches per length-sorted chunk: big enough to cut padding, small enough to stay random
@@ -282,42 +283,54 @@ def train_stage(model, examples: list[Example], *, kind: str, pad_id: int, batch
     import time
     device = device or torch.device("cpu")
     world = dist.get_world_size() if dist.is_initialized() else 1
-    rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(seed)  # dropout masks; identical on restart from the previous stage
     opt, sched = make_optimizer(model, lr, weight_decay, schedule, warmup, steps)
     attn = prefix_attention(model) if kind == "causal" else None
     mask_dtype = autocast_dtype or next(model.parameters()).dtype
     model.train()
     t0, total, tokens, seen = time.perf_counter(), 0.0, 0, 0
-    for step, batch in enumerate(batch_plan(examples, batch_size, steps, seed)):
-        if on_step is not None:
-            on_step(step)
-        n_targets = sum(examples[i].targets for i in batch)
-        step_loss = torch.zeros((), device=device)
-        for micro in my_microbatches(batch, examples, world, rank, grad_accum):
-            part = [examples[i] for i in micro]
-            packed = pack_shared_prefix(part, attn == "sdpa", mask_dtype) if attn else None
-            tensors = {k: v.to(device) for k, v in (packed or collate(part, pad_id, kind)).items()}
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss = loss_sum(model, tensors, kind)
-            # DDP/FSDP average gradients over ranks: scale by world so the result is the global token mean
-            (loss * world / n_targets).backward()
-            step_loss += loss.detach()
-            seen += sum(e.length for e in part)
-        if max_grad_norm > 0:
-            clip_grad_norm(model, max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if world > 1:
-            dist.all_reduce(step_loss)
-        total += float(step_loss) / n_targets
-        tokens += n_targets
+    with frozen_casts(model, autocast_dtype):
+        for step, batch in enumerate(batch_plan(examples, batch_size, steps, seed)):
+            if on_step is not None:
+                on_step(step)
+            loss, n_targets, n_seen = train_step(model, opt, sched, examples, batch, kind=kind, pad_id=pad_id,
+                                                 grad_accum=grad_accum, max_grad_norm=max_grad_norm,
+                                                 device=device, attn=attn, mask_dtype=mask_dtype,
+                                                 autocast_dtype=autocast_dtype)
+            total, tokens, seen = total + loss, tokens + n_targets, seen + n_seen
     seen_t = torch.tensor(seen, dtype=torch.long)
     if world > 1:
         dist.all_reduce(seen_t)
     return StageStats(loss=total / steps, steps=steps, tokens=tokens, seen_tokens=int(seen_t),
                       seconds=time.perf_counter() - t0)
+
+
+def train_step(model, opt, sched, examples: list[Example], batch: list[int], *, kind: str, pad_id: int,
+               grad_accum: int, max_grad_norm: float, device, attn, mask_dtype, autocast_dtype):
+    """One optimizer step on the global batch `batch` (this rank's microbatches of it): the global-batch
+    token-mean loss, the batch's target tokens, and the tokens this rank trained on."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    n_targets = sum(examples[i].targets for i in batch)
+    step_loss, seen = torch.zeros((), device=device), 0
+    for micro in my_microbatches(batch, examples, world, rank, grad_accum):
+        part = [examples[i] for i in micro]
+        packed = pack_shared_prefix(part, attn == "sdpa", mask_dtype) if attn else None
+        tensors = {k: v.to(device) for k, v in (packed or collate(part, pad_id, kind)).items()}
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = loss_sum(model, tensors, kind)
+        # DDP/FSDP average gradients over ranks: scale by world so the result is the global token mean
+        (loss * world / n_targets).backward()
+        step_loss += loss.detach()
+        seen += sum(e.length for e in part)
+    if max_grad_norm > 0:
+        clip_grad_norm(model, max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    if world > 1:
+        dist.all_reduce(step_loss)
+    return float(step_loss) / n_targets, n_targets, seen
 
 
 def clip_grad_norm(model, max_norm: float) -> None:
@@ -326,10 +339,12 @@ def clip_grad_norm(model, max_norm: float) -> None:
 
 
 @torch.no_grad()
-def eval_loss(model, examples: list[Example], kind: str, pad_id: int, device=None) -> float:
-    """Token-mean loss of `examples` in one batch (every rank runs the same batch: FSDP needs all ranks)."""
+def eval_loss(model, examples: list[Example], kind: str, pad_id: int, device=None, autocast_dtype=None) -> float:
+    """Token-mean loss of `examples` in one batch (every rank runs the same batch: FSDP needs all ranks),
+    under autocast to `autocast_dtype` if given (as training ran)."""
     device = device or torch.device("cpu")
     model.eval()
     tensors = {k: v.to(device) for k, v in collate(examples, pad_id, kind).items()}
-    total = loss_sum(model, tensors, kind)
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        total = loss_sum(model, tensors, kind)
     return float(total) / sum(e.targets for e in examples)

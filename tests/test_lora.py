@@ -1,4 +1,5 @@
 """raycf.lora: the fused LoRA linear op gives PEFT's values and gradients, and steps aside where it does not apply."""
+import contextlib
 import copy
 
 import pytest
@@ -64,3 +65,31 @@ def test_fused_lora_steps_aside_for_disabled_and_merged_adapters(toy_tokenizer):
         torch.testing.assert_close(adapted, peft_model(input_ids=ids).logits, rtol=1e-5, atol=1e-6)
         fused_model.merge_adapter()  # merged weights: the base layer alone must be used, not base + adapter again
         torch.testing.assert_close(fused_model(input_ids=ids).logits, adapted, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_lora_under_bf16_autocast_agrees_with_peft_and_frozen_casts_change_nothing(toy_tokenizer):
+    """Under CPU bf16 autocast the fused op runs in bf16 (as autocast runs PEFT's layers): the loss agrees with
+    PEFT's to bf16 precision, the adapter's gradients stay fp32 and agree in direction; the frozen-weight casts
+    made once (lora.frozen_casts, as a training stage uses them) give bit-identical values."""
+    from raycf.lora import frozen_casts
+    peft_model, fused_model = _pair(toy_tokenizer, 0.0)
+    ex = T.encode(toy_rows(8), toy_tokenizer, "causal", 256)
+    batch = T.collate(ex, toy_tokenizer.pad_token_id, "causal")
+    results = []
+    for model, cache in ((peft_model, False), (fused_model, False), (fused_model, True)):
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16), (frozen_casts(model, torch.bfloat16) if cache
+                                                           else contextlib.nullcontext()):
+            results.append(_loss_and_grads(model, batch))
+    (ref_loss, ref_grads), (loss, grads), (cached_loss, cached_grads) = results
+    fp32_loss, _ = _loss_and_grads(fused_model, batch)
+    assert loss != fp32_loss and abs(loss - fp32_loss) < 1e-2 * fp32_loss  # it did run in bf16
+    assert loss == pytest.approx(ref_loss, rel=2e-3)
+    assert grads.keys() == ref_grads.keys() and len(grads) == 28
+    for name in grads:
+        assert grads[name].dtype == torch.float32
+        cos = torch.nn.functional.cosine_similarity(grads[name].flatten(), ref_grads[name].flatten(), dim=0)
+        assert cos > 0.99, name
+    assert cached_loss == loss
+    assert all(torch.equal(cached_grads[n], grads[n]) for n in grads)
+    assert not any(hasattr(m, "_raycf_cast") for m in fused_model.modules())  # the copies are gone afterwards

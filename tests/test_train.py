@@ -7,6 +7,7 @@ import torch
 from raycf import train as T
 from tests.conftest import toy_rows
 
+BF16_TOLERANCE = 5e-3  # bf16 training against fp32: per-stage mean loss, absolute (losses 4-6; seen: 2.2e-3)
 HP = dict(batch_size=8, steps=6, grad_accum=1, lr=3e-3, weight_decay=0.0, schedule="constant", warmup=0,
           max_grad_norm=1.0, seed=0)
 
@@ -115,16 +116,17 @@ def test_shared_prefix_rows_equal_padded_batch(toy_tokenizer, monkeypatch, attn)
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
 
 
-def _losses(strategy, kind, lora):
-    """Per-stage losses of two 3-step stages; distributed when a process group is up."""
+def _losses(strategy, kind, lora, bf16=False):
+    """Per-stage losses of two 3-step stages; distributed when a process group is up. bf16: as a trial
+    with resources.mixed_precision bf16 trains (FSDP2's bf16 policy, bf16 autocast)."""
     from tests.conftest import toy_rows as rows
     from raycf.data.template import prompt
     from raycf.models.tiny import build_tokenizer
     tok = build_tokenizer([prompt(r) + r["output"] for r in rows(200, seed=1)], vocab_size=400)
-    model = T.wrap(_model(kind, tok, lora), strategy, torch.device("cpu"), False)
+    model = T.wrap(_model(kind, tok, lora), strategy, torch.device("cpu"), bf16)
     ex = T.encode(rows(64), tok, kind, 256)
-    return [T.train_stage(model, ex, kind=kind, pad_id=tok.pad_token_id, **{**HP, "steps": 3, "seed": s}).loss
-            for s in (0, 1)]
+    return [T.train_stage(model, ex, kind=kind, pad_id=tok.pad_token_id, **{**HP, "steps": 3, "seed": s},
+                          autocast_dtype=torch.bfloat16 if bf16 else None).loss for s in (0, 1)]
 
 
 def _worker(rank, world, kind, lora, out, port):
@@ -132,7 +134,8 @@ def _worker(rank, world, kind, lora, out, port):
     torch.set_num_threads(1)
     import torch.distributed as dist
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    losses = {strategy: _losses(strategy, kind, lora) for strategy in ("fsdp", "ddp")}  # one process group
+    losses = {(strategy, bf16): _losses(strategy, kind, lora, bf16)  # one process group
+              for strategy in ("fsdp", "ddp") for bf16 in (False, True)}
     if rank == 0:
         torch.save(losses, out)
     dist.barrier()
@@ -143,19 +146,26 @@ def _worker(rank, world, kind, lora, out, port):
 @pytest.mark.parametrize("kind,lora", [("causal", True), ("causal", False), ("seq2seq", True)])
 def test_fsdp2_and_ddp_match_one_process(tmp_path, monkeypatch, kind, lora):
     """Two stages of 3 steps: per-stage losses of 2-rank FSDP2 and DDP equal a 1-process run to 1e-4.
-    The ranks train causal models on shared-prefix packed rows, the single process on padded batches."""
+    The ranks train causal models on shared-prefix packed rows, the single process on padded batches.
+    In bf16 (resources.mixed_precision) every strategy's losses stay within BF16_TOLERANCE of fp32's."""
     import torch.multiprocessing as mp
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     monkeypatch.setattr(T, "MIN_SHARED_FRACTION", float("inf"))  # spawned ranks keep the default
     try:
         single = _losses("fsdp", kind, lora)  # this process, no process group: plain training
+        single_bf16 = _losses("fsdp", kind, lora, bf16=True)
     finally:
         torch.set_num_threads(threads)
         monkeypatch.undo()
     out = tmp_path / "losses.pt"
     mp.spawn(_worker, args=(2, kind, lora, str(out), 29611), nprocs=2, join=True)
     got = torch.load(out)
-    assert got["fsdp"] == pytest.approx(single, abs=1e-4)
-    assert got["ddp"] == pytest.approx(single, abs=1e-4)
+    assert got["fsdp", False] == pytest.approx(single, abs=1e-4)
+    assert got["ddp", False] == pytest.approx(single, abs=1e-4)
+    print("bf16 - fp32:", [b - a for a, b in zip(single, single_bf16)],
+          {k: [b - a for a, b in zip(single, v)] for k, v in got.items() if k[1]})
+    for bf16 in (single_bf16, got["fsdp", True], got["ddp", True]):
+        assert bf16 != single  # it did run in bf16...
+        assert bf16 == pytest.approx(single, abs=BF16_TOLERANCE)  # ...to bf16's precision
     assert single[1] < single[0]  # it learns

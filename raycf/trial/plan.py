@@ -61,20 +61,29 @@ def fingerprint(model_dir: Path) -> str:
     return cache.key((Path(model_dir) / "config.json").read_text(), [(p.name, p.stat().st_size) for p in files])
 
 
+def bf16_training(cfg: ExperimentConfig) -> bool:
+    """Whether a trial trains under bf16 autocast (and FSDP2's bf16 policy): resources.mixed_precision bf16,
+    or auto on a GPU. On CPU auto stays fp32: the numbers then agree exactly across machines (bf16 kernels
+    differ by CPU) and with lm-eval; bf16 is a measured opt-in (README, scripts/bench_train.py)."""
+    mp = cfg.resources.mixed_precision
+    return mp == "bf16" or (mp == "auto" and cfg.resources.gpus_per_worker > 0)
+
+
 def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = None,
               tracking_uri: str = "") -> TrialPlan:
     kind = model_kind(model_dir) if cfg.model.kind == "auto" else cfg.model.kind
     root = storage.resolve(cfg.storage_path)
     start = fingerprint(model_dir)
+    precision = ["bf16"] if bf16_training(cfg) else []  # fp32 keys as before bf16 existed: caches stay valid
     warm_key = None
     if cfg.warm_start.kind == "general":
         ws = cfg.warm_start
         warm_key = cache.key("warm", start, data_key(cfg, GENERAL), ws.lr, ws.steps,
-                             ws.batch_size, cfg.optim.max_length, cfg.seed)
+                             ws.batch_size, cfg.optim.max_length, cfg.seed, *precision)
         start = warm_key
     elif cfg.warm_start.kind == "checkpoint":
         start = fingerprint(Path(cfg.warm_start.path))
-    recipe = [asdict(cfg.finetune), asdict(cfg.optim), asdict(cfg.data), cfg.seed]
+    recipe = [asdict(cfg.finetune), asdict(cfg.optim), asdict(cfg.data), cfg.seed, *precision]
     stage_keys = [cache.key("stage", start, recipe, [data_key(cfg, s) for s in cfg.stages[:k]])
                   for k in range(1, len(cfg.stages) + 1)]
     probe_tasks = probe_task_names(cfg)

@@ -25,7 +25,7 @@ from raycf.trial import record
 from raycf.trial.checkpoint import (build_model, cached_prefix, fetched, last_reported_stage, plain_model,
                                     save_checkpoint)
 from raycf.trial.collective import agree, barrier
-from raycf.trial.plan import TrialPlan
+from raycf.trial.plan import TrialPlan, bf16_training
 from raycf.trial.results import stage_metrics
 from raycf.trial.warm_start import ensure_warm_start
 
@@ -55,7 +55,8 @@ class StageRunner:
         mark("trial_start")
         torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))  # a pooled worker serves many trials
         self.device = worker_device(cfg)
-        self.bf16 = use_bf16(cfg, self.device)
+        self.bf16 = bf16_training(cfg)
+        self.autocast = torch.bfloat16 if self.bf16 else None
         self.base_dir, self.warm_seconds = ensure_warm_start(cfg, self.plan, self.rank, self.world, self.device,
                                                              self.bf16, self.stop)
         self.done = agree(cached_prefix(self.plan))
@@ -89,7 +90,7 @@ class StageRunner:
                             batch_size=o.batch_size, steps=steps, grad_accum=o.grad_accum, lr=o.lr,
                             weight_decay=o.weight_decay, schedule=o.schedule, warmup=o.warmup_steps,
                             max_grad_norm=o.max_grad_norm, seed=cfg.seed * 1000 + k, device=self.device,
-                            on_step=on_step(k, self.rank, self.stop))
+                            autocast_dtype=self.autocast, on_step=on_step(k, self.rank, self.stop))
         self.work["sweep/stage_trainings"] += 1
         return {"stage": k, "task": cfg.stages[k - 1], "train/loss": stats.loss, "train/steps": stats.steps,
                 "train/target_tokens": stats.tokens, "train/tokens_per_s": stats.seen_tokens / stats.seconds,
@@ -97,7 +98,8 @@ class StageRunner:
 
     def checkpoint(self, k: int, stats: dict, examples: list) -> dict:
         """Stage k's checkpoint into the stage cache (checked to reload to the live loss); the full state dict."""
-        return save_checkpoint(self.cfg, self.plan, k, self.model, self.tok, stats, examples, self.rank, self.device)
+        return save_checkpoint(self.cfg, self.plan, k, self.model, self.tok, stats, examples, self.rank, self.device,
+                               self.autocast)
 
     def probe(self, k: int, state: dict | None) -> tuple[dict, int]:
         """Probe scores after stage k (k=0: before training), from the cache or measured now (all ranks);
@@ -177,11 +179,6 @@ def worker_device(cfg: ExperimentConfig):
         import ray.train.torch
         return ray.train.torch.get_device()
     return torch.device("cpu")
-
-
-def use_bf16(cfg: ExperimentConfig, device) -> bool:
-    mp = cfg.resources.mixed_precision
-    return mp == "bf16" or (mp == "auto" and device.type == "cuda")
 
 
 def on_step(k: int, rank: int, stop=None):
