@@ -20,9 +20,8 @@ from __future__ import annotations
 from collections import Counter
 from functools import cache
 
-import sacrebleu
-from rouge_score import rouge_scorer
-from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+# sacrebleu and rouge_score (nltk) are imported where used: they take 1.5 s, and a probe process that scores only
+# multiple choice needs neither
 
 
 def reference_lists(predictions: list[str], references: list[str] | list[list[str]]) -> list[list[str]]:
@@ -36,12 +35,14 @@ def bleu(predictions: list[str], references: list[str] | list[list[str]]) -> flo
     refs = reference_lists(predictions, references)
     if len({len(r) for r in refs}) != 1:
         raise ValueError("bleu needs the same number of references for every prediction")
+    import sacrebleu
     streams = [list(stream) for stream in zip(*refs)]  # sacrebleu wants one stream per reference slot
     return float(sacrebleu.corpus_bleu(predictions, streams).score)
 
 
 @cache
-def rouge1_scorer() -> rouge_scorer.RougeScorer:
+def rouge1_scorer():
+    from rouge_score import rouge_scorer
     return rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
 
 
@@ -61,6 +62,7 @@ def sari(sources: list[str], predictions: list[str], references: list[list[str]]
 
 def normalize(sentence: str) -> list[str]:
     # split(" "), not split(): evaluate does the same, so an empty output is one empty token there too.
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
     return Tokenizer13a()(sentence.lower()).split(" ")
 
 

@@ -1,6 +1,13 @@
 """raycf's multiple-choice scorer against lm-evaluation-harness 0.4.13: same model, same questions, same k examples.
 
     python scripts/bench_probe.py [--model FOLDER] [--data FILE.jsonl] [--shots 0,5] [--lm-eval-batch-sizes 1,8]
+    python scripts/bench_probe.py --process [--repeat 3]   # whole processes: the raycf.probe CLI vs lm_eval's
+
+--process: what a user waits for, each CLI started fresh as a user starts it, on the knowledge suite at 0-shot:
+`python -m raycf.probe --model M --suite knowledge --shots 0` against `lm_eval --model hf ... --num_fewshot 0`
+on the same questions (one lm-eval task of the same contexts and choices); wall time from start to exit, the
+medians of --repeat runs alternating, and both overall accuracies (the same, or the line says NO). raycf's
+time is split by its --timings line (imports, model load, scoring).
 
 Prints, for each k: both accuracies (acc, acc_norm), both wall times and the speed ratio, and the same for the
 process's CPU time (all threads; stalled threads' spin-waits count too); times include loading the model for both
@@ -104,10 +111,23 @@ def run_raycf(model_dir, test, examples, batch_size: int, fast: bool = True):
 
 
 def run_lm_eval(model_dir, test, examples, shots: int, batch_size: int, tmp: Path):
-    import yaml
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     name = "raycf_bench_mc"
+    tasks = lm_eval_task(test, examples, tmp, name)
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = simple_evaluate(model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"}, tasks=[name],
+                          num_fewshot=shots, batch_size=batch_size, device="cpu", bootstrap_iters=0, log_samples=True,
+                          task_manager=TaskManager(include_path=str(tasks), include_defaults=False))
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    res = out["results"][name]
+    lls = [[float(r[0][0]) for r in s["resps"]] for s in sorted(out["samples"][name], key=lambda s: s["doc_id"])]
+    return {"acc": res["acc,none"], "acc_norm": res["acc_norm,none"]}, lls, seconds, cpu
+
+
+def lm_eval_task(test, examples, tmp: Path, name: str = "raycf_bench_mc") -> Path:
+    """An lm-eval task of these questions (contexts and choices as raycf builds them); its folder."""
+    import yaml
     for split, rows in (("test", test), ("fewshot", examples or test[:1])):
         (tmp / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     task = {"task": name, "dataset_path": "json",
@@ -119,14 +139,68 @@ def run_lm_eval(model_dir, test, examples, shots: int, batch_size: int, tmp: Pat
             "metadata": {"version": 1.0}}
     (tmp / "tasks").mkdir(exist_ok=True)
     (tmp / "tasks" / f"{name}.yaml").write_text(yaml.safe_dump(task))
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = simple_evaluate(model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"}, tasks=[name],
-                          num_fewshot=shots, batch_size=batch_size, device="cpu", bootstrap_iters=0, log_samples=True,
-                          task_manager=TaskManager(include_path=str(tmp / "tasks"), include_defaults=False))
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    res = out["results"][name]
-    lls = [[float(r[0][0]) for r in s["resps"]] for s in sorted(out["samples"][name], key=lambda s: s["doc_id"])]
-    return {"acc": res["acc,none"], "acc_norm": res["acc_norm,none"]}, lls, seconds, cpu
+    return tmp / "tasks"
+
+
+def whole_processes(model_dir: Path, repeat: int, batch_sizes) -> int:
+    """The raycf.probe CLI against lm_eval's CLI, 0-shot on the knowledge suite, each a fresh process."""
+    import subprocess
+    test, _, source = default_questions()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with tempfile.TemporaryDirectory() as tmp:
+        tasks = lm_eval_task(test, [], Path(tmp))
+        cmds = {"raycf.probe": [sys.executable, "-m", "raycf.probe", "--model", str(model_dir), "--suite", "knowledge",
+                                "--shots", "0", "--timings"]}
+        for bs in batch_sizes:
+            cmds[f"lm_eval bs={bs}"] = [str(Path(sys.executable).with_name("lm_eval")), "--model", "hf", "--model_args",
+                                        f"pretrained={model_dir},dtype=float32", "--tasks", "raycf_bench_mc",
+                                        "--include_path", str(tasks), "--num_fewshot", "0", "--batch_size", str(bs),
+                                        "--device", "cpu", "--output_path", str(Path(tmp) / f"out{bs}")]
+        print(f"model {model_dir}\nquestions {len(test)} ({source}), 0-shot, whole processes, medians of {repeat}; "
+              f"load average {_load()}")
+        times: dict = {k: [] for k in cmds}
+        accs, timings = {}, ""
+        for _ in range(repeat):
+            for name, cmd in cmds.items():
+                t0 = time.perf_counter()
+                out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+                times[name].append(time.perf_counter() - t0)
+                if out.returncode:
+                    sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
+                if name == "raycf.probe":
+                    accs[name], timings = _raycf_acc(out.stdout), out.stderr.strip().splitlines()[-1]
+                else:
+                    accs[name] = _lm_eval_acc(Path(tmp) / f"out{name.split('=')[1]}")
+        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        print(f"{'process':<16} {'acc':>7} {'acc_norm':>8} {'wall s':>8} {'x':>6}  runs")
+        for name in cmds:
+            acc = accs[name]
+            same = "" if name == "raycf.probe" else ("  same acc" if _close(acc, accs["raycf.probe"]) else "  NO: differs")
+            print(f"{name:<16} {acc[0]:>7.4f} {acc[1]:>8.4f} {med[name]:>8.1f} {med[name] / med['raycf.probe']:>5.1f}x  "
+                  + ", ".join(f"{t:.1f}" for t in times[name]) + same)
+        print(f"raycf.probe {timings}\n# load average after: {_load()}")
+    return 0
+
+
+def _raycf_acc(stdout: str) -> tuple[float, float]:
+    """Question-weighted acc and acc_norm over the tasks of raycf.probe's table."""
+    sums: dict = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[2] in ("acc", "acc_norm"):
+            n = int(parts[4])
+            a, b = sums.get(parts[2], (0.0, 0))
+            sums[parts[2]] = (a + float(parts[3]) * n, b + n)
+    return tuple(sums[m][0] / sums[m][1] for m in ("acc", "acc_norm"))  # type: ignore[return-value]
+
+
+def _lm_eval_acc(out_dir: Path) -> tuple[float, float]:
+    res = json.loads(sorted(out_dir.rglob("results*.json"))[-1].read_text())["results"]["raycf_bench_mc"]
+    return res["acc,none"], res["acc_norm,none"]
+
+
+def _close(a, b) -> bool:
+    return all(abs(x - y) < 1e-3 for x, y in zip(a, b))  # the table prints 4 decimals
 
 
 def main(argv=None) -> int:
@@ -142,7 +216,12 @@ def main(argv=None) -> int:
     p.add_argument("--lm-eval-batch-sizes", default="1,8")
     p.add_argument("--plain", action="store_true", help="also time raycf's unshared path (fast=False)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--process", action="store_true", help="whole CLI processes, 0-shot (see above)")
+    p.add_argument("--repeat", type=int, default=3, help="--process: runs of each, alternating")
     args = p.parse_args(argv)
+    if args.process:
+        return whole_processes(args.model or default_model(), args.repeat,
+                               [int(b) for b in args.lm_eval_batch_sizes.split(",")])
 
     import torch
 

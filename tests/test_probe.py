@@ -278,6 +278,42 @@ def test_generation_batched_equals_one_by_one(causal, tok):
     assert tok.padding_side == "right"  # restored
 
 
+@pytest.mark.parametrize("name", ["raycf-tiny", "tiny-causal"])
+def test_shared_prefix_greedy_gives_generates_texts_on_the_learned_tasks(name):
+    """raycf.probe.greedy (the shared Alpaca preamble run once, rows leaving the batch at EOS) against
+    transformers' generate: the same text for every row of the five shipped generation tasks, so the same
+    scores; the prefix it shares is the preamble, and on raycf-tiny rows do stop at EOS."""
+    from raycf.data import load_task, suite
+    from raycf.data.template import prompt
+    from raycf.models.load import load_model
+    from raycf.models.resolve import resolve_model_dir
+    from raycf.probe import greedy as probe_greedy
+    model, tok = load_model(resolve_model_dir(name))
+    model.eval()
+    assert probe_greedy.plain(model)
+    stopped = 0
+    for task in suite(["tasks"]):
+        rows = list(load_task(task).rows)[:24]
+        prompts = [prompt(r) for r in rows]
+        reference = probe_tasks.generate(model, tok, prompts, max_new_tokens=16, batch_size=8, shared_prefix=False)
+        assert probe_tasks.generate(model, tok, prompts, max_new_tokens=16, batch_size=8) == reference, task
+        ids = [tok(p)["input_ids"] for p in prompts]
+        assert len(tok.decode(ids[0][:probe_greedy._shared_length(ids)])) >= len("Below is an instruction")
+        stopped += sum(len(tok(t)["input_ids"]) < 12 for t in reference)
+    assert name == "tiny-causal" or stopped > 0
+
+
+def test_greedy_steps_aside_where_generate_would_process_logits(causal, tok):
+    from raycf.probe import greedy as probe_greedy
+    assert probe_greedy.plain(causal)
+    causal.generation_config.repetition_penalty = 1.3
+    try:
+        assert not probe_greedy.plain(causal)
+        assert probe_greedy.greedy(causal, tok, ["Question: a?\nAnswer:"], max_new_tokens=4, batch_size=2) is None
+    finally:
+        causal.generation_config.repetition_penalty = 1.0
+
+
 def test_generation_metrics_use_raycf_metrics():
     rows = [{"instruction": "Say it", "input": "the cat sat", "output": "the cat sat down"},
             {"instruction": "Say it", "input": "a dog", "output": "a big dog"}]

@@ -5,8 +5,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
+
+IMPORTED = time.perf_counter()
 
 from raycf.data import load_task, suite
 from raycf.errors import ConfigError, DataError, ModelError, cli, parser
@@ -78,12 +82,30 @@ def probe(args) -> int:
         tasks = [load_task(n) for n in suite([s.strip() for s in args.suite.split(",") if s.strip()])]
     except DataError as e:
         raise DataError(f"--suite: {e}") from None
+    t_imports = time.perf_counter()
     from raycf.probe.run import format_table, probe_tasks
     model, tok = load(model_dir, args.adapter, args.model, args.trust_remote_code, args.allow_pickle)
+    t_loaded = time.perf_counter()
     results = probe_tasks(model, tok, tasks, shots=args.shots, limit=args.limit, seed=args.seed,
                           batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
     print(format_table(results))
+    if args.timings:
+        done = time.perf_counter()
+        print(f"timings: start to checked inputs {since_start(t_imports):.1f} s, imports and model load "
+              f"{t_loaded - t_imports:.1f} s, scoring {done - t_loaded:.1f} s, total {since_start(done):.1f} s",
+              file=sys.stderr)
     return 0
+
+
+def since_start(t: float) -> float:
+    """Seconds from this process's start (Linux: /proc) to perf_counter() time t; from this module's import
+    elsewhere."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK") - (time.perf_counter() - t)
+    except (OSError, ValueError, IndexError):
+        return t - IMPORTED
 
 
 def main(argv=None) -> int:
@@ -100,6 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code (auto_map)")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle weights (pytorch_model.bin)")
     p.add_argument("--allow-download", action="store_true", help="let --model be a hub name (org/name), downloaded")
+    p.add_argument("--timings", action="store_true", help="print where the time went (stderr)")
     return cli(p, probe, argv)
 
 

@@ -104,7 +104,7 @@ def loglikelihood_tokens(model, requests, *, prefix=(), batch_size: int = 16, fa
     return out  # type: ignore[return-value]
 
 
-def _accepts(model, name: str) -> bool:
+def accepts(model, name: str) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return name in inspect.signature(base.forward).parameters
 
@@ -114,7 +114,7 @@ def _pad(rows, length, value=0):
     return torch.tensor([list(r) + [value] * (length - len(r)) for r in rows], dtype=torch.long)
 
 
-def _select_cache(cache, index):
+def select_cache(cache, index):
     """A copy of `cache` holding rows `index` (new tensors: the original stays reusable)."""
     import torch
     new = copy.copy(cache)
@@ -167,7 +167,7 @@ def _score_causal(model, requests, out, prefix, batch_size, max_len, st):
         cache = None
         if n:
             import torch
-            keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+            keep = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
             cache = model(torch.tensor([prefix[:n]]), use_cache=True, **keep).cache
             st["forwards"] += 1
         part = sorted(part, key=lambda it: -len(it[0]))
@@ -205,9 +205,9 @@ def _score_contexts(model, chunk, requests, out, plen, prefix_cache, st):
     mask = torch.tensor([[1] * (plen + len(t)) + [0] * (width - len(t)) for t in tails])
     kwargs = {"attention_mask": mask, "use_cache": True}
     if prefix_cache is not None:
-        kwargs["cache"] = _select_cache(prefix_cache, [0] * len(chunk))
+        kwargs["cache"] = select_cache(prefix_cache, [0] * len(chunk))
     last = torch.tensor([[len(t) - 1] for t in tails])
-    if _accepts(model, "logits_to_keep"):  # the vocab projection only where the next token is predicted
+    if accepts(model, "logits_to_keep"):  # the vocab projection only where the next token is predicted
         kwargs["logits_to_keep"] = last
         last = torch.zeros_like(last)
     res = model(_pad(tails, width), **kwargs)
@@ -220,9 +220,9 @@ def _score_contexts(model, chunk, requests, out, plen, prefix_cache, st):
         w2 = max(map(len, conts))
         mask2 = torch.cat([mask[[b for b, _ in rows]],
                            torch.tensor([[1] * len(c) + [0] * (w2 - len(c)) for c in conts])], dim=1)
-        kwargs2 = {"attention_mask": mask2, "cache": _select_cache(res.cache, [b for b, _ in rows]),
+        kwargs2 = {"attention_mask": mask2, "cache": select_cache(res.cache, [b for b, _ in rows]),
                    "use_cache": True}  # some models drop a given cache unless use_cache
-        if _accepts(model, "position_ids"):  # the pad gap between context and continuation has no position
+        if accepts(model, "position_ids"):  # the pad gap between context and continuation has no position
             kwargs2["position_ids"] = torch.tensor([[plen + len(tails[b]) + t for t in range(w2)] for b, _ in rows])
         logp = torch.log_softmax(model(_pad(conts, w2), **kwargs2).logits, dim=-1)
         st["forwards"] += 1

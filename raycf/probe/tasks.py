@@ -7,6 +7,7 @@ import random
 from raycf import metrics as M
 from raycf.errors import DataError
 from raycf.probe.engine import chunks, is_seq2seq, loglikelihood
+from raycf.probe.greedy import greedy
 
 
 FEWSHOT_DELIMITER = "\n\n"
@@ -76,9 +77,17 @@ def pair_metrics(rows, lls) -> dict[str, float]:
     return metrics
 
 
-def generate(model, tok, prompts, *, max_new_tokens: int = 64, batch_size: int = 16) -> list[str]:
-    """Greedy completions of `prompts` (left padded for causal models), special tokens dropped, stripped."""
+def generate(model, tok, prompts, *, max_new_tokens: int = 64, batch_size: int = 16,
+             shared_prefix: bool = True, shared_batch_size: int = 64) -> list[str]:
+    """Greedy completions of `prompts`, special tokens dropped, stripped: transformers' `generate` (left padded
+    for causal models, batch_size prompts at a time); shared_prefix: the same tokens from raycf.probe.greedy
+    where the model allows, shared_batch_size rows at a time (decoding reads every weight once per step for
+    the whole batch: on CPU a larger batch is nearly free until the matrix units are busy)."""
     import torch
+    fast = greedy(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=shared_batch_size) \
+        if shared_prefix else None
+    if fast is not None:
+        return fast
     out: list[str | None] = [None] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     side, pad = tok.padding_side, tok.pad_token
