@@ -36,9 +36,8 @@ def test_bf16_one_process_trains_in_bf16_and_its_checkpoints_pass_the_reload_che
     for a, b in zip(fp32, bf16):
         assert b["train/loss"] != a["train/loss"]
         assert b["train/loss"] == pytest.approx(a["train/loss"], abs=BF16_TOLERANCE)
-        # the checkpoint check compared like with like: the reloaded adapter under the same autocast (PEFT's own
-        # forward there, the fused op live: the same bf16 math in another order)
-        assert b["checkpoint/reload_loss"] == pytest.approx(b["checkpoint/live_loss"], rel=1e-4)
+        # the checkpoint check reads both the live and the reloaded weights in fp32, whatever the training ran in
+        assert b["checkpoint/reload_loss"] == pytest.approx(b["checkpoint/live_loss"], rel=1e-6)
         assert a["checkpoint/reload_loss"] == pytest.approx(a["checkpoint/live_loss"], rel=1e-6)
 
 

@@ -111,7 +111,7 @@ def test_ddp_gives_the_fsdp_losses(baseline, workers, tmp_path):
 
 def test_bf16_trials_on_fsdp2_and_ddp_train_in_bf16_and_pass_the_checkpoint_check(baseline, workers, tmp_path):
     """resources.mixed_precision bf16 (what `auto` is on a GPU): FSDP2 (bf16 policy + autocast) and DDP (autocast)
-    finish every stage; each checkpoint reloads, under the same precision, to the live loss; the losses are
+    finish every stage; each checkpoint reloads to the live weights' loss (both read in fp32); the losses are
     fp32's to bf16 precision (tests/test_train.py states the tolerance)."""
     from tests.test_train import BF16_TOLERANCE
     fp32 = [r["train/loss"] for r in stage_results(baseline[0])[1]]
@@ -122,7 +122,7 @@ def test_bf16_trials_on_fsdp2_and_ddp_train_in_bf16_and_pass_the_checkpoint_chec
         assert [r["train/loss"] for r in results] != fp32
         assert [r["train/loss"] for r in results] == pytest.approx(fp32, abs=BF16_TOLERANCE), strategy
         for r in results:
-            assert r["checkpoint/reload_loss"] == pytest.approx(r["checkpoint/live_loss"], rel=1e-3), strategy
+            assert r["checkpoint/reload_loss"] == pytest.approx(r["checkpoint/live_loss"], rel=1e-5), strategy
 
 
 def test_seq2seq_trial_completes(workers, tmp_path):

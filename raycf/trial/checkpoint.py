@@ -101,15 +101,16 @@ def plain_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, model, s
 
 
 def save_checkpoint(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, result: dict, examples, rank: int,
-                    device, autocast_dtype=None) -> dict:
+                    device, plain=None) -> dict:
     """Collective: gather the full state, rank 0 writes adapter (LoRA) or full weights, checks that the
-    saved checkpoint is non-empty and reloads to the live model's loss, and publishes it. autocast_dtype: the
-    precision training ran in; both losses are computed in it (bf16: FSDP2's policy is mirrored on the reload)."""
+    saved checkpoint is non-empty and reloads to the live weights' loss, and publishes it. Both losses are
+    fp32 forwards, whatever the training precision (in bf16 two orders of the same sums differ by up to 1%
+    on a few examples, more than any tolerance that still catches a bad checkpoint). plain(sd): the live
+    weights as a plain fp32 model, for FSDP2 in bf16, whose own forward runs in its bf16 policy."""
     from raycf.train import eval_loss
     probe_batch = examples[:4]
-    live = eval_loss(model, probe_batch, plan.kind, tok.pad_token_id, device, autocast_dtype)
-    params_dtype = autocast_dtype if autocast_dtype is not None and is_fsdp(model) else None
     sd = full_state_dict(model)
+    live = eval_loss(plain(sd) if plain is not None else model, probe_batch, plan.kind, tok.pad_token_id, device)
     if rank == 0:
         inner = unwrap(model)
         with cache.writing(plan.stage_entry(k)) as tmp:
@@ -122,7 +123,7 @@ def save_checkpoint(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, 
             else:
                 inner.save_pretrained(tmp, state_dict=sd)
                 tok.save_pretrained(tmp)
-            reloaded = reload_loss(cfg, plan, tmp, probe_batch, tok.pad_token_id, autocast_dtype, params_dtype)
+            reloaded = reload_loss(cfg, plan, tmp, probe_batch, tok.pad_token_id)
             if abs(reloaded - live) > 1e-3 * max(1.0, abs(live)):
                 raise RuntimeError(f"stage {k}: checkpoint reloads to loss {reloaded:.6f}, live model {live:.6f}")
             result["checkpoint/reload_loss"] = reloaded
@@ -132,11 +133,8 @@ def save_checkpoint(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, 
     return sd
 
 
-def reload_loss(cfg: ExperimentConfig, plan: TrialPlan, folder: Path, examples, pad_id: int, autocast_dtype=None,
-                params_dtype=None) -> float:
-    """Loss of `examples` under the checkpoint in `folder`, loaded fresh in this process, under autocast to
-    `autocast_dtype`; params_dtype: every parameter cast to it first, as FSDP2's mixed precision policy does
-    (buffers, such as rotary frequencies, keep theirs)."""
+def reload_loss(cfg: ExperimentConfig, plan: TrialPlan, folder: Path, examples, pad_id: int) -> float:
+    """Loss of `examples` under the checkpoint in `folder`, loaded fresh in this process (fp32)."""
     from raycf.train import eval_loss
     if cfg.finetune.method == "full":
         model, _ = load_model(folder, dtype=cfg.model.dtype)
@@ -145,7 +143,4 @@ def reload_loss(cfg: ExperimentConfig, plan: TrialPlan, folder: Path, examples, 
         base_dir = plan.warm_dir() if plan.warm_key else Path(cfg.warm_start.path or plan.model_dir)
         model, _ = load_base(cfg, base_dir)
         model = PeftModel.from_pretrained(model, folder)
-    if params_dtype is not None:
-        for p in model.parameters():
-            p.data = p.data.to(params_dtype)
-    return eval_loss(model, examples, plan.kind, pad_id, autocast_dtype=autocast_dtype)
+    return eval_loss(model, examples, plan.kind, pad_id)

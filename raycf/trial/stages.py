@@ -22,7 +22,7 @@ from raycf.probe.run import run_probes
 from raycf.timeline import mark
 from raycf.train import encode, num_steps, train_stage, wrap
 from raycf.trial import record
-from raycf.trial.checkpoint import (build_model, cached_prefix, fetched, last_reported_stage, plain_model,
+from raycf.trial.checkpoint import (build_model, cached_prefix, fetched, is_fsdp, last_reported_stage, plain_model,
                                     save_checkpoint)
 from raycf.trial.collective import agree, barrier
 from raycf.trial.plan import TrialPlan, bf16_training
@@ -98,8 +98,10 @@ class StageRunner:
 
     def checkpoint(self, k: int, stats: dict, examples: list) -> dict:
         """Stage k's checkpoint into the stage cache (checked to reload to the live loss); the full state dict."""
+        def plain(sd):  # FSDP2 in bf16: its forward runs in the bf16 policy, the check reads the weights in fp32
+            return plain_model(self.cfg, self.plan, self.base_dir, self.model, sd, self.probe_copy, self.device)
         return save_checkpoint(self.cfg, self.plan, k, self.model, self.tok, stats, examples, self.rank, self.device,
-                               self.autocast)
+                               plain if self.bf16 and is_fsdp(self.model) else None)
 
     def probe(self, k: int, state: dict | None) -> tuple[dict, int]:
         """Probe scores after stage k (k=0: before training), from the cache or measured now (all ranks);
