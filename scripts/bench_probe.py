@@ -2,6 +2,12 @@
 
     python scripts/bench_probe.py [--model FOLDER] [--data FILE.jsonl] [--shots 0,5] [--lm-eval-batch-sizes 1,8]
     python scripts/bench_probe.py --process [--repeat 3]   # whole processes: the raycf.probe CLI vs lm_eval's
+    python scripts/bench_probe.py --probe-pass [--limit 60]   # a trial's probe pass, by probe type
+
+--probe-pass: the probe pass a trial of search_spaces/smollm2.yaml runs after each stage (every suite, --limit
+rows per task, default shots, 32 new tokens), in this process, timed by probe type; generation both ways:
+raycf.probe.greedy (the default) and transformers' generate (before it), with the count of predictions that
+differ (0 expected) and both scores.
 
 --process: what a user waits for, each CLI started fresh as a user starts it, on the knowledge suite at 0-shot:
 `python -m raycf.probe --model M --suite knowledge --shots 0` against `lm_eval --model hf ... --num_fewshot 0`
@@ -142,6 +148,42 @@ def lm_eval_task(test, examples, tmp: Path, name: str = "raycf_bench_mc") -> Pat
     return tmp / "tasks"
 
 
+def probe_pass(model_dir: Path, limit: int) -> int:
+    from raycf.data import load_task, suite
+    from raycf.data.template import PROMPT_WITH_INPUT, prompt
+    from raycf.models.load import load_model
+    from raycf.probe.run import probe_task
+    model, tok = load_model(model_dir)
+    model.eval()
+    seconds: dict = {}
+    print(f"model {model_dir}\nprobe pass: every suite, {limit} rows per task, default shots, 32 new tokens; "
+          f"load average {_load()}")
+    print(f"{'task':<22} {'type':<16} {'seconds':>8} {'generate s':>10} {'differ':>7}  score (greedy / generate)")
+    for name in suite(["knowledge", "reasoning", "reading", "bias", "tasks"]):
+        task = load_task(name)
+        t0 = time.perf_counter()
+        result = probe_task(model, tok, task, limit=limit, max_new_tokens=32)
+        took = time.perf_counter() - t0
+        seconds[task.type] = seconds.get(task.type, 0.0) + took
+        extra = ""
+        if task.type == "generation":
+            rows = list(task.rows)[:limit]
+            prompts = [prompt(r) if task.template == PROMPT_WITH_INPUT else task.template.format(**r) for r in rows]
+            t1 = time.perf_counter()
+            before = probe_tasks.generate(model, tok, prompts, max_new_tokens=32, shared_prefix=False)
+            took_before = time.perf_counter() - t1
+            seconds["generation via generate"] = seconds.get("generation via generate", 0.0) + took_before
+            now = probe_tasks.generate(model, tok, prompts, max_new_tokens=32)
+            old = probe_tasks.generation_metrics(task.metric, rows, before)
+            extra = (f"{took_before:>10.1f} {sum(a != b for a, b in zip(now, before)):>7d}  "
+                     + ", ".join(f"{m} {result.metrics[m]:.4f} / {old[m]:.4f}" for m in old))
+        print(f"{name:<22} {task.type:<16} {took:>8.1f} {extra}")
+    print("by type: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+          + f"; pass {sum(v for k, v in seconds.items() if k != 'generation via generate'):.1f} s (with generate: "
+          f"{sum(v for k, v in seconds.items() if k != 'generation'):.1f} s)")
+    return 0
+
+
 def whole_processes(model_dir: Path, repeat: int, batch_sizes) -> int:
     """The raycf.probe CLI against lm_eval's CLI, 0-shot on the knowledge suite, each a fresh process."""
     import subprocess
@@ -218,7 +260,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--process", action="store_true", help="whole CLI processes, 0-shot (see above)")
     p.add_argument("--repeat", type=int, default=3, help="--process: runs of each, alternating")
+    p.add_argument("--probe-pass", action="store_true", help="a trial's probe pass by probe type (see above)")
     args = p.parse_args(argv)
+    if args.probe_pass:
+        torch_threads(args.threads)
+        return probe_pass(args.model or default_model(), args.limit or 60)
     if args.process:
         return whole_processes(args.model or default_model(), args.repeat,
                                [int(b) for b in args.lm_eval_batch_sizes.split(",")])
@@ -256,6 +302,11 @@ def main(argv=None) -> int:
     print("\nsummary")
     print_rows(rows)
     return 0
+
+
+def torch_threads(n: int) -> None:
+    import torch
+    torch.set_num_threads(n)
 
 
 def _load() -> str:
