@@ -2,12 +2,13 @@
 
     python scripts/bench_probe.py [--model FOLDER] [--data FILE.jsonl] [--shots 0,5] [--lm-eval-batch-sizes 1,8]
     python scripts/bench_probe.py --process [--repeat 3]   # whole processes: the raycf.probe CLI vs lm_eval's
-    python scripts/bench_probe.py --probe-pass [--limit 60]   # a trial's probe pass, by probe type
+    python scripts/bench_probe.py --probe-pass [--limit 60] [--bf16]   # a trial's probe pass, by probe type
 
 --probe-pass: the probe pass a trial of search_spaces/smollm2.yaml runs after each stage (every suite, --limit
 rows per task, default shots, 32 new tokens), in this process, timed by probe type; generation both ways:
 raycf.probe.greedy (the default) and transformers' generate (before it), with the count of predictions that
-differ (0 expected) and both scores.
+differ (0 expected) and both scores. --bf16: then the pass again under bf16 autocast (probes.precision bf16):
+its time and every task's score change against fp32.
 
 --process: what a user waits for, each CLI started fresh as a user starts it, on the knowledge suite at 0-shot:
 `python -m raycf.probe --model M --suite knowledge --shots 0` against `lm_eval --model hf ... --num_fewshot 0`
@@ -148,7 +149,7 @@ def lm_eval_task(test, examples, tmp: Path, name: str = "raycf_bench_mc") -> Pat
     return tmp / "tasks"
 
 
-def probe_pass(model_dir: Path, limit: int) -> int:
+def probe_pass(model_dir: Path, limit: int, bf16: bool = False) -> int:
     from raycf.data import load_task, suite
     from raycf.data.template import PROMPT_WITH_INPUT, prompt
     from raycf.models.load import load_model
@@ -156,6 +157,7 @@ def probe_pass(model_dir: Path, limit: int) -> int:
     model, tok = load_model(model_dir)
     model.eval()
     seconds: dict = {}
+    scores: dict = {}
     print(f"model {model_dir}\nprobe pass: every suite, {limit} rows per task, default shots, 32 new tokens; "
           f"load average {_load()}")
     print(f"{'task':<22} {'type':<16} {'seconds':>8} {'generate s':>10} {'differ':>7}  score (greedy / generate)")
@@ -164,6 +166,7 @@ def probe_pass(model_dir: Path, limit: int) -> int:
         t0 = time.perf_counter()
         result = probe_task(model, tok, task, limit=limit, max_new_tokens=32)
         took = time.perf_counter() - t0
+        scores[name] = result.metrics
         seconds[task.type] = seconds.get(task.type, 0.0) + took
         extra = ""
         if task.type == "generation":
@@ -181,6 +184,17 @@ def probe_pass(model_dir: Path, limit: int) -> int:
     print("by type: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
           + f"; pass {sum(v for k, v in seconds.items() if k != 'generation via generate'):.1f} s (with generate: "
           f"{sum(v for k, v in seconds.items() if k != 'generation'):.1f} s)")
+    if bf16:
+        import torch
+        print("bf16 autocast (probes.precision bf16): score fp32 -> bf16")
+        t0 = time.perf_counter()
+        for name in scores:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                got = probe_task(model, tok, load_task(name), limit=limit, max_new_tokens=32).metrics
+            was = scores[name]
+            print(f"{name:<22} " + ", ".join(f"{m} {was[m]:.4f} -> {got[m]:.4f} ({got[m] - was[m]:+.4f})"
+                                             for m in list(got)[:2]))
+        print(f"bf16 pass {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -217,8 +231,10 @@ def whole_processes(model_dir: Path, repeat: int, batch_sizes) -> int:
         print(f"{'process':<16} {'acc':>7} {'acc_norm':>8} {'wall s':>8} {'x':>6}  runs")
         for name in cmds:
             acc = accs[name]
-            same = "" if name == "raycf.probe" else ("  same acc" if _close(acc, accs["raycf.probe"]) else "  NO: differs")
-            print(f"{name:<16} {acc[0]:>7.4f} {acc[1]:>8.4f} {med[name]:>8.1f} {med[name] / med['raycf.probe']:>5.1f}x  "
+            same = "" if name == "raycf.probe" else \
+                ("  same acc" if _close(acc, accs["raycf.probe"]) else "  NO: differs")
+            ratio = med[name] / med["raycf.probe"]
+            print(f"{name:<16} {acc[0]:>7.4f} {acc[1]:>8.4f} {med[name]:>8.1f} {ratio:>5.1f}x  "
                   + ", ".join(f"{t:.1f}" for t in times[name]) + same)
         print(f"raycf.probe {timings}\n# load average after: {_load()}")
     return 0
@@ -261,10 +277,11 @@ def main(argv=None) -> int:
     p.add_argument("--process", action="store_true", help="whole CLI processes, 0-shot (see above)")
     p.add_argument("--repeat", type=int, default=3, help="--process: runs of each, alternating")
     p.add_argument("--probe-pass", action="store_true", help="a trial's probe pass by probe type (see above)")
+    p.add_argument("--bf16", action="store_true", help="--probe-pass: also in bf16, with the score changes")
     args = p.parse_args(argv)
     if args.probe_pass:
         torch_threads(args.threads)
-        return probe_pass(args.model or default_model(), args.limit or 60)
+        return probe_pass(args.model or default_model(), args.limit or 60, args.bf16)
     if args.process:
         return whole_processes(args.model or default_model(), args.repeat,
                                [int(b) for b in args.lm_eval_batch_sizes.split(",")])

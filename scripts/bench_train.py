@@ -103,7 +103,8 @@ def run_hf(model_dir: str, steps: int, batch: int, lr: float, rank: int, bf16: b
         args = TrainingArguments(output_dir=out_dir, per_device_train_batch_size=batch, max_steps=steps,
                                  learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
                                  max_grad_norm=1.0, logging_strategy="no", save_strategy="no", report_to=[],
-                                 use_cpu=device == "cpu", seed=0, dataloader_num_workers=0, disable_tqdm=True, bf16=bf16)
+                                 use_cpu=device == "cpu", seed=0, dataloader_num_workers=0, disable_tqdm=True,
+                                 bf16=bf16)
         trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=counting)
         before = rss_mb(device)
         t0 = time.perf_counter()
@@ -128,7 +129,8 @@ def child(args) -> None:
 def measure(side: str, precision: str, model_dir: str, a) -> dict:
     cmd = [sys.executable, __file__, "--child", side, "--child-precision", precision, "--model-dir", model_dir,
            "--steps", str(a.steps),
-           "--batch", str(a.batch), "--lr", str(a.lr), "--device", a.device, "--rank", str(a.rank), "--threads", str(a.threads)]
+           "--batch", str(a.batch), "--lr", str(a.lr), "--device", a.device, "--rank", str(a.rank),
+           "--threads", str(a.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode or not line:
@@ -187,7 +189,8 @@ def main() -> None:
 
         def ratio(x, y, what):
             r, h = med[x], med[y]
-            spread = "; ".join(f"{k[0]} {k[1]} " + ", ".join(f"{m['tokens_per_s']:.0f}" for m in runs[k]) for k in (x, y))
+            spread = "; ".join(f"{k[0]} {k[1]} " + ", ".join(f"{m['tokens_per_s']:.0f}" for m in runs[k])
+                               for k in (x, y))
             print(f"{name:14s} ratio  {what} tokens/s = {r['tokens_per_s'] / h['tokens_per_s']:.2f}x (medians of "
                   f"{a.repeat}: {spread}), peak memory {r['peak_rss_mb']:.0f} MB vs {h['peak_rss_mb']:.0f} MB")
         for prec in precisions:
@@ -196,7 +199,8 @@ def main() -> None:
             ratio(("raycf", "bf16"), ("raycf", "fp32"), "raycf bf16/raycf fp32")
             ratio(("hf", "bf16"), ("hf", "fp32"), "HF bf16/HF fp32")
             for side in ("raycf", "hf"):
-                print(f"{name:14s} loss   {side} bf16 - fp32 = {med[side, 'bf16']['loss'] - med[side, 'fp32']['loss']:+.4f}"
+                moved = med[side, "bf16"]["loss"] - med[side, "fp32"]["loss"]
+                print(f"{name:14s} loss   {side} bf16 - fp32 = {moved:+.4f}"
                       f" (mean loss over {a.steps} steps, {med[side, 'fp32']['loss']:.4f} in fp32)")
 
 

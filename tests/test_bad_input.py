@@ -67,6 +67,10 @@ CASES = [
     ("batch_not_multiple", dry("batch_not_multiple.yaml"),
      ["optim.batch_size: 7 must be a multiple of resources.workers x optim.grad_accum = 2"]),
     ("unknown_strategy", dry("bad_choice.yaml"), ["resources.strategy: 'zero3' is not one of fsdp, ddp"]),
+    ("unknown_probe_precision", dry("base.yaml") + ["--set", "probes.precision=fp16"],
+     ["probes.precision: 'fp16' is not one of fp32, bf16"]),
+    ("unknown_mixed_precision", dry("base.yaml") + ["--set", "resources.mixed_precision=fp16"],
+     ["resources.mixed_precision: 'fp16' is not one of auto, bf16, fp32"]),
     ("nothing_trains", dry("no_epochs_no_steps.yaml"), ["optim: set optim.steps_per_stage > 0 or optim.epochs > 0"]),
     # impossible resources
     ("too_many_cpus", dry("too_many_cpus.yaml"),

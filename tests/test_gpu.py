@@ -31,8 +31,8 @@ def test_bf16_on_cuda_trains_to_fp32s_losses(toy_tokenizer):
     for bf16 in (False, True):
         model, ex = _setup(toy_tokenizer)
         model.to("cuda")
-        stats = T.train_stage(model, ex, kind="causal", pad_id=toy_tokenizer.pad_token_id, seed=0, device=torch.device("cuda"),
-                              autocast_dtype=torch.bfloat16 if bf16 else None, **HP)
+        stats = T.train_stage(model, ex, kind="causal", pad_id=toy_tokenizer.pad_token_id, seed=0,
+                              device=torch.device("cuda"), autocast_dtype=torch.bfloat16 if bf16 else None, **HP)
         losses[bf16] = stats.loss
     assert losses[True] != losses[False]
     assert losses[True] == pytest.approx(losses[False], abs=BF16_TOLERANCE)

@@ -47,3 +47,13 @@ def test_auto_means_bf16_on_a_gpu_and_fp32_on_cpu(tmp_path):
     assert trial_plan.bf16_training(cpu.with_overrides({"resources.gpus_per_worker": 1}))
     assert trial_plan.bf16_training(_cfg(tmp_path, "bf16"))
     assert not trial_plan.bf16_training(_cfg(tmp_path, "fp32").with_overrides({"resources.gpus_per_worker": 1}))
+
+
+def test_bf16_probes_are_keyed_apart_and_fp32_keys_are_unchanged(tmp_path, cache_dir):
+    cfg = _cfg(tmp_path, "fp32")
+    model_dir = preflight.check(cfg)
+    fp32 = trial_plan.make_plan(cfg, model_dir)
+    bf16 = trial_plan.make_plan(cfg.with_overrides({"probes.precision": "bf16"}), model_dir)
+    assert set(bf16.probe_keys).isdisjoint(fp32.probe_keys) and bf16.stage_keys == fp32.stage_keys
+    explicit = trial_plan.make_plan(cfg.with_overrides({"probes.precision": "fp32"}), model_dir)
+    assert explicit.probe_keys == fp32.probe_keys

@@ -314,6 +314,27 @@ def test_greedy_steps_aside_where_generate_would_process_logits(causal, tok):
         causal.generation_config.repetition_penalty = 1.0
 
 
+def test_bf16_probing_moves_scores_a_little_and_fp32_stays_exact():
+    """probes.precision bf16 (autocast) on raycf-tiny: log-likelihoods move (it ran in bf16), accuracies stay
+    within 2 questions of 24; fp32 twice is bit-identical."""
+    from raycf.models.load import load_model
+    from raycf.models.resolve import resolve_model_dir
+    model, tok = load_model(resolve_model_dir("raycf-tiny"))
+    model.eval()
+    tasks = ["facts_geography", "piqa_toy", "simplification"]
+    fp32 = probe_run.run_probes(model, tok, tasks, limit=24, max_new_tokens=8)
+    assert probe_run.run_probes(model, tok, tasks, limit=24, max_new_tokens=8) == fp32
+    bf16 = probe_run.run_probes(model, tok, tasks, limit=24, max_new_tokens=8, precision="bf16")
+    for task in ("facts_geography", "piqa_toy"):
+        assert abs(bf16[task]["acc"] - fp32[task]["acc"]) <= 2 / 24 + 1e-9
+    rows = [{"question": "What is the capital of France?", "choices": ["Paris", "Rome"], "answer": 0}]
+    template = "Question: {question}\nAnswer:"
+    exact = probe_tasks.multiple_choice_lls(model, tok, template, rows)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        moved = probe_tasks.multiple_choice_lls(model, tok, template, rows)
+    assert moved != exact and moved[0] == pytest.approx(exact[0], abs=0.5)
+
+
 def test_generation_metrics_use_raycf_metrics():
     rows = [{"instruction": "Say it", "input": "the cat sat", "output": "the cat sat down"},
             {"instruction": "Say it", "input": "a dog", "output": "a big dog"}]

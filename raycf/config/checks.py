@@ -16,6 +16,7 @@ CHOICES = {
     "warm_start.kind": ("none", "general", "checkpoint"),
     "resources.strategy": ("fsdp", "ddp"),
     "resources.mixed_precision": ("auto", "bf16", "fp32"),
+    "probes.precision": ("fp32", "bf16"),
     "sweep.search_alg": ("basic", "optuna"),
     "sweep.scheduler": ("fifo", "asha"),
     "sweep.mode": ("min", "max"),

@@ -80,6 +80,7 @@ class ProbeConfig:
     shots: int | None = None          # None: each task's default (5-shot knowledge, 0-shot the rest, as the study)
     limit: int = 0                    # items per task, 0 = all
     max_new_tokens: int = 32          # generation probes (learned tasks)
+    precision: str = "fp32"           # fp32 (lm-eval's numbers exactly) | bf16 (autocast: faster, scores move a little)
 
 
 @dataclass

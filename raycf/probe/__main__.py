@@ -87,7 +87,7 @@ def probe(args) -> int:
     model, tok = load(model_dir, args.adapter, args.model, args.trust_remote_code, args.allow_pickle)
     t_loaded = time.perf_counter()
     results = probe_tasks(model, tok, tasks, shots=args.shots, limit=args.limit, seed=args.seed,
-                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, precision=args.precision)
     print(format_table(results))
     if args.timings:
         done = time.perf_counter()
@@ -122,6 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code (auto_map)")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle weights (pytorch_model.bin)")
     p.add_argument("--allow-download", action="store_true", help="let --model be a hub name (org/name), downloaded")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32: lm-eval's numbers exactly; bf16: under autocast, faster where bf16 is")
     p.add_argument("--timings", action="store_true", help="print where the time went (stderr)")
     return cli(p, probe, argv)
 

@@ -135,7 +135,7 @@ def _score_whole(model, idx, requests, out, batch_size, max_len, st):
     for chunk in chunks(order, batch_size):
         inps = [(requests[i][0] + requests[i][1])[-(max_len + 1):][:-1] for i in chunk]
         width = max(map(len, inps))
-        logp = torch.log_softmax(model(_pad(inps, width)).logits, dim=-1)
+        logp = torch.log_softmax(model(_pad(inps, width)).logits.float(), dim=-1)
         st["forwards"] += 1
         for row, i in enumerate(chunk):
             cont = requests[i][1]
@@ -212,7 +212,7 @@ def _score_contexts(model, chunk, requests, out, plen, prefix_cache, st):
         last = torch.zeros_like(last)
     res = model(_pad(tails, width), **kwargs)
     st["forwards"] += 1
-    first = torch.log_softmax(res.logits.gather(1, last.unsqueeze(-1).expand(-1, 1, res.logits.shape[-1])), -1)
+    first = torch.log_softmax(res.logits.gather(1, last.unsqueeze(-1).expand(-1, 1, res.logits.shape[-1])).float(), -1)
     rows = [(b, i) for b, (_, members) in enumerate(chunk) for i in members if len(requests[i][1]) > 1]
     rest = {}
     if rows:  # continuation tokens 2.. are predicted from continuation tokens 1..n-1 on top of the context
@@ -224,7 +224,7 @@ def _score_contexts(model, chunk, requests, out, plen, prefix_cache, st):
                    "use_cache": True}  # some models drop a given cache unless use_cache
         if accepts(model, "position_ids"):  # the pad gap between context and continuation has no position
             kwargs2["position_ids"] = torch.tensor([[plen + len(tails[b]) + t for t in range(w2)] for b, _ in rows])
-        logp = torch.log_softmax(model(_pad(conts, w2), **kwargs2).logits, dim=-1)
+        logp = torch.log_softmax(model(_pad(conts, w2), **kwargs2).logits.float(), dim=-1)
         st["forwards"] += 1
         rest = {i: logp[r] for r, (_, i) in enumerate(rows)}
     for b, (_, members) in enumerate(chunk):
@@ -256,7 +256,7 @@ def _score_seq2seq(model, requests, out, batch_size, max_len, st):
         logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[pick]),
                        attention_mask=enc_mask[pick], labels=_pad(conts, max(map(len, conts)))).logits
         st["forwards"] += 2
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.log_softmax(logits.float(), dim=-1)  # .float(): bf16 probing (a no-op in fp32)
         for r, (_, i) in enumerate(rows):
             cont = conts[r]
             out[i] = float(logp[r, :len(cont)].gather(1, torch.tensor(cont).unsqueeze(-1)).squeeze(-1).sum())

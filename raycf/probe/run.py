@@ -63,27 +63,31 @@ def _cost(context: str, continuations) -> int:
     return len(context) + sum(len(c) for c in continuations)
 
 
-def probe_tasks(model, tok, task_names, **kwargs) -> list[ProbeResult]:
+def probe_tasks(model, tok, task_names, precision: str = "fp32", **kwargs) -> list[ProbeResult]:
     """probe_task for each task (a raycf.data Task, or a name for raycf.data.load_task) on the model as
-    `probing` prepares it."""
+    `probing` prepares it; precision bf16: under bf16 autocast (fp32: lm-eval's numbers exactly)."""
+    import torch
     tasks = [name if isinstance(name, Task) else load_task(name) for name in task_names]
     with probing(model) as plain:
-        return [probe_task(plain, tok, task, **kwargs) for task in tasks]
+        device = next(plain.parameters()).device.type
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return [probe_task(plain, tok, task, **kwargs) for task in tasks]
 
 
 def run_probes(model, tok, task_names, *, shots: int | None = None, limit: int | None = None, seed: int = 0,
                rank: int = 0, world_size: int = 1, batch_size: int = 16,
-               max_new_tokens: int = 64) -> dict[str, dict[str, float]]:
+               max_new_tokens: int = 64, precision: str = "fp32") -> dict[str, dict[str, float]]:
     """task -> metric -> value, e.g. {"facts_capitals": {"acc": 0.9, "acc_norm": 0.85}}. Identical on all ranks.
 
     shots: few-shot examples for multiple choice (None = each task's default), drawn with `seed`.
     limit: first N rows per task. batch_size: contexts (questions, pairs, prompts) per forward pass.
     rank/world_size: with torch.distributed initialised, each rank scores a balanced slice and the results
     are all-gathered; every rank must call this together. The model may be plain, DDP- or FSDP2-wrapped
-    (see `probing`); it is left in the train/eval mode it came in.
+    (see `probing`); it is left in the train/eval mode it came in. precision: fp32 | bf16 (autocast).
     """
     results = probe_tasks(model, tok, task_names, shots=shots, limit=limit, seed=seed, rank=rank,
-                          world_size=world_size, batch_size=batch_size, max_new_tokens=max_new_tokens)
+                          world_size=world_size, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                          precision=precision)
     return {r.task: dict(r.metrics) for r in results}
 
 

@@ -88,7 +88,7 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
                   for k in range(1, len(cfg.stages) + 1)]
     probe_tasks = probe_task_names(cfg)
     probe_recipe = [task_key(probe_task(cfg, t)) for t in probe_tasks], cfg.probes.shots, cfg.probes.limit, \
-        cfg.probes.max_new_tokens, cfg.seed
+        cfg.probes.max_new_tokens, cfg.seed, *([cfg.probes.precision] if cfg.probes.precision != "fp32" else [])
     probe_keys = [cache.key("probe", w, probe_recipe) for w in [start] + stage_keys]
     return TrialPlan(model_dir=str(model_dir), kind=kind, storage=root, start_key=start, warm_key=warm_key,
                      stage_keys=stage_keys, probe_tasks=probe_tasks, probe_keys=probe_keys,

@@ -117,7 +117,7 @@ class StageRunner:
             p = self.cfg.probes
             scores = run_probes(model, self.tok, [probe_task(self.cfg, t) for t in plan.probe_tasks],
                                 shots=p.shots, limit=p.limit or None, seed=self.cfg.seed, rank=self.rank,
-                                world_size=self.world, max_new_tokens=p.max_new_tokens)
+                                world_size=self.world, max_new_tokens=p.max_new_tokens, precision=p.precision)
             row, fresh = {"scores": scores, "seconds": time.perf_counter() - t0}, 1
             if self.rank == 0:
                 with cache.writing(plan.probe_entry(k)) as tmp:

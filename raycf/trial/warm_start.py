@@ -37,7 +37,8 @@ def ensure_warm_start(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: 
     stats = train_stage(model, examples, kind=plan.kind, pad_id=tok.pad_token_id, batch_size=ws.batch_size,
                         steps=ws.steps, grad_accum=1, lr=ws.lr, weight_decay=0.0, schedule="constant", warmup=0,
                         max_grad_norm=cfg.optim.max_grad_norm, seed=cfg.seed, device=device,
-                        autocast_dtype=torch.bfloat16 if bf16 else None, on_step=(lambda step: stop()) if stop is not None else None)
+                        autocast_dtype=torch.bfloat16 if bf16 else None,
+                        on_step=(lambda step: stop()) if stop is not None else None)
     sd = full_state_dict(model)
     if rank == 0:
         with cache.writing(plan.warm_entry()) as tmp:
