@@ -12,10 +12,14 @@ Stages not run yet are NaN rows: every number below is "so far", over the stages
 
 Definitions (k = last stage measured, s(i) = stage that learns task i, y = score oriented so that
 higher is better, i.e. y = -R for a task with higher_is_better False):
-  FG_e        (1/k) sum_{m=1..k} (y_o - y_m) / |R_o| * 100, over the measured m (PAPER.md Eq. 1).
-              For bias the formula is unchanged: positive FG = stereotype preference went down.
+  FG_e        (1/k) sum_{m=1..k} (y_o - y_m) / |R_o| * 100, over the measured m (PAPER.md Eq. 1), for an
+              accuracy (RELATIVE_METRICS) whose R_o is at least FG_FLOOR. Not for generation scores (BLEU,
+              SARI, ROUGE: a baseline near 0 makes a percentage of it meaningless) and not below the floor:
+              there FG is undefined (with a `reason`) and `drop` is the figure.
   FG_E        mean of FG_e over the tasks of category E whose FG_e is defined.
-  drop_e      (1/k) sum (y_o - y_m), the same average drop in points; defined when R_o = 0.
+  drop_e      (1/k) sum (y_o - y_m): the same average drop in the score's own units (BLEU points, accuracy).
+  bias        pct_stereotype is no accuracy: its figure is `stereotype_change` = R_k - R_o (the share of
+              pairs where the stereotyped sentence is preferred; > 0 = more stereotyped), never an FG.
   BWT         mean over learned i with s(i) < k of y_{k,i} - y_{s(i),i}  (GEM; TRACE divides the
               same sum by N instead of N-1).
   forgetting  per task y_{s(i),i} - y_{k,i} (Avalanche: just after learning minus last); the
@@ -26,9 +30,13 @@ higher is better, i.e. y = -R for a task with higher_is_better False):
               randomly initialised model's score; here the baseline is the model we start from.
   average     mean of R_{k,i} over the tasks learned so far (GEM's ACC after the last stage).
 
-Zero initial score: a task with R_o = 0 (or R_o not measured) has FG = NaN with a `reason`; its
-category FG averages the remaining tasks; `drop` (points) is still given. In MLflow the FG key is
-left out and `.../<task>/FG_undefined` = 1 is logged instead.
+A task whose FG is undefined (a generation score, R_o below the floor or not measured) has FG = NaN
+with a `reason`; its category FG averages the remaining tasks; `drop` is still given. In MLflow the FG
+key is left out and `.../<task>/FG_undefined` = 1 is logged instead.
+
+From the base model (base=): the same figures with row 0 replaced by the base model's scores (a trial
+that starts from a warm start is then measured from where the base model was, like a trial without one),
+and the warm start's own cost per category, base -> start of continual tuning (raycf.baseline).
 
 NaN in MLflow: mlflow 3.17 accepts NaN metrics (the sqlite store keeps an is_nan flag), but NaN
 sorts and compares badly in the UI and in search_runs filters, so to_metrics() leaves NaN out:
@@ -39,7 +47,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,26 +59,33 @@ LEARNED = "tasks"
 MEAN_FG_CATEGORIES = ("knowledge", "reasoning", "reading")
 # Names become MLflow key parts, so they may not hold "/" (the key separator) or other symbols.
 NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
-RESERVED_ROWS = ("before", "category")
+RESERVED_ROWS = ("before", "category", "metric")
+# Scores a relative FG (Eq. 1) may divide: accuracies in [0, 1], and only from FG_FLOOR up.
+RELATIVE_METRICS = ("acc", "acc_norm")
+FG_FLOOR = 0.1
+BIAS = "bias"
 
 
 @dataclass
 class AccuracyMatrix:
     """scores[m, j]: score of probe task j after stage m (row 0 = before), NaN = not measured.
 
-    CSV layout (to_csv/from_csv): row 1 `stage,<task1>,...`; row 2 `category,<cat1>,...`;
-    then one row per checkpoint, first cell `before` or the stage name. Cells are Python float
-    reprs (exact round trip), an empty cell is NaN.
+    metrics: each column's score (`acc`, `bleu`, `pct_stereotype`, ...); empty = all accuracies (a
+    hand-made matrix). CSV layout (to_csv/from_csv): row 1 `stage,<task1>,...`; row 2
+    `category,<cat1>,...`; row 3 `metric,<metric1>,...` (optional); then one row per checkpoint, first
+    cell `before` or the stage name. Cells are Python float reprs (exact round trip), empty is NaN.
     """
 
     scores: np.ndarray
     tasks: list[str]
     categories: list[str]
     stages: list[str]
+    metrics: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.scores = np.asarray(self.scores, dtype=float)
         self.tasks, self.categories, self.stages = list(self.tasks), list(self.categories), list(self.stages)
+        self.metrics = list(self.metrics)
         problems = matrix_problems(self)
         if problems:
             raise ValueError("invalid accuracy matrix:\n  " + "\n  ".join(problems))
@@ -80,6 +95,8 @@ class AccuracyMatrix:
             writer = csv.writer(f)
             writer.writerow(["stage", *self.tasks])
             writer.writerow(["category", *self.categories])
+            if self.metrics:
+                writer.writerow(["metric", *self.metrics])
             for name, row in zip(["before", *self.stages], self.scores):
                 writer.writerow([name, *("" if math.isnan(x) else repr(float(x)) for x in row)])
 
@@ -87,15 +104,20 @@ class AccuracyMatrix:
     def from_csv(cls, path: str | Path) -> AccuracyMatrix:
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
-        if len(rows) < 3 or [r[0] for r in rows[:3]] != ["stage", "category", "before"]:
-            raise ValueError(f"{path}: expected rows starting with stage, category, before (see AccuracyMatrix)")
+        if len(rows) < 3 or [r[0] for r in rows[:2]] != ["stage", "category"] or rows[2][0] not in ("before",
+                                                                                                  "metric"):
+            raise ValueError(f"{path}: expected rows starting with stage, category, [metric,] before "
+                             f"(see AccuracyMatrix)")
         if any(len(r) != len(rows[0]) for r in rows):
             raise ValueError(f"{path}: every row must have {len(rows[0])} cells like the header")
+        metrics = rows.pop(2)[1:] if rows[2][0] == "metric" else []
+        if len(rows) < 3 or rows[2][0] != "before":
+            raise ValueError(f"{path}: expected a `before` row after the header rows (see AccuracyMatrix)")
         try:
             scores = [[float(x) if x else math.nan for x in r[1:]] for r in rows[2:]]
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
-        return cls(np.array(scores), rows[0][1:], rows[1][1:], [r[0] for r in rows[3:]])
+        return cls(np.array(scores), rows[0][1:], rows[1][1:], [r[0] for r in rows[3:]], metrics)
 
     def heatmap_png(self, path: str | Path) -> None:
         """Checkpoints (rows) x probe tasks (columns), each cell annotated with its score."""
@@ -128,6 +150,8 @@ def matrix_problems(R: AccuracyMatrix) -> list[str]:
         problems.append("scores contain inf; use NaN for a cell not measured")
     if len(R.categories) != len(R.tasks):
         problems.append(f"{len(R.categories)} categories for {len(R.tasks)} tasks: give one category per task")
+    if R.metrics and len(R.metrics) != len(R.tasks):
+        problems.append(f"{len(R.metrics)} metrics for {len(R.tasks)} tasks: give one metric per task (or none)")
     for kind, names in (("task", R.tasks), ("stage", R.stages)):
         for name in sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"{kind} {name!r} appears twice: names must be unique")
@@ -151,8 +175,9 @@ class TaskForgetting:
     initial: float  # R_o
     final: float  # R_k, k = last stage measured
     fg: float  # Eq. 1 in %, NaN when undefined (see reason)
-    drop: float  # the same average drop in points
+    drop: float  # the same average drop in the score's own units
     reason: str | None = None  # why fg is NaN
+    metric: str = "acc"
 
 
 @dataclass
@@ -161,6 +186,12 @@ class CategoryForgetting:
     initial: float  # mean R_o over the category's tasks
     final: float  # mean R_k over the category's tasks
     fg: float  # mean FG over the tasks whose FG is defined
+    drop: float = math.nan  # mean drop over the category's tasks, in their units
+
+    @property
+    def change(self) -> float:
+        """final - initial in the score's units (bias: the stereotype score's change, > 0 = more stereotyped)."""
+        return self.final - self.initial
 
 
 @dataclass
@@ -172,6 +203,12 @@ class LearnedTask:
     forgetting: float  # y_{s,i} - y_{k,i}, NaN unless s < k
     max_forgetting: float  # max_{s <= m < k} y_{m,i} - y_{k,i}
     fwt: float  # y_{s-1,i} - y_{0,i}, NaN for the first stage
+    right_before: float = math.nan  # R_{s(i)-1,i}: the score just before the task's own stage
+
+    @property
+    def gain(self) -> float:
+        """What the task's own stage taught it: y_{s,i} - y_{s-1,i}, in the score's units."""
+        return self.right_after - self.right_before
 
 
 @dataclass
@@ -181,6 +218,7 @@ class LearnedSummary:
     max_forgetting: float
     fwt: float
     average: float
+    gain: float = math.nan  # mean over the learned tasks of their own stage's gain
 
 
 @dataclass
@@ -193,24 +231,34 @@ class Report:
     learned_summary: LearnedSummary | None
     mean_fg: float  # mean FG over MEAN_FG_CATEGORIES present
 
-    def to_metrics(self) -> dict[str, float]:
-        """Flat MLflow metrics, `forgetting/<category>/[<task>/]<name>`; NaN values left out."""
-        m = {"forgetting/mean_FG": self.mean_fg, "forgetting/stages_done": self.stages_done}
+    def to_metrics(self, prefix: str = "forgetting") -> dict[str, float]:
+        """Flat MLflow metrics, `forgetting/<category>/[<task>/]<name>`; NaN values left out. Bias: its
+        `stereotype_change` (final - initial) instead of an FG."""
+        m = {f"{prefix}/mean_FG": self.mean_fg, f"{prefix}/stages_done": self.stages_done}
         for c in self.categories.values():
-            m |= {f"forgetting/{c.category}/FG": c.fg, f"forgetting/{c.category}/initial": c.initial,
-                  f"forgetting/{c.category}/final": c.final}
+            m |= {f"{prefix}/{c.category}/initial": c.initial, f"{prefix}/{c.category}/final": c.final,
+                  f"{prefix}/{c.category}/drop": c.drop}
+            if c.category == BIAS:
+                m[f"{prefix}/{BIAS}/stereotype_change"] = c.change
+            else:
+                m[f"{prefix}/{c.category}/FG"] = c.fg
         for t in self.tasks:
-            p = f"forgetting/{t.category}/{t.task}"
-            m |= {f"{p}/FG": t.fg, f"{p}/initial": t.initial, f"{p}/final": t.final, f"{p}/drop": t.drop}
-            if t.reason:
-                m[f"{p}/FG_undefined"] = 1.0
+            p = f"{prefix}/{t.category}/{t.task}"
+            m |= {f"{p}/initial": t.initial, f"{p}/final": t.final, f"{p}/drop": t.drop}
+            if t.category == BIAS:
+                m[f"{p}/stereotype_change"] = t.final - t.initial
+            else:
+                m[f"{p}/FG"] = t.fg
+                if t.reason:
+                    m[f"{p}/FG_undefined"] = 1.0
         for t in self.learned:
-            p = f"forgetting/{LEARNED}/{t.task}"
-            m |= {f"{p}/forgetting": t.forgetting, f"{p}/max_forgetting": t.max_forgetting, f"{p}/FWT": t.fwt}
+            p = f"{prefix}/{LEARNED}/{t.task}"
+            m |= {f"{p}/forgetting": t.forgetting, f"{p}/max_forgetting": t.max_forgetting, f"{p}/FWT": t.fwt,
+                  f"{p}/gain": t.gain}
         if s := self.learned_summary:
-            p = f"forgetting/{LEARNED}"
+            p = f"{prefix}/{LEARNED}"
             m |= {f"{p}/BWT": s.bwt, f"{p}/forgetting": s.forgetting, f"{p}/max_forgetting": s.max_forgetting,
-                  f"{p}/FWT": s.fwt, f"{p}/average": s.average}
+                  f"{p}/FWT": s.fwt, f"{p}/average": s.average, f"{p}/gain": s.gain}
         return {k: float(v) for k, v in m.items() if not math.isnan(v)}
 
     def table(self) -> str:
@@ -218,23 +266,28 @@ class Report:
         width = max([len(t.task) for t in self.tasks] + [len("(mean)"), len("learned task")])
         cat_width = max([len(c) for c in self.categories] + [len("category")])
         lines = [f"forgetting after stage {self.stages_done} of {self.n_stages}", "",
-                 f"{'category':<{cat_width}}  {'task':<{width}}  {'initial':>8}  {'final':>8}  {'FG %':>8}"]
+                 f"{'category':<{cat_width}}  {'task':<{width}}  {'initial':>8}  {'final':>8}  {'FG %':>8}"
+                 f"  {'drop':>8}"]
         for c in self.categories.values():
             for t in (t for t in self.tasks if t.category == c.category):
                 note = f"  ({t.reason})" if t.reason else ""
                 lines.append(f"{c.category:<{cat_width}}  {t.task:<{width}}  {num(t.initial)}  {num(t.final)}"
-                             f"  {num(t.fg)}{note}")
+                             f"  {num(t.fg)}  {num(t.drop)}{note}")
             lines.append(f"{c.category:<{cat_width}}  {'(mean)':<{width}}  {num(c.initial)}  {num(c.final)}"
-                         f"  {num(c.fg)}")
+                         f"  {num(c.fg)}  {num(c.drop)}")
+            if c.category == BIAS:
+                lines.append(f"{c.category:<{cat_width}}  stereotype_change (final - initial, > 0 = more "
+                             f"stereotyped): {c.change:+.3f}")
         lines.append(f"mean FG ({', '.join(MEAN_FG_CATEGORIES)}): {num(self.mean_fg).strip()}")
         if self.learned:
-            lines += ["", f"{'learned task':<{width}}  {'stage':>5}  {'after':>8}  {'final':>8}  {'forget':>8}"
-                          f"  {'max_fgt':>8}  {'FWT':>8}"]
+            lines += ["", f"{'learned task':<{width}}  {'stage':>5}  {'before':>8}  {'after':>8}  {'gain':>8}"
+                          f"  {'final':>8}  {'forget':>8}  {'max_fgt':>8}  {'FWT':>8}"]
             for t in self.learned:
-                lines.append(f"{t.task:<{width}}  {t.stage:>5}  {num(t.right_after)}  {num(t.final)}"
-                             f"  {num(t.forgetting)}  {num(t.max_forgetting)}  {num(t.fwt)}")
+                lines.append(f"{t.task:<{width}}  {t.stage:>5}  {num(t.right_before)}  {num(t.right_after)}"
+                             f"  {num(t.gain)}  {num(t.final)}  {num(t.forgetting)}  {num(t.max_forgetting)}"
+                             f"  {num(t.fwt)}")
             s = self.learned_summary
-            lines.append(f"BWT {num(s.bwt).strip()}  forgetting {num(s.forgetting).strip()}  max_forgetting "
+            lines.append(f"gain {num(s.gain).strip()}  BWT {num(s.bwt).strip()}  forgetting {num(s.forgetting).strip()}  max_forgetting "
                          f"{num(s.max_forgetting).strip()}  FWT {num(s.fwt).strip()}  average {num(s.average).strip()}")
         return "\n".join(lines)
 
@@ -263,7 +316,7 @@ def forgetting(R: AccuracyMatrix, higher_is_better: dict[str, bool] | None = Non
     for c in dict.fromkeys(R.categories):
         mine = [t for t in tasks if t.category == c]
         categories[c] = CategoryForgetting(c, mean(t.initial for t in mine), mean(t.final for t in mine),
-                                           mean(t.fg for t in mine))
+                                           mean(t.fg for t in mine), mean(t.drop for t in mine))
     learned = [learned_task(R, j, k, orientation[j]) for j, c in enumerate(R.categories) if c == LEARNED]
     summary = None
     if learned:
@@ -271,7 +324,8 @@ def forgetting(R: AccuracyMatrix, higher_is_better: dict[str, bool] | None = Non
                                  forgetting=mean(t.forgetting for t in learned),
                                  max_forgetting=mean(t.max_forgetting for t in learned),
                                  fwt=mean(t.fwt for t in learned),
-                                 average=mean(t.final for t in learned))
+                                 average=mean(t.final for t in learned),
+                                 gain=mean(t.gain for t in learned))
     mean_fg = mean(categories[c].fg for c in MEAN_FG_CATEGORIES if c in categories)
     return Report(k, len(R.stages), tasks, categories, learned, summary, mean_fg)
 
@@ -290,17 +344,20 @@ def task_forgetting(R: AccuracyMatrix, j: int, k: int, orientation: float) -> Ta
     initial = float(column[0])
     after = [x for x in column[1:k + 1] if not math.isnan(x)]
     drop = orientation * mean(initial - x for x in after)
+    metric = R.metrics[j] if R.metrics else "acc"
     fg, reason = math.nan, None
-    if math.isnan(initial):
+    if metric not in RELATIVE_METRICS:
+        reason = f"{metric} is not an accuracy: no relative FG, see drop (in {metric} units)"
+    elif math.isnan(initial):
         reason = "initial score not measured"
-    elif initial == 0:
-        reason = "initial score is 0: relative drop undefined, see drop"
+    elif abs(initial) < FG_FLOOR:
+        reason = f"initial {initial:g} is below the floor {FG_FLOOR:g}: no relative FG, see drop"
     elif not after:
         reason = "not measured after any stage yet"
     else:
         fg = drop / abs(initial) * 100
     final = float(column[k]) if k else math.nan
-    return TaskForgetting(R.tasks[j], R.categories[j], initial, final, fg, drop, reason)
+    return TaskForgetting(R.tasks[j], R.categories[j], initial, final, fg, drop, reason, metric)
 
 
 def learned_task(R: AccuracyMatrix, j: int, k: int, orientation: float) -> LearnedTask:
@@ -314,7 +371,8 @@ def learned_task(R: AccuracyMatrix, j: int, k: int, orientation: float) -> Learn
     right_after = float(R.scores[s, j]) if s <= k else math.nan
     final = float(R.scores[k, j]) if s <= k else math.nan
     fwt = float(y[s - 1] - y[0]) if s >= 2 else math.nan
-    return LearnedTask(R.tasks[j], s, right_after, final, float(forgot), float(max_forgot), fwt)
+    right_before = float(R.scores[s - 1, j]) if s <= k else math.nan
+    return LearnedTask(R.tasks[j], s, right_after, final, float(forgot), float(max_forgot), fwt, right_before)
 
 
 def print_forgetting(args) -> int:

@@ -131,6 +131,11 @@ def resolve(cfg: ExperimentConfig) -> dict:
             bounds = sampled_bounds(cfg, key, name, arg, problems)
             if bounds is not None:
                 out[key] = (name, bounds)
+    if cfg.sweep.seeds > 1:
+        if "seed" in out:
+            problems.append("search.seed: sweep.seeds already runs every setting with several seeds; drop one of "
+                            "the two")
+        out["seed"] = ("grid", [cfg.seed + i for i in range(cfg.sweep.seeds)])
     if problems:
         raise ConfigError(problems)
     return out

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from raycf.sweep import driver as sweep_driver
 
-CATEGORIES = ("knowledge", "reasoning", "reading", "bias")
+CATEGORIES = ("knowledge", "reasoning", "reading")  # bias has a stereotype change, not an FG
 
 
 def main() -> int:
@@ -30,7 +30,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="raycf-seeds-"))
     uri = f"sqlite:///{work / 'mlflow.db'}"
     over = {"optim.lr": 3e-3, "warm_start.kind": "none", **config.parse_overrides(a.set),
-            "search": {"seed": {"grid": a.seeds}}, "storage_path": str(work / "runs"), "tracking.uri": uri,
+            "search": {"seed": {"grid": a.seeds}}, "sweep.seeds": 1, "storage_path": str(work / "runs"), "tracking.uri": uri,
             "name": "seeds", "tracking.experiment": "raycf-seeds"}
     rc = sweep_driver.run(config.load(a.space, over))
     c = tracking.client(uri)
@@ -51,8 +51,10 @@ def main() -> int:
         positive += cat != "mean" and all(v > 0 for v in fg)
         print(f"{cat:10s} " + " ".join(f"{v:9.2f}" for v in fg) +
               f" {statistics.mean(fg):8.2f} {max(fg) - min(fg):8.2f} {statistics.pstdev(fg):8.2f}  {sign}")
-    print(f"\nFG > 0 for every seed in {positive} of {len(CATEGORIES)} categories (FG in %, PAPER.md Eq. 1; "
-          f"for bias a positive FG means less stereotype preference)")
+    print(f"\nFG > 0 for every seed in {positive} of {len(CATEGORIES)} categories (FG in %, PAPER.md Eq. 1)")
+    change = [r.data.metrics.get("forgetting/bias/stereotype_change") for r in runs]
+    print("bias: stereotype_change (final - initial, > 0 = more stereotyped) " +
+          " ".join("-" if v is None else f"{v:+.3f}" for v in change))
     return rc
 
 

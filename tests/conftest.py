@@ -35,7 +35,8 @@ def toy_rows(n: int = 64, seed: int = 0) -> list[dict]:
 @pytest.fixture(scope="session")
 def warm_sweep(cache_dir, tmp_path_factory):
     """One small real sweep (Ray Tune + Train, MLflow sqlite) that the sweep and report tests share: warm start
-    none vs general, 2 stages of tiny-causal, every probe suite on 4 rows. Returns (tracking URI, its folder)."""
+    none vs general x 2 seeds, 2 stages of tiny-causal fully fine-tuned (the default space's method), every
+    probe suite on 4 rows. Returns (tracking URI, its folder)."""
     from pathlib import Path
     from raycf import config
     d = tmp_path_factory.mktemp("warm-sweep")
@@ -45,7 +46,7 @@ def warm_sweep(cache_dir, tmp_path_factory):
             "warm_start.steps": 2, "warm_start.batch_size": 4, "probes.limit": 4, "probes.max_new_tokens": 4,
             "resources.workers": 1, "resources.cpus_per_worker": 1.5,
             "tracking.uri": uri, "tracking.experiment": "warm-sweep", "storage_path": str(d / "runs"),
-            "search": {"warm_start.kind": {"grid": ["none", "general"]}}}
+            "search": {"warm_start.kind": {"grid": ["none", "general"]}}, "sweep.seeds": 2}
     with launch.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):  # 2 CPUs, as CI has
         assert sweep_driver.run(config.load(Path(__file__).resolve().parents[1] / "search_spaces/default.yaml", over)) == 0
     return uri, d

@@ -32,9 +32,9 @@ def test_overrides_are_typed_and_fix_searched_keys():
 @pytest.mark.parametrize("overrides,message", [
     (["finetune.lora_rnak=4"], "finetune.lora_rnak: unknown key; did you mean 'lora_rank'?"),
     (["optim.lr=-1"], "optim.lr: -1.0 is outside (0, 1] (a learning rate)"),
-    (["finetune.lora_rank=0"], "finetune.lora_rank: 0 is outside [1, 65536] (the LoRA rank)"),
+    (["finetune.lora_rank=0", "finetune.method=lora"], "finetune.lora_rank: 0 is outside [1, 65536] (the LoRA rank)"),
     (["optim.schedule=cosin"], "optim.schedule: 'cosin' is not one of constant, linear, cosine; did you mean 'cosine'?"),
-    (["optim.batch_size=7"], "optim.batch_size: 7 must be a multiple of resources.workers x optim.grad_accum = 2"),
+    (["optim.batch_size=7", "resources.workers=2"], "optim.batch_size: 7 must be a multiple of resources.workers x optim.grad_accum = 2"),
     (["optim.batch_size=eight"], "optim.batch_size: expected int, got str 'eight'"),
     (["resources.strategy=zero3"], "resources.strategy: 'zero3' is not one of fsdp, ddp"),
     (["stages=[]"], "stages: expected a non-empty list of task names, got []"),
@@ -94,11 +94,11 @@ def test_cli_error_is_one_line_without_traceback():
     ("finetune.lora_rank=100", "finetune.lora_rank: 100 exceeds the model's hidden size 64; use a rank <= 64"),
     ("stages=[simplification,headlines]", "stages[1]: unknown stage 'headlines'; did you mean 'headline'?"),
     ("model.name=/no/such/model", "model.name: '/no/such/model' is not a built-in"),
-    ("resources.workers=64", "resources: 64 workers x 1 CPU = 64 CPUs, but the cluster has"),
+    ("resources.workers=64", "resources: 64 workers x 0.9 CPU = 57.6 CPUs, but the cluster has"),
 ])
 def test_trial_cli_refuses_bad_config_before_ray_starts(override, line):
     r = subprocess.run([sys.executable, "-m", "raycf.trial", "--set", "model.name=tiny-causal",
-                        "--set", "optim.batch_size=64", "--set", override], cwd=ROOT, capture_output=True, text=True,
+                        "--set", "optim.batch_size=64", "--set", "finetune.method=lora", "--set", override], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]
     errors = [x for x in r.stderr.strip().splitlines() if x.strip()]

@@ -73,14 +73,14 @@ def test_zero_initial_score_is_nan_with_a_reason():
                        ["reasoning", "reasoning"], STAGES)
     r = forgetting(R)
     mathqa = r.tasks[0]
-    assert math.isnan(mathqa.fg) and "initial score is 0" in mathqa.reason
+    assert math.isnan(mathqa.fg) and "below the floor 0.1" in mathqa.reason
     assert mathqa.drop == pytest.approx(-5.0)
     assert r.categories["reasoning"].fg == pytest.approx(10.0)  # boolq only
     metrics = r.to_metrics()
     assert "forgetting/reasoning/mathqa/FG" not in metrics
     assert metrics["forgetting/reasoning/mathqa/FG_undefined"] == 1.0
     assert metrics["forgetting/reasoning/mathqa/drop"] == -5.0
-    assert "initial score is 0" in r.table().split("mathqa")[1].splitlines()[0]  # reason on the row
+    assert "below the floor" in r.table().split("mathqa")[1].splitlines()[0]  # reason on the row
 
 
 def test_partial_matrix_so_far():
@@ -168,7 +168,7 @@ def test_table_and_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "forgetting after stage 3 of 3" in out
     row = next(line for line in out.splitlines() if line.startswith("knowledge  mmlu"))
-    assert row.split()[-3:] == ["50.00", "35.00", "20.00"]
+    assert row.split()[-4:] == ["50.00", "35.00", "20.00", "10.00"]  # initial, final, FG %, drop
     assert "BWT -7.50" in out and (tmp_path / "R.png").stat().st_size > 0
     assert main([str(tmp_path / "R.csv")]) == 0
     capsys.readouterr()
@@ -179,3 +179,82 @@ def test_table_and_cli(tmp_path, capsys):
     assert main([str(tmp_path / "bad.csv")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "bad.csv: could not convert" in err and len(err.splitlines()) == 1
+
+
+def study_matrix() -> AccuracyMatrix:
+    """Accuracies (knowledge), the stereotype score (bias) and two learned generation tasks, with metric names."""
+    scores = [
+        # facts  crows  simp(sari) qg(bleu)
+        [0.80, 0.60, 40.0, 0.2],  # before (after the warm start)
+        [0.70, 0.65, 55.0, 0.1],  # after simp
+        [0.60, 0.70, 45.0, 12.2],  # after qg
+    ]
+    return AccuracyMatrix(np.array(scores), ["facts", "crows", "simp", "qg"], ["knowledge", "bias", "tasks", "tasks"],
+                          ["simp", "qg"], ["acc", "pct_stereotype", "sari", "bleu"])
+
+
+def test_generation_scores_get_drops_in_their_units_never_a_relative_fg():
+    r = forgetting(study_matrix())
+    simp, qg = r.tasks[2], r.tasks[3]
+    assert math.isnan(simp.fg) and "sari is not an accuracy" in simp.reason
+    assert math.isnan(qg.fg) and "bleu is not an accuracy" in qg.reason  # 0.2 BLEU: no -6000 %
+    assert simp.drop == pytest.approx(-10.0)  # mean(40 - 55, 40 - 45)
+    assert qg.drop == pytest.approx(-5.95)  # mean(0.2 - 0.1, 0.2 - 12.2)
+    assert math.isnan(r.categories["tasks"].fg) and r.categories["tasks"].drop == pytest.approx(-7.975)
+    m = r.to_metrics()
+    assert "forgetting/tasks/FG" not in m and "forgetting/tasks/qg/FG" not in m
+    assert m["forgetting/tasks/qg/FG_undefined"] == 1.0 and m["forgetting/tasks/qg/drop"] == pytest.approx(-5.95)
+    # the learned tasks' own gains: simp 40 -> 55 at stage 1, qg 0.1 -> 12.2 at stage 2
+    gains = {t.task: t.gain for t in r.learned}
+    assert gains == {"simp": pytest.approx(15.0), "qg": pytest.approx(12.1)}
+    assert m["forgetting/tasks/gain"] == pytest.approx(13.55) and m["forgetting/tasks/simp/gain"] == 15.0
+    assert m["forgetting/tasks/BWT"] == pytest.approx(-10.0)  # simp 55 -> 45, in SARI points
+
+
+def test_bias_is_the_stereotype_score_and_its_change_never_an_fg():
+    r = forgetting(study_matrix())
+    m = r.to_metrics()
+    assert "forgetting/bias/FG" not in m and "forgetting/bias/crows/FG" not in m
+    assert m["forgetting/bias/stereotype_change"] == pytest.approx(0.10)  # 0.60 -> 0.70: more stereotyped
+    assert m["forgetting/bias/crows/stereotype_change"] == pytest.approx(0.10)
+    assert "stereotype_change (final - initial, > 0 = more stereotyped): +0.100" in r.table()
+    assert r.mean_fg == pytest.approx(18.75)  # knowledge only: (0.1 / 0.8 + 0.2 / 0.8) / 2 * 100
+
+
+def test_floor_applies_to_accuracies_below_it():
+    R = AccuracyMatrix(np.array([[0.09, 0.5], [0.05, 0.4]]), ["low", "ok"], ["reasoning"] * 2, ["s"], ["acc"] * 2)
+    low, ok = forgetting(R).tasks
+    assert math.isnan(low.fg) and "0.09 is below the floor 0.1" in low.reason and low.drop == pytest.approx(0.04)
+    assert ok.fg == pytest.approx(20.0)
+
+
+def test_metric_row_round_trips_and_old_files_still_read(tmp_path):
+    R = study_matrix()
+    R.to_csv(tmp_path / "R.csv")
+    assert (tmp_path / "R.csv").read_text().splitlines()[2] == "metric,acc,pct_stereotype,sari,bleu"
+    back = AccuracyMatrix.from_csv(tmp_path / "R.csv")
+    assert back.metrics == R.metrics and np.array_equal(back.scores, R.scores)
+    three_stages().to_csv(tmp_path / "old.csv")  # no metric row: all accuracies
+    assert AccuracyMatrix.from_csv(tmp_path / "old.csv").metrics == []
+    with pytest.raises(ValueError, match="3 metrics for 4 tasks"):
+        AccuracyMatrix(R.scores, R.tasks, R.categories, R.stages, ["acc"] * 3)
+
+
+def test_from_the_base_model_and_the_warm_starts_own_cost():
+    from raycf.baseline import base_metrics, from_base, warm_start_cost
+    R, base = study_matrix(), [1.00, 0.50, 38.0, 0.3]
+    r = from_base(R, base)
+    # facts from the base 1.0: drops 0.3, 0.4 -> 30 %, 40 % -> FG 35 (the study's FG from 0.8 is 18.75)
+    assert r.tasks[0].fg == pytest.approx(35.0) and r.mean_fg == pytest.approx(35.0)
+    cost = warm_start_cost(R, base)
+    assert (cost["knowledge"].base, cost["knowledge"].start) == (1.0, 0.8)
+    assert cost["knowledge"].change == pytest.approx(-0.2) and cost["knowledge"].change_pct == pytest.approx(-20.0)
+    assert cost["bias"].change == pytest.approx(0.1) and cost["bias"].change_pct == pytest.approx(20.0)
+    assert cost["tasks"].change == pytest.approx(((40 - 38) + (0.2 - 0.3)) / 2)
+    assert math.isnan(cost["tasks"].change_pct)  # generation scores: no relative change
+    m = base_metrics(R, base)
+    assert m["from_base/mean_FG"] == pytest.approx(35.0) and m["from_base/bias/stereotype_change"] == pytest.approx(0.2)
+    assert m["warm_start/knowledge/change_pct"] == pytest.approx(-20.0) and "warm_start/tasks/change_pct" not in m
+    assert m["warm_start/bias/stereotype_change"] == pytest.approx(0.1)
+    same = base_metrics(R, R.scores[0])  # no warm start: the study's figures, and no cost
+    assert same["from_base/mean_FG"] == forgetting(R).mean_fg and same["warm_start/knowledge/change"] == 0.0

@@ -229,7 +229,8 @@ def test_sweep_submitted_as_a_ray_job_logs_nested_runs(cluster, mlflow_server, w
     url, _, env = cluster
     runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": mlflow_server}}
     sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
-             "--set", "search={}", "--set", "optim.steps_per_stage=2", "--set", "probes.limit=4",
+             "--set", "search={}", "--set", "sweep.seeds=1", "--set", "finetune.method=lora",
+             "--set", "optim.steps_per_stage=2", "--set", "probes.limit=4",
              "--set", "probes.suites=[knowledge]", "--set", "resources.workers=1",
              "--set", f"stages=[{','.join(STAGES)}]", "--set", "model.name=tiny-causal",
              "--set", "name=jobtest", "--set", f"storage_path={workdir / 'runs'}"]
@@ -285,7 +286,8 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
     runtime_env = json.dumps({"env_vars": {"RAYCF_JOB_HOME": str(home), "RAYCF_HEARTBEAT_DIR": str(beats)}})
     stages = ["simplification", "headline", "explanation"]
     sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
-             "--set", "search={}", "--set", "optim.steps_per_stage=200", "--set", "probes.limit=4",
+             "--set", "search={}", "--set", "sweep.seeds=1", "--set", "finetune.method=lora",
+             "--set", "optim.steps_per_stage=200", "--set", "probes.limit=4",
              "--set", "probes.suites=[knowledge]", "--set", "resources.workers=1", "--set", "name=stopped",
              "--set", f"stages=[{','.join(stages)}]", "--set", "model.name=tiny-causal"]
     r = _job(url, env, "submit", "--no-wait", "--working-dir", str(REPO), "--runtime-env-json", runtime_env,

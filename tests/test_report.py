@@ -55,15 +55,16 @@ def test_front_counts_only_finished_trials():
 
 
 def test_best_cells_follow_each_column_direction_ignore_missing_and_skip_all_ties():
-    trials = [make_trial(1, forgetting__knowledge__FG=3.0, forgetting__bias__FG=-2.0, forgetting__bias__final=0.6,
-                         forgetting__mean_FG=3.0),
-              make_trial(2, forgetting__knowledge__FG=1.0, forgetting__bias__FG=4.0, forgetting__bias__final=0.5,
-                         forgetting__mean_FG=3.0),
+    trials = [make_trial(1, forgetting__knowledge__FG=3.0, forgetting__bias__stereotype_change=0.05,
+                         forgetting__bias__final=0.6, forgetting__mean_FG=3.0),
+              make_trial(2, forgetting__knowledge__FG=1.0, forgetting__bias__stereotype_change=-0.1,
+                         forgetting__bias__final=0.5, forgetting__mean_FG=3.0),
               make_trial(3, status="RUNNING")]
     table = report_tables.study_table(trials, [])
     best = table.best()
     assert best["forgetting/knowledge/FG"] == {1}      # least forgetting
-    assert best["forgetting/bias/FG"] == {1}           # bias FG > 0 = less stereotyping: higher is better
+    assert best["forgetting/bias/stereotype_change"] == {1}  # the stereotype score fell: lower is better
+    assert "forgetting/bias/FG" not in [c.key for c in table.columns]  # no FG of a stereotype score
     assert best["forgetting/bias/final"] == {1}        # lower stereotype preference
     assert "forgetting/mean_FG" not in best            # every trial that has it ties
     assert table.rows[2]["status"] == "RUNNING" and table.rows[2]["forgetting/knowledge/FG"] is None
@@ -220,7 +221,7 @@ def screenshot_module():
 
 @pytest.fixture(scope="module")
 def sweep_report(warm_sweep):
-    """The report of conftest's small real sweep: 2 trials (warm start none, general) x 2 stages of tiny-causal,
+    """The report of conftest's small real sweep: 4 trials (warm start none, general x 2 seeds) x 2 stages of tiny-causal,
     every probe suite, 4 rows per probe."""
     uri, d = warm_sweep
     return uri, report_page.build(uri, "warm-sweep", d / "report")
@@ -235,7 +236,7 @@ def test_report_tables_equal_the_metrics_in_mlflow(sweep_report):
     (parent,) = [r for r in runs if "raycf.sweep" in r.data.tags]
     kids = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     rows = csv_rows(page.parent / "table.csv")
-    assert len(rows) == len(kids) == 2
+    assert len(rows) == len(kids) == 4
     checked = 0
     for row in rows:
         run = kids[row["run_name"]]
@@ -244,7 +245,8 @@ def test_report_tables_equal_the_metrics_in_mlflow(sweep_report):
         for key in (k for k in row if k.startswith("forgetting/")):
             assert key in run.data.metrics and float(row[key]) == run.data.metrics[key], key
             checked += 1
-    assert checked == 2 * (4 * 3 + 2)  # 4 categories x (initial, final, FG) + mean FG + learned-task average
+    # 4 categories x (initial, final, FG or stereotype change) + mean FG + learned-task average, gain and BWT
+    assert checked == 4 * (4 * 3 + 4)
     # Pareto front, by definition: no other trial forgets no more and learns no less, better in one
     pts = {r["run_name"]: (float(r["forgetting/mean_FG"]), float(r["forgetting/tasks/average"])) for r in rows}
     for row in rows:
@@ -279,7 +281,7 @@ def test_every_image_is_an_embedded_png(sweep_report):
     _, page = sweep_report
     sources = re.findall(r'<img [^>]*src="([^"]*)"', page.read_text())
     # trade-off, FG vs warm_start.kind, and per trial the accuracy matrix and the category lines
-    assert len(sources) == 1 + 1 + 2 * 2
+    assert len(sources) == 1 + 1 + 4 * 2
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         data = base64.b64decode(src.removeprefix("data:image/png;base64,"), validate=True)

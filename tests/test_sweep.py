@@ -17,7 +17,7 @@ def small(tmp_path, **over) -> dict:
     base = {
         "name": "s", "model.name": "tiny-causal", "stages": ["simplification", "headline"],
         "optim.steps_per_stage": 2, "optim.batch_size": 4, "data.examples_per_stage": 32,
-        "warm_start.steps": 2, "warm_start.batch_size": 4,
+        "warm_start.steps": 2, "warm_start.batch_size": 4, "finetune.method": "lora", "sweep.seeds": 1,
         "probes.suites": ["knowledge"], "probes.limit": 4, "probes.max_new_tokens": 4,
         "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "tracking.experiment": "sweep-test",
         "storage_path": str(tmp_path / "runs"),
@@ -111,19 +111,34 @@ def shared_pool(ray_local, clean_runs, tmp_path_factory):
 
 
 def test_warm_start_sweep_tracks_parent_children_and_shares_the_warm_start(warm_sweep):
-    uri, folder = warm_sweep  # conftest: warm start none vs general, 2 stages, every probe suite
+    uri, folder = warm_sweep  # conftest: warm start none vs general x 2 seeds, 2 stages, every probe suite
     c, parents, kids = children(uri, "warm-sweep")
-    assert len(parents) == 1 and len(kids) == 2
+    assert len(parents) == 1 and len(kids) == 4
     assert parents[0].info.status == "FINISHED" and all(k.info.status == "FINISHED" for k in kids)
     assert {k.data.tags["mlflow.parentRunId"] for k in kids} == {parents[0].info.run_id}
-    assert sorted(k.data.params["warm_start.kind"] for k in kids) == ["general", "none"]
+    assert sorted((k.data.params["warm_start.kind"], k.data.params["seed"]) for k in kids) == \
+        [("general", "0"), ("general", "1"), ("none", "0"), ("none", "1")]
     for k in kids:
-        steps = [m.step for m in c.get_metric_history(k.info.run_id, "probe/knowledge/facts_geography/acc")]
+        m = k.data.metrics
+        steps = [h.step for h in c.get_metric_history(k.info.run_id, "probe/knowledge/facts_geography/acc")]
         assert sorted(steps) == [0, 1, 2]
-        assert "forgetting/knowledge/FG" in k.data.metrics
+        assert "forgetting/knowledge/FG" in m and "forgetting/bias/FG" not in m and "forgetting/tasks/FG" not in m
         assert k.data.params["task_order"] == "simplification > headline"
-    assert parents[0].data.metrics["stage_trainings"] == 4
+        # the base model's scores: the start's own without a warm start, the none trials' row 0 with one
+        assert m["warm_start/knowledge/base"] == pytest.approx(
+            next(x for x in kids if x.data.params["warm_start.kind"] == "none").data.metrics[
+                "forgetting/knowledge/initial"])
+        if k.data.params["warm_start.kind"] == "none":
+            assert m["from_base/mean_FG"] == m["forgetting/mean_FG"] and m["warm_start/knowledge/change"] == 0
+    p = parents[0].data
+    # the warm start and the 0-shot rows before training are shared by both seeds: 2 starts + 8 stages probed
+    assert (p.metrics["stage_trainings"], p.metrics["probe_passes"]) == (8, 10)
     assert len(list((folder / "runs" / "cache" / "warm").iterdir())) == 1
+    assert "verdict/warm_start/none-general/mean" in p.metrics
+    assert p.tags["mlflow.note.content"].startswith("per setting, mean ± sd [95% t interval] over seeds:")
+    assert "warm start, on from_base/mean_FG (both measured from the base model)" in p.tags["mlflow.note.content"]
+    findings = Path(c.download_artifacts(parents[0].info.run_id, "findings.txt", str(folder))).read_text()
+    assert findings.strip() == p.tags["mlflow.note.content"].replace("\n\n", "\n")
 
 
 def test_all_orders_of_three_tasks_train_15_stages(shared_pool, tmp_path):

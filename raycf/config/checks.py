@@ -29,6 +29,8 @@ MAX_INT = 2 ** 32 - 1
 # key -> (low, high, what): the value must satisfy low <= value <= high; "low" or "high" given as (x,) is strict
 RANGES = {
     "seed": (0, MAX_INT, "a seed, below 2^32"),
+    "warm_start.seed": (0, MAX_INT, "a seed, below 2^32"),
+    "sweep.seeds": (1, 1000, "a number of seeds per setting"),
     "finetune.lora_rank": (1, 65536, "the LoRA rank"),
     "finetune.lora_alpha": ((0.0,), 1e6, "the LoRA scale numerator"),
     "finetune.lora_dropout": (0.0, (1.0,), "a probability"),

@@ -69,9 +69,10 @@ class DataConfig:
 class WarmStartConfig:
     kind: str = "none"                # none | general | checkpoint
     path: str | None = None           # checkpoint folder when kind = checkpoint
-    lr: float = 1e-3                  # the `general` instruction-tuning stage: full fine-tuning
-    steps: int = 60
+    lr: float = 1e-4                  # the `general` instruction-tuning stage: full fine-tuning
+    steps: int = 40
     batch_size: int = 8
+    seed: int = 0                     # its own seed: trials of every `seed` (sweep.seeds) share one warm start
 
 
 @dataclass
@@ -111,6 +112,7 @@ class SweepConfig:
     reduction_factor: float = 2.0
     max_concurrent: int = 0           # 0 = as many as the cluster holds
     trial_cpus: float = 0.1           # the Tune trial's own driver (it only waits on its Train workers)
+    seeds: int = 1                    # every setting runs with seeds seed, seed + 1, ..., seed + seeds - 1
     worker_pool: bool = True          # trials run on persistent Train worker groups (raycf.pool); false: a
 
 

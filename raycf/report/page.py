@@ -13,6 +13,8 @@ from raycf.forgetting import MEAN_FG_CATEGORIES
 from raycf.report.plots import category_lines_png, data_uri, effect_png, tradeoff_png
 from raycf.report.tables import Table, study_table, to_html, to_markdown, write_csv
 from raycf.report.trials import LEARNED_AVERAGE, MEAN_FG, Trial, hint, load_trials, searched_params
+from raycf.seeds import CONFIDENCE
+from raycf.sweep.summary import effects, settings_table
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1700px}
@@ -31,6 +33,7 @@ def render_html(experiment: str, uri: str, label: str, trials: list[Trial], tabl
              f'<p class="meta">{html.escape(label)}; {len(trials)} trials ({html.escape(counts)}); tracking URI '
              f'{html.escape(uri)}; generated {time.strftime("%Y-%m-%d %H:%M")}</p>',
              "<h2>Study table</h2>", to_html(table), f'<p class="note">{TABLE_NOTE}</p>']
+    parts += findings_html(trials, searched)
     if any(MEAN_FG in t.metrics and LEARNED_AVERAGE in t.metrics for t in trials):
         parts += ["<h2>Learning vs forgetting</h2>", _img("trade-off", data_uri(tradeoff_png, trials))]
     parts += effects_html(trials, [p for p in searched if p != "seed"])
@@ -41,10 +44,27 @@ def render_html(experiment: str, uri: str, label: str, trials: list[Trial], tabl
             f'{html.escape(experiment)}</title><style>{CSS}</style></head><body>{"".join(parts)}</body></html>\n')
 
 
-TABLE_NOTE = ("Scores are each category's mean over its probes (initial: before training, final: after the last "
-              "stage so far). FG % is the study's forgetting (Eq. 1): the average relative drop, lower is better; "
-              "for bias it is a drop in stereotype preference, so higher is better. Mean FG averages "
-              f"{', '.join(MEAN_FG_CATEGORIES)}. Green: the best in its column.")
+TABLE_NOTE = ("Scores are each category's mean over its probes (initial: where continual tuning starts, final: "
+              "after the last stage so far). FG % is the study's forgetting (Eq. 1) from that start: the average "
+              "relative drop of an accuracy, lower is better. Bias is the stereotype score (the share of pairs "
+              "where the stereotyped sentence is preferred): its change, > 0 = more stereotyped, lower is better; "
+              "it gets no FG. Mean FG averages "
+              f"{', '.join(MEAN_FG_CATEGORIES)}; 'from base' measures it from the base model, so trials with and "
+              "without a warm start compare like with like; the warm start's cost is base -> start. Learned-task "
+              "gain and BWT are in the tasks' own units (SARI, BLEU, ROUGE points). Green: the best in its column.")
+
+
+def findings_html(trials: list[Trial], searched: list[str]) -> list[str]:
+    """Each setting's figures over its seeds (mean ± sd [t interval]) and the verdicts, as the sweep printed them."""
+    rows = [{"run": t.name, "status": t.status, "params": t.params, "metrics": t.metrics} for t in trials
+            if t.finished]
+    keys = ["task_order" if k == "stages" else k for k in searched]
+    lines = settings_table(rows, keys) + effects(rows, keys) if rows else []
+    if not lines:
+        return []
+    return ["<h2>Settings over seeds, and verdicts</h2>", f"<pre>{html.escape(chr(10).join(lines))}</pre>",
+            f'<p class="note">Finished trials only. A verdict compares matched pairs (the same other values and '
+            f'seed); "on the interval" means the {CONFIDENCE:.0%} t interval of the paired differences excludes 0.</p>']
 
 
 def _img(alt: str, src: str) -> str:

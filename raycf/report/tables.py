@@ -9,8 +9,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from raycf.forgetting import mean
-from raycf.report.trials import CATEGORIES, LEARNED_AVERAGE, LOWER_IS_BETTER_SCORE, MEAN_FG, Trial
+from raycf.forgetting import LEARNED, mean
+from raycf.report.trials import CATEGORIES, FROM_BASE_MEAN_FG, LEARNED_AVERAGE, LOWER_IS_BETTER_SCORE, MEAN_FG, Trial
 
 
 @dataclass
@@ -39,16 +39,26 @@ class Table:
 
 
 def metric_columns(trials: list[Trial]) -> list[Column]:
+    """Per general category: initial and final score, FG % (bias: the stereotype score's change instead), the
+    warm start's cost for knowledge; then mean FG from the start and from the base model, the learned tasks."""
     columns = []
     for c in CATEGORIES:
-        if not any(f"forgetting/{c}/FG" in t.metrics or f"forgetting/{c}/initial" in t.metrics for t in trials):
+        if not any(f"forgetting/{c}/{k}" in t.metrics for t in trials
+                   for k in ("initial", "final", "FG", "stereotype_change")):
             continue
         score = "min" if c in LOWER_IS_BETTER_SCORE else "max"
-        fg = "max" if c in LOWER_IS_BETTER_SCORE else "min"
-        columns += [Column(f"forgetting/{c}/initial", "initial", score, c),
-                    Column(f"forgetting/{c}/final", "final", score, c),
-                    Column(f"forgetting/{c}/FG", "FG %", fg, c)]
-    return columns + [Column(MEAN_FG, "mean FG %", "min"), Column(LEARNED_AVERAGE, "learned-task average", "max")]
+        columns += [Column(f"forgetting/{c}/initial", "initial", "", c),
+                    Column(f"forgetting/{c}/final", "final", score, c)]
+        if c in LOWER_IS_BETTER_SCORE:  # the stereotype score: its change, > 0 = more stereotyped
+            columns.append(Column(f"forgetting/{c}/stereotype_change", "stereotype change", "min", c))
+        else:
+            columns.append(Column(f"forgetting/{c}/FG", "FG %", "min", c))
+    optional = [Column(FROM_BASE_MEAN_FG, "mean FG % from base", "min"),
+                Column("warm_start/knowledge/change_pct", "warm start: knowledge %", "max"),
+                Column(f"forgetting/{LEARNED}/gain", "learned-task gain", "max"),
+                Column(f"forgetting/{LEARNED}/BWT", "learned-task BWT", "max")]
+    return columns + [Column(MEAN_FG, "mean FG %", "min"), Column(LEARNED_AVERAGE, "learned-task average", "max")] + \
+        [c for c in optional if any(c.key in t.metrics for t in trials)]
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

@@ -18,11 +18,14 @@ CATEGORIES = ("knowledge", "reasoning", "reading", "bias")
 MEAN_FG = "forgetting/mean_FG"
 
 
+FROM_BASE_MEAN_FG = "from_base/mean_FG"
+
+
 LEARNED_AVERAGE = f"forgetting/{LEARNED}/average"
 
 
-# Which way is better. A bias score is a stereotype preference: lower is better, so its FG (> 0 = the
-# preference went down) is better when higher, unlike the abilities' FG.
+# Which way is better. A bias score is a stereotype preference: lower is better; it gets no FG, its figure is
+# the stereotype score's change (> 0 = more stereotyped).
 LOWER_IS_BETTER_SCORE = {"bias"}
 
 
@@ -120,15 +123,16 @@ def accuracy_matrix(client, trial: Trial) -> AccuracyMatrix | None:
     columns = sorted(logged, key=lambda ct: (order.get(ct[0], len(order)), ct[0],
                                              trial.stages.index(ct[1]) if ct[1] in trial.stages else 0, ct[1]))
     scores = np.full((len(trial.stages) + 1, len(columns)), np.nan)
+    metrics = [primary_metric(task, tuple(logged[category, task])) for category, task in columns]
     for j, (category, task) in enumerate(columns):
-        metric = primary_metric(task, tuple(logged[category, task]))
+        metric = metrics[j]
         history = sorted(client.get_metric_history(trial.run_id, f"probe/{category}/{task}/{metric}"),
                          key=lambda m: m.timestamp)
         for m in history:  # a resumed run may log a stage again: the later value wins
             if 0 <= m.step < len(scores):
                 scores[m.step, j] = m.value
     try:
-        return AccuracyMatrix(scores, [t for _, t in columns], [c for c, _ in columns], trial.stages)
+        return AccuracyMatrix(scores, [t for _, t in columns], [c for c, _ in columns], trial.stages, metrics)
     except ValueError:
         return None  # runs logged by something other than raycf.trial: no matrix, the table still shows
 

@@ -25,7 +25,7 @@ from raycf.data.sources import probe_task_names
 from raycf.errors import ConfigError, Terminated, TrackingUnreachable, did_you_mean, sigterm_interrupts
 from raycf.redact import redact_uri
 from raycf.space import count_trials, first_value, grid_points
-from raycf.sweep.summary import print_summary, summarize, work_counts
+from raycf.sweep.summary import print_summary, summarize, verdict_metrics, work_counts
 from raycf.sweep.trainable import tune_trial
 from raycf.timeline import mark
 from raycf.trial import pool, record
@@ -73,7 +73,8 @@ def prepare_shared(points: list[ExperimentConfig], uri: str, board=None) -> int:
             continue
         seen.add(plan.start_key)
         warm_ready = plan.warm_key is None or cache.published(plan.warm_entry())
-        probe_ready = not plan.probe_tasks or cache.published(plan.probe_entry(0))
+        probe_ready = not plan.probe_tasks or (cache.published(plan.probe_entry(0)) and
+                                               cache.published(plan.base_entry()))
         if warm_ready and probe_ready:
             continue
         print(f"[raycf] preparing shared start {plan.start_key} (warm start: {cfg.warm_start.kind})")
@@ -231,9 +232,11 @@ def finish(cfg: ExperimentConfig, uri: str, root: str, parent_run_id: str, point
     record.close_children(uri, parent_run_id, "KILLED")  # trials the scheduler stopped
     rows = summarize(uri, parent_run_id, cfg.sweep)
     stats = work_counts(rows, points, cfg.sweep)
-    tracking.log_metrics(uri, parent_run_id, {**stats, **bookkeeping}, step=0)
+    tracking.log_metrics(uri, parent_run_id, {**stats, **bookkeeping, **verdict_metrics(cfg, rows)}, step=0)
+    lines = print_summary(cfg, cfg.sweep, rows, stats, uri)
+    tracking.log_text(uri, parent_run_id, "findings.txt", "\n".join(lines) + "\n")
+    tracking.client(uri).set_tag(parent_run_id, "mlflow.note.content", "\n\n".join(lines))  # its description
     tracking.end_run(uri, parent_run_id, "FINISHED" if not grid.errors else "FAILED")
-    print_summary(cfg, cfg.sweep, rows, stats, uri)
     return 1 if grid.errors else 0
 
 

@@ -2,9 +2,12 @@
 the effect of each searched parameter, the shared-work counts, and where to compare the runs."""
 from __future__ import annotations
 
+import math
+
 from raycf import tracking
 from raycf.config.schema import ExperimentConfig, SweepConfig
 from raycf.redact import redact_uri
+from raycf.seeds import CONFIDENCE, SEED, Verdict, by_setting, matched, short, spread, verdicts
 
 
 def summarize(uri: str, parent_run_id: str, sc: SweepConfig) -> list[dict]:
@@ -26,36 +29,67 @@ def work_counts(rows: list[dict], points, sc: SweepConfig) -> dict:
 
 
 def param_col(key: str) -> str:
-    return {"task_order": "order", "warm_start.kind": "warm_start"}.get(key, key.split(".")[-1])
+    return short(key)
+
+
+# The headline figures, each in units where it means something: FG (%) only from accuracies; the stereotype
+# score's change and the learned tasks' gain in their own units.
+COLUMNS = ("forgetting/mean_FG", "from_base/mean_FG", "forgetting/knowledge/FG", "forgetting/reasoning/FG",
+           "forgetting/reading/FG", "forgetting/bias/stereotype_change", "warm_start/knowledge/change_pct",
+           "forgetting/tasks/gain", "forgetting/tasks/BWT")
+HEAD = {"forgetting/bias/stereotype_change": "stereotype_chg", "warm_start/knowledge/change_pct": "ws_knowl_%",
+        "from_base/mean_FG": "base_mean_FG"}
+# Which figure a warm-start verdict compares: both trials measured from the same base model.
+LIKE_WITH_LIKE = "from_base/mean_FG"
+
+
+def col_name(c: str) -> str:
+    return HEAD.get(c, c.removeprefix("forgetting/"))
 
 
 def ranked_table(rows: list[dict], sc: SweepConfig, searched: list[str]) -> str:
-    """Trials best first by the sweep's metric, with the searched parameters and the forgetting figures."""
-    cols = ["forgetting/mean_FG", "forgetting/knowledge/FG", "forgetting/reasoning/FG", "forgetting/reading/FG",
-            "forgetting/bias/FG", "forgetting/tasks/average"]
+    """Trials best first by the sweep's metric, with the searched parameters and the headline figures."""
     params = ["task_order" if k == "stages" else k for k in searched]
     sign = 1 if sc.mode == "min" else -1
     rows = sorted(rows, key=lambda r: sign * r["metrics"].get(sc.metric, float("inf") * sign))
     width = {k: max([len(param_col(k))] + [len(r["params"].get(k, "-")) for r in rows]) for k in params}
     head = f"{'rank':4s} {'trial':28s} {'status':8s} " + " ".join(f"{param_col(k):>{width[k]}s}" for k in params) + \
-        f" {'stage':>5s} " + " ".join(f"{c.removeprefix('forgetting/'):>15s}" for c in cols)
+        f" {'stage':>5s} " + " ".join(f"{col_name(c):>14s}" for c in COLUMNS)
     lines = [head]
     for i, r in enumerate(rows, 1):
         m, p = r["metrics"], r["params"]
-        vals = " ".join(f"{m[c]:15.2f}" if c in m else f"{'-':>15s}" for c in cols)
+        vals = " ".join(f"{m[c]:14.2f}" if c in m else f"{'-':>14s}" for c in COLUMNS)
         lines.append(f"{i:<4d} {r['run'][:28]:28s} {r['status'][:8]:8s} " +
                      " ".join(f"{p.get(k, '-'):>{width[k]}s}" for k in params) +
                      f" {int(m.get('stage', 0)):5d} {vals}")
     return "\n".join(lines)
 
 
+SETTING_FIGURES = ("forgetting/mean_FG", "from_base/mean_FG", "warm_start/knowledge/change_pct",
+                   "forgetting/tasks/gain")
+
+
+def settings_table(rows: list[dict], searched: list[str]) -> list[str]:
+    """One line per setting: each headline figure's mean ± sd [t interval] over its seeds."""
+    params = ["task_order" if k == "stages" else k for k in searched]
+    per = {f: by_setting(rows, params, f) for f in SETTING_FIGURES}
+    names = sorted({n for f in per.values() for n in f}, key=lambda n: per["forgetting/mean_FG"].get(n, spread([])).mean
+                   if not math.isnan(per["forgetting/mean_FG"].get(n, spread([])).mean) else math.inf)
+    lines = [f"per setting, mean ± sd [{CONFIDENCE:.0%} t interval] over seeds:"]
+    for n in names:
+        lines.append(f"  {n}: " + "; ".join(f"{col_name(f)} {per[f][n].text()}" for f in SETTING_FIGURES
+                                             if n in per[f]))
+    return lines
+
+
 def effects(rows: list[dict], searched: list[str], metric: str = "forgetting/mean_FG") -> list[str]:
-    """One line per searched parameter: the mean of `metric` over the trials at each of its values; for
-    the warm start, whether `general` forgot less than `none` (the study's finding), said either way."""
+    """One line per searched parameter: `metric` over the trials at each of its values (mean, spread, interval);
+    then the verdicts on matched pairs (same other values, same seed), the warm start's measured from the base
+    model (like with like), each saying whether it holds in every pair and on the interval."""
     params = ["task_order" if k == "stages" else k for k in searched]
     done = [r for r in rows if metric in r["metrics"]]
     lines = []
-    for k in params:
+    for k in (k for k in params if k != SEED):
         groups: dict[str, list[float]] = {}
         for r in done:
             groups.setdefault(r["params"].get(k, "-"), []).append(r["metrics"][metric])
@@ -63,30 +97,67 @@ def effects(rows: list[dict], searched: list[str], metric: str = "forgetting/mea
             continue
         lines.append(f"{metric} by {k}: " + ", ".join(
             f"{v} {sum(x) / len(x):.2f} ({len(x)} trials)" for v, x in groups.items()))
+    for v in verdicts(rows, params, metric, skip=("warm_start.kind",)):
+        lines.append(f"verdict on {metric}: {v.text()}")
     if "warm_start.kind" in params:
-        others = [k for k in params if k != "warm_start.kind"]
-        pairs: dict[tuple, dict[str, float]] = {}
-        for r in done:
-            pairs.setdefault(tuple(r["params"].get(k) for k in others), {})[r["params"]["warm_start.kind"]] = \
-                r["metrics"][metric]
-        matched = [(p["general"], p["none"]) for p in pairs.values() if {"general", "none"} <= p.keys()]
-        if matched:
-            wins = sum(g < n for g, n in matched)
-            g, n = (sum(x) / len(matched) for x in zip(*matched))
-            verdict = ("general forgets less than none, as the study found" if wins == len(matched) else
-                       "general does NOT forget less than none here, unlike the study" if wins == 0 else
-                       f"mixed: general forgets less in {wins} of {len(matched)} matched settings, "
-                       f"so this sweep does not confirm the study's finding everywhere")
-            lines.append(f"warm start: mean FG general {g:.2f} vs none {n:.2f} over {len(matched)} matched "
-                         f"settings; {verdict}")
+        lines += warm_start_verdict(rows, params)
     return lines
 
 
-def print_summary(cfg: ExperimentConfig, sc: SweepConfig, rows: list[dict], stats: dict, uri: str) -> None:
-    """The ranked table, the effect of each searched parameter, the shared-work counts, and where to compare."""
-    searched = list(cfg.search)
-    print(ranked_table(rows, sc, searched))
-    for line in effects(rows, searched):
+def warm_start_verdict(rows: list[dict], params: list[str]) -> list[str]:
+    """general vs none, the study's finding, on the figure measured from the base model when the trials report
+    it (like with like), else on the study's FG; said either way, with every pair and the interval."""
+    metric = LIKE_WITH_LIKE if any(LIKE_WITH_LIKE in r["metrics"] for r in rows) else "forgetting/mean_FG"
+    diffs = matched(rows, params, "warm_start.kind", metric, "general", "none")  # none - general
+    if not diffs:
+        return []
+    v = Verdict("warm_start.kind", "general", "none", diffs, metric)
+    wins = sum(d > 0 for d in diffs)
+    verdict = ("general forgets less than none, as the study found" if wins == len(diffs) and
+               (len(diffs) < 2 or v.on_interval) else
+               "general does NOT forget less than none here, unlike the study" if wins == 0 else
+               f"not shown: general forgets less in {wins} of {len(diffs)} matched pairs"
+               + ("" if len(diffs) < 2 else f", and the interval {'excludes' if v.on_interval else 'includes'} 0"))
+    study = matched(rows, params, "warm_start.kind", "forgetting/mean_FG", "general", "none")
+    also = f" (the study's FG from each start: none - general {spread(study).mean:.2f})" \
+        if metric != "forgetting/mean_FG" and study else ""
+    how = "both measured from the base model" if metric == LIKE_WITH_LIKE else "the study's FG, each from its start"
+    return [f"warm start, on {metric} ({how}): none - general = {v.spread.text('pair')}; in every pair: {'yes' if v.every_seed else 'no'}; on the interval: "
+            f"{'yes' if v.on_interval else 'no'}; {verdict}{also}"]
+
+
+def searched_keys(cfg: ExperimentConfig) -> list[str]:
+    """The searched keys as trials' params name them, the seed among them when sweep.seeds runs several."""
+    return list(cfg.search) + ([SEED] if cfg.sweep.seeds > 1 and SEED not in cfg.search else [])
+
+
+def findings(cfg: ExperimentConfig, rows: list[dict]) -> list[str]:
+    """The per-setting figures over seeds and the verdicts: what the summary prints and the parent run keeps."""
+    searched = searched_keys(cfg)
+    return settings_table(rows, searched) + effects(rows, searched)
+
+
+def verdict_metrics(cfg: ExperimentConfig, rows: list[dict]) -> dict[str, float]:
+    """The verdicts as parent-run metrics: `verdict/<key>/<worse>-<better>/{mean,ci_low,ci_high,every_pair}`."""
+    params = ["task_order" if k == "stages" else k for k in searched_keys(cfg)]
+    found = verdicts(rows, params, "forgetting/mean_FG", skip=("warm_start.kind",))
+    if "warm_start.kind" in params:
+        metric = LIKE_WITH_LIKE if any(LIKE_WITH_LIKE in r["metrics"] for r in rows) else "forgetting/mean_FG"
+        diffs = matched(rows, params, "warm_start.kind", metric, "general", "none")
+        found += [Verdict("warm_start.kind", "general", "none", diffs, metric)] if diffs else []
+    m = {}
+    for v in found:
+        s, p = v.spread, f"verdict/{short(v.key)}/{v.worse}-{v.better}"
+        m |= {f"{p}/mean": s.mean, f"{p}/ci_low": s.low, f"{p}/ci_high": s.high, f"{p}/every_pair": float(v.every_seed)}
+    return {k: x for k, x in m.items() if not math.isnan(x)}
+
+
+def print_summary(cfg: ExperimentConfig, sc: SweepConfig, rows: list[dict], stats: dict, uri: str) -> list[str]:
+    """The ranked table, the figures per setting over seeds, the verdicts, the shared-work counts, and where to
+    compare; returns the findings' lines (for the parent run)."""
+    print(ranked_table(rows, sc, searched_keys(cfg)))
+    lines = findings(cfg, rows)
+    for line in lines:
         print(line)
     print(f"stage trainings: {stats['stage_trainings']:g} run (naive: {stats['stage_trainings_naive']:g}); "
           f"probe passes: {stats['probe_passes']:g} run (naive: {stats['probe_passes_naive']:g})")
@@ -95,3 +166,4 @@ def print_summary(cfg: ExperimentConfig, sc: SweepConfig, rows: list[dict], stat
         print(f"compare runs:  open {redact_uri(uri)} (experiment {cfg.tracking.experiment})")
     else:
         print(f"compare runs:  mlflow ui --backend-store-uri {redact_uri(uri)}")
+    return lines

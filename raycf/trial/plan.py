@@ -25,6 +25,7 @@ class TrialPlan:
     stage_keys: list = field(default_factory=list)
     probe_tasks: list = field(default_factory=list)
     probe_keys: list = field(default_factory=list)   # one per row of the accuracy matrix (0 = before)
+    base_probe_key: str = ""            # the base model's probe row (= probe_keys[0] without a warm start)
     tracking_uri: str = ""
     run_id: str | None = None
     logged: int = -1                    # last stage the MLflow run already holds (a retried or resumed trial)
@@ -35,6 +36,9 @@ class TrialPlan:
 
     def probe_entry(self, k: int) -> cache.Entry:
         return cache.Entry(self.storage, "probes", self.probe_keys[k])
+
+    def base_entry(self) -> cache.Entry:
+        return cache.Entry(self.storage, "probes", self.base_probe_key)
 
     def warm_entry(self) -> cache.Entry:
         return cache.Entry(self.storage, "warm", self.warm_key)
@@ -73,13 +77,13 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
               tracking_uri: str = "") -> TrialPlan:
     kind = model_kind(model_dir) if cfg.model.kind == "auto" else cfg.model.kind
     root = storage.resolve(cfg.storage_path)
-    start = fingerprint(model_dir)
+    start = base = fingerprint(model_dir)
     precision = ["bf16"] if bf16_training(cfg) else []  # fp32 keys as before bf16 existed: caches stay valid
     warm_key = None
     if cfg.warm_start.kind == "general":
         ws = cfg.warm_start
         warm_key = cache.key("warm", start, data_key(cfg, GENERAL), ws.lr, ws.steps,
-                             ws.batch_size, cfg.optim.max_length, cfg.seed, *precision)
+                             ws.batch_size, cfg.optim.max_length, ws.seed, *precision)
         start = warm_key
     elif cfg.warm_start.kind == "checkpoint":
         start = fingerprint(Path(cfg.warm_start.path))
@@ -87,12 +91,14 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     stage_keys = [cache.key("stage", start, recipe, [data_key(cfg, s) for s in cfg.stages[:k]])
                   for k in range(1, len(cfg.stages) + 1)]
     probe_tasks = probe_task_names(cfg)
+    # the seed draws the few-shot examples only: 0-shot rows are shared by the trials of every seed
+    shot_seed = [] if cfg.probes.shots == 0 else [cfg.seed]
     probe_recipe = [task_key(probe_task(cfg, t)) for t in probe_tasks], cfg.probes.shots, cfg.probes.limit, \
-        cfg.probes.max_new_tokens, cfg.seed, *([cfg.probes.precision] if cfg.probes.precision != "fp32" else [])
+        cfg.probes.max_new_tokens, *shot_seed, *([cfg.probes.precision] if cfg.probes.precision != "fp32" else [])
     probe_keys = [cache.key("probe", w, probe_recipe) for w in [start] + stage_keys]
     return TrialPlan(model_dir=str(model_dir), kind=kind, storage=root, start_key=start, warm_key=warm_key,
                      stage_keys=stage_keys, probe_tasks=probe_tasks, probe_keys=probe_keys,
-                     tracking_uri=tracking_uri, run_id=run_id)
+                     base_probe_key=cache.key("probe", base, probe_recipe), tracking_uri=tracking_uri, run_id=run_id)
 
 
 def data_key(cfg: ExperimentConfig, stage: str) -> str:

@@ -7,6 +7,7 @@ import numpy as np
 from raycf.config.schema import ExperimentConfig
 from raycf.data.registry import METRICS
 from raycf.data.sources import probe_task
+from raycf.baseline import base_metrics
 from raycf.forgetting import AccuracyMatrix, forgetting
 from raycf.trial.plan import TrialPlan
 
@@ -19,11 +20,19 @@ def accuracy_matrix(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]):
         for j, t in enumerate(tasks):
             scores[i, j] = row["scores"][t.name][t.metric[0]]
     return AccuracyMatrix(scores=scores, tasks=[t.name for t in tasks], categories=[t.category for t in tasks],
-                          stages=list(cfg.stages))
+                          stages=list(cfg.stages), metrics=[t.metric[0] for t in tasks])
 
 
-def stage_metrics(cfg: ExperimentConfig, plan: TrialPlan, k: int, stats: dict, rows: list[dict]) -> dict:
-    """What Tune and MLflow see after stage k: train stats, probe scores, forgetting so far."""
+def base_scores(cfg: ExperimentConfig, plan: TrialPlan, base_row: dict) -> np.ndarray:
+    """The base model's row of the accuracy matrix (its primary metric per probe task)."""
+    tasks = [probe_task(cfg, t) for t in plan.probe_tasks]
+    return np.array([base_row["scores"][t.name][t.metric[0]] for t in tasks], dtype=float)
+
+
+def stage_metrics(cfg: ExperimentConfig, plan: TrialPlan, k: int, stats: dict, rows: list[dict],
+                  base_row: dict | None = None) -> dict:
+    """What Tune and MLflow see after stage k: train stats, probe scores, forgetting so far (and from the base
+    model, with the warm start's cost, when its row is given)."""
     metrics = {"stage": k}
     metrics.update({key: v for key, v in stats.items() if key.startswith(("train/", "checkpoint/"))})
     if rows and rows[-1]:
@@ -33,7 +42,10 @@ def stage_metrics(cfg: ExperimentConfig, plan: TrialPlan, k: int, stats: dict, r
             metrics.update({f"probe/{cat}/{name}/{m}": v for m, v in scores.items()})
         metrics["probe/seconds"] = rows[-1]["seconds"]
         if k > 0:
-            metrics.update(forgetting(accuracy_matrix(cfg, plan, rows)).to_metrics())
+            R = accuracy_matrix(cfg, plan, rows)
+            metrics.update(forgetting(R).to_metrics())
+            if base_row:
+                metrics.update(base_metrics(R, base_scores(cfg, plan, base_row)))
     metrics["objective"] = objective(metrics, cfg.sweep.task_floor)
     return metrics
 
@@ -62,6 +74,7 @@ def metric_names(cfg: ExperimentConfig, probe_names: list[str]) -> list[str]:
         names += [f"probe/{t.category}/{t.name}/{m}" for m in metrics]
     if tasks:
         R = AccuracyMatrix(scores=np.full((len(cfg.stages) + 1, len(tasks)), 0.5), tasks=[t.name for t in tasks],
-                           categories=[t.category for t in tasks], stages=list(cfg.stages))
-        names += forgetting(R).to_metrics()
+                           categories=[t.category for t in tasks], stages=list(cfg.stages),
+                           metrics=[t.metric[0] for t in tasks])
+        names += [*forgetting(R).to_metrics(), *base_metrics(R, R.scores[0])]
     return names

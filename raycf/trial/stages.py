@@ -22,8 +22,8 @@ from raycf.probe.run import run_probes
 from raycf.timeline import mark
 from raycf.train import encode, num_steps, train_stage, wrap
 from raycf.trial import record
-from raycf.trial.checkpoint import (build_model, cached_prefix, fetched, is_fsdp, last_reported_stage, plain_model,
-                                    save_checkpoint)
+from raycf.trial.checkpoint import (build_model, cached_prefix, fetched, is_fsdp, last_reported_stage, load_base,
+                                    plain_model, save_checkpoint)
 from raycf.trial.collective import agree, barrier
 from raycf.trial.plan import TrialPlan, bf16_training
 from raycf.trial.results import stage_metrics
@@ -46,6 +46,7 @@ class StageRunner:
         self.cfg, self.plan, self.rank, self.world = cfg, plan, rank, world
         self.report, self.reported, self.stop = report, reported, stop
         self.rows: list[dict] = []  # the probe rows so far: the accuracy matrix
+        self.base_row: dict = {}  # the base model's probe row (the start's own without a warm start)
         self.work = {k: plan.work.get(k, 0) for k in record.WORK_KEYS}
         self.probe_copy: dict = {}  # FSDP2: the plain model the probes score, built once
 
@@ -77,6 +78,8 @@ class StageRunner:
             else:
                 stats = cache.read_json(fetched(self.plan.stage_entry(k))) if k > 0 else {}
             row, fresh = self.probe(k, state)
+            if k == 0:
+                self.base_row = self.probe_base(row)
             if not prepare_only:
                 self.record(k, stats, state is not None, row, fresh)
         mark("trial_end")
@@ -128,9 +131,32 @@ class StageRunner:
         self.rows.append(row)
         return row, fresh
 
+    def probe_base(self, start_row: dict) -> dict:
+        """The base model's probe row, for the figures measured from it: the start's own row without a warm
+        start, else from the cache or measured now on the base model (all ranks; once per sweep, shared)."""
+        plan = self.plan
+        if not plan.probe_tasks or plan.base_probe_key == plan.probe_keys[0]:
+            return start_row
+        if agree(cache.lookup(plan.base_entry()) is not None):
+            return cache.read_json(fetched(plan.base_entry()))
+        t0 = time.perf_counter()
+        model, _ = load_base(self.cfg, plan.model_dir)
+        p = self.cfg.probes
+        scores = run_probes(model.to(self.device), self.tok, [probe_task(self.cfg, t) for t in plan.probe_tasks],
+                            shots=p.shots, limit=p.limit or None, seed=self.cfg.seed, rank=self.rank,
+                            world_size=self.world, max_new_tokens=p.max_new_tokens, precision=p.precision)
+        row = {"scores": scores, "seconds": time.perf_counter() - t0}
+        if self.rank == 0:
+            with cache.writing(plan.base_entry()) as tmp:
+                (tmp / "result.json").write_text(json.dumps(row))
+        barrier()
+        self.work["sweep/probe_passes"] += 1
+        mark(f"base_probed probe_s={row['seconds']:.2f}")
+        return row
+
     def record(self, k: int, stats: dict, trained: bool, row: dict, fresh: int) -> None:
         """Stage k's metrics to MLflow (rank 0) and to the caller (every rank), unless already recorded."""
-        metrics = {**stage_metrics(self.cfg, self.plan, k, stats, self.rows), **self.work,
+        metrics = {**stage_metrics(self.cfg, self.plan, k, stats, self.rows, self.base_row), **self.work,
                    # seconds this trial itself spent (0 where the cache had the result); step 0: the warm start
                    "work/train_seconds": stats.get("train/seconds", 0.0) if trained else
                    self.warm_seconds if k == 0 else 0.0,
