@@ -299,6 +299,6 @@ def test_report_renders_in_headless_chromium(sweep_report, tmp_path, capsys):
     with capsys.disabled():
         print(f"\n[report] screenshot: {png}")
     assert shown["errors"] == []
-    assert (shown["tables"], shown["rows"]) == (1, 2)
-    assert len(shown["images"]) == 6 and all(w > 100 for w in shown["images"])
+    assert (shown["tables"], shown["rows"]) == (1, 4)
+    assert len(shown["images"]) == 10 and all(w > 100 for w in shown["images"])
     assert png.read_bytes().startswith(PNG)

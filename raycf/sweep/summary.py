@@ -3,6 +3,7 @@ the effect of each searched parameter, the shared-work counts, and where to comp
 from __future__ import annotations
 
 import math
+import re
 
 from raycf import tracking
 from raycf.config.schema import ExperimentConfig, SweepConfig
@@ -146,8 +147,8 @@ def verdict_metrics(cfg: ExperimentConfig, rows: list[dict]) -> dict[str, float]
         diffs = matched(rows, params, "warm_start.kind", metric, "general", "none")
         found += [Verdict("warm_start.kind", "general", "none", diffs, metric)] if diffs else []
     m = {}
-    for v in found:
-        s, p = v.spread, f"verdict/{short(v.key)}/{v.worse}-{v.better}"
+    for v in found:  # MLflow keys take letters, digits, _ - . space : / (a task order's " > " does not)
+        s, p = v.spread, f"verdict/{short(v.key)}/" + re.sub(r"[^A-Za-z0-9_.\-]+", "_", f"{v.worse}-{v.better}")
         m |= {f"{p}/mean": s.mean, f"{p}/ci_low": s.low, f"{p}/ci_high": s.high, f"{p}/every_pair": float(v.every_seed)}
     return {k: x for k, x in m.items() if not math.isnan(x)}
 
