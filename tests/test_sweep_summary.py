@@ -15,8 +15,11 @@ def test_effects_mean_per_value_and_an_honest_warm_start_verdict():
     rows = [row("a", "none", "0.001", 10.0), row("b", "general", "0.001", 4.0),
             row("c", "none", "0.01", 20.0), row("d", "general", "0.01", 30.0)]
     lines = effects(rows, ["warm_start.kind", "optim.lr"])
-    assert lines[0] == "forgetting/mean_FG by warm_start.kind: none 15.00 (2 trials), general 17.00 (2 trials)"
-    assert lines[1] == "forgetting/mean_FG by optim.lr: 0.001 7.00 (2 trials), 0.01 25.00 (2 trials)"
+    # mean ± sd [95% t interval]: none (10, 20) 15 ± 7.07, t(1) 12.706 -> [-48.53, 78.53]
+    assert lines[0] == ("forgetting/mean_FG by warm_start.kind: none 15.00 ± 7.07 [-48.53, 78.53] (2 trials), "
+                        "general 17.00 ± 18.38 [-148.18, 182.18] (2 trials)")
+    assert lines[1] == ("forgetting/mean_FG by optim.lr: 0.001 7.00 ± 4.24 [-31.12, 45.12] (2 trials), "
+                        "0.01 25.00 ± 7.07 [-38.53, 88.53] (2 trials)")
     # lr: 0.01 - 0.001 = 10 (none) and 26 (general): mean 18, sd 11.31, t(1) 12.706 -> 18 +- 101.65
     assert lines[2] == ("verdict on forgetting/mean_FG: lr: 0.001 has lower forgetting/mean_FG than 0.01 by 18.00 "
                         "[-83.65, 119.65] (95% t interval) over 2 matched pair(s); in every pair: yes (2 of 2); "

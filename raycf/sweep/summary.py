@@ -96,8 +96,7 @@ def effects(rows: list[dict], searched: list[str], metric: str = "forgetting/mea
             groups.setdefault(r["params"].get(k, "-"), []).append(r["metrics"][metric])
         if len(groups) < 2:
             continue
-        lines.append(f"{metric} by {k}: " + ", ".join(
-            f"{v} {sum(x) / len(x):.2f} ({len(x)} trials)" for v, x in groups.items()))
+        lines.append(f"{metric} by {k}: " + ", ".join(f"{v} {spread(x).text('trial')}" for v, x in groups.items()))
     for v in verdicts(rows, params, metric, skip=("warm_start.kind",)):
         lines.append(f"verdict on {metric}: {v.text()}")
     if "warm_start.kind" in params:
