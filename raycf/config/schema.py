@@ -69,8 +69,8 @@ class DataConfig:
 class WarmStartConfig:
     kind: str = "none"                # none | general | checkpoint
     path: str | None = None           # checkpoint folder when kind = checkpoint
-    lr: float = 1e-4                  # the `general` instruction-tuning stage: full fine-tuning
-    steps: int = 40
+    lr: float = 5e-5                  # the `general` instruction-tuning stage: full fine-tuning
+    steps: int = 80                   # (the recipe scripts/warm_start_recipes.py chose; README)
     batch_size: int = 8
     seed: int = 0                     # its own seed: trials of every `seed` (sweep.seeds) share one warm start
 
