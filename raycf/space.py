@@ -24,6 +24,7 @@ import itertools
 import math
 import random
 
+from raycf.config.checks import MAX_INT
 from raycf.config.files import flat_params
 from raycf.config.dotted import get_dotted
 from raycf.config.schema import ExperimentConfig
@@ -135,6 +136,10 @@ def resolve(cfg: ExperimentConfig) -> dict:
         if "seed" in out:
             problems.append("search.seed: sweep.seeds already runs every setting with several seeds; drop one of "
                             "the two")
+        last = cfg.seed + cfg.sweep.seeds - 1
+        if last > MAX_INT:
+            problems.append(f"sweep.seeds: {cfg.sweep.seeds} seeds from seed {cfg.seed} end at {last}, above "
+                            f"{MAX_INT}; lower seed or sweep.seeds")
         out["seed"] = ("grid", [cfg.seed + i for i in range(cfg.sweep.seeds)])
     if problems:
         raise ConfigError(problems)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raycf.errors import cli, parser  # noqa: E402
+from raycf.errors import ConfigError, cli, parser  # noqa: E402
 
 GENERAL_CATEGORIES = ("knowledge", "reasoning", "reading", "bias")
 
@@ -41,6 +41,13 @@ def recipes(args) -> int:
     from raycf.models.resolve import resolve_model_dir
     from raycf.train import encode, train_stage
     from raycf.trial.checkpoint import load_base
+    if args.tolerance < 0 or args.threads < 1:
+        raise ConfigError([f"--tolerance {args.tolerance:g} / --threads {args.threads}: give a tolerance >= 0 and "
+                           f"at least 1 thread"])
+    # every recipe is checked as the config keys it sets (warm_start.lr, .steps, .seed), before any training
+    recipes = {(lr, steps, seed): load(args.space, {"search": {}, "warm_start.lr": lr, "warm_start.steps": steps,
+                                                    "warm_start.seed": seed})
+               for lr in args.lrs for steps in args.steps for seed in args.seeds}
     torch.set_num_threads(args.threads)
     cfg = load(args.space, {"search": {}})
     model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download)
@@ -53,23 +60,19 @@ def recipes(args) -> int:
     print(f"{'lr':>8} {'steps':>5} {'seed':>4} {'loss':>6} " + " ".join(f"{c[:9] + ' %':>11}" for c in cats) +
           f" {'tasks':>8} {'tasks +':>8} {'s':>5}")
     results: dict[tuple, list[dict]] = {}
-    for lr in args.lrs:
-        for steps in args.steps:
-            for seed in args.seeds:
-                t0 = time.perf_counter()
-                model, tok = load_base(cfg, model_dir)
-                stats = train_stage(model, examples, kind="causal", pad_id=tok.pad_token_id,
-                                    batch_size=cfg.warm_start.batch_size, steps=steps, grad_accum=1, lr=lr,
-                                    weight_decay=0.0, schedule="constant", warmup=0,
-                                    max_grad_norm=cfg.optim.max_grad_norm, seed=seed)
-                after = category_scores(cfg, model, tok, tasks)
-                rel = {c: (after[c] - base[c]) / abs(base[c]) * 100 for c in cats}
-                rise = after.get("tasks", float("nan")) - base.get("tasks", float("nan"))
-                results.setdefault((lr, steps), []).append({"rel": rel, "rise": rise})
-                print(f"{lr:8.0e} {steps:5d} {seed:4d} {stats.loss:6.3f} " +
-                      " ".join(f"{rel[c]:+11.2f}" for c in cats) +
-                      f" {after.get('tasks', float('nan')):8.3f} {rise:+8.3f} {time.perf_counter() - t0:5.1f}",
-                      flush=True)
+    for (lr, steps, seed), recipe in recipes.items():
+        ws = recipe.warm_start
+        t0 = time.perf_counter()
+        model, tok = load_base(cfg, model_dir)
+        stats = train_stage(model, examples, kind="causal", pad_id=tok.pad_token_id, batch_size=ws.batch_size,
+                            steps=ws.steps, grad_accum=1, lr=ws.lr, weight_decay=0.0, schedule="constant", warmup=0,
+                            max_grad_norm=cfg.optim.max_grad_norm, seed=ws.seed)
+        after = category_scores(cfg, model, tok, tasks)
+        rel = {c: (after[c] - base[c]) / abs(base[c]) * 100 for c in cats}
+        rise = after.get("tasks", float("nan")) - base.get("tasks", float("nan"))
+        results.setdefault((lr, steps), []).append({"rel": rel, "rise": rise})
+        print(f"{lr:8.0e} {steps:5d} {seed:4d} {stats.loss:6.3f} " + " ".join(f"{rel[c]:+11.2f}" for c in cats) +
+              f" {after.get('tasks', float('nan')):8.3f} {rise:+8.3f} {time.perf_counter() - t0:5.1f}", flush=True)
     kept = {k: v for k, v in results.items() if all(abs(r["rel"][c]) <= args.tolerance for r in v for c in cats)}
     if not kept:
         print(f"no recipe keeps every category within {args.tolerance:g}% of the base model in every seed")

@@ -227,6 +227,8 @@ CLASS_CASES = [
      ["sweep.seeds: 0 is outside [1, 1000] (a number of seeds per setting)"]),
     ("seeds_and_a_seed_search", dry("base.yaml") + ["--set", "sweep.seeds=2", "--set", "search={seed: {grid: [0, 1]}}"],
      ["search.seed: sweep.seeds already runs every setting with several seeds; drop one of the two"]),
+    ("seeds_past_the_largest_seed", dry("base.yaml") + ["--set", "seed=4294967295", "--set", "sweep.seeds=2"],
+     ["sweep.seeds: 2 seeds from seed 4294967295 end at 4294967296, above 4294967295; lower seed or sweep.seeds"]),
     ("warm_start_seed_negative", dry("base.yaml") + ["--set", "warm_start.seed=-1"],
      ["warm_start.seed: -1 is outside [0, 4294967295] (a seed, below 2^32)"]),
     ("metric_bias_fg_is_gone", dry("base.yaml") + ["--set", "sweep.metric=forgetting/bias/FG"],
