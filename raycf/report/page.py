@@ -24,7 +24,8 @@ table.study{border-collapse:collapse;font-size:13px}table.study th,table.study t
 padding:3px 5px}table.study th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.best{background:#c8f0c8;font-weight:600}td.status-finished{color:#1a7f37}td.status-running{color:#0969da}
 td.status-killed,td.status-failed{color:#cf222e}img{max-width:100%;border:1px solid #eee;margin:4px 0}
-div.trial{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}"""
+div.trial{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
+pre{white-space:pre-wrap;font-size:12px;max-width:1400px}"""
 
 
 def render_html(experiment: str, uri: str, label: str, trials: list[Trial], table: Table, searched: list[str]) -> str:

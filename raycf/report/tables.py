@@ -54,7 +54,7 @@ def metric_columns(trials: list[Trial]) -> list[Column]:
         else:
             columns.append(Column(f"forgetting/{c}/FG", "FG %", "min", c))
     optional = [Column(FROM_BASE_MEAN_FG, "mean FG % from base", "min"),
-                Column("warm_start/knowledge/change_pct", "warm start: knowledge %", "max"),
+                Column("warm_start/knowledge/change_pct", "warm start: knowledge %"),  # 0 without one: no "best"
                 Column(f"forgetting/{LEARNED}/gain", "learned-task gain", "max"),
                 Column(f"forgetting/{LEARNED}/BWT", "learned-task BWT", "max")]
     return columns + [Column(MEAN_FG, "mean FG %", "min"), Column(LEARNED_AVERAGE, "learned-task average", "max")] + \
