@@ -51,7 +51,7 @@ def warm_start_cost(R: AccuracyMatrix, base) -> dict[str, WarmStartCost]:
     for c in dict.fromkeys(R.categories):
         cols = [j for j, cat in enumerate(R.categories) if cat == c]
         b, s = mean(base[j] for j in cols), mean(R.scores[0, j] for j in cols)
-        ratio = all((R.metrics[j] if R.metrics else "acc") in RATIO_METRICS for j in cols)
+        ratio = all(R.metric(j) in RATIO_METRICS for j in cols)
         pct = (s - b) / abs(b) * 100 if ratio and not math.isnan(b) and abs(b) >= FG_FLOOR else math.nan
         costs[c] = WarmStartCost(c, b, s, s - b, pct)
     return costs

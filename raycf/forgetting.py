@@ -90,6 +90,9 @@ class AccuracyMatrix:
         if problems:
             raise ValueError("invalid accuracy matrix:\n  " + "\n  ".join(problems))
 
+    def metric(self, j: int) -> str:  # column j's score name; `acc` in a matrix made without metric names
+        return self.metrics[j] if self.metrics else "acc"
+
     def to_csv(self, path: str | Path) -> None:
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
@@ -232,8 +235,7 @@ class Report:
     mean_fg: float  # mean FG over MEAN_FG_CATEGORIES present
 
     def to_metrics(self, prefix: str = "forgetting") -> dict[str, float]:
-        """Flat MLflow metrics, `forgetting/<category>/[<task>/]<name>`; NaN values left out. Bias: its
-        `stereotype_change` (final - initial) instead of an FG."""
+        """Flat MLflow metrics `<prefix>/<category>/[<task>/]<name>`, NaN left out; bias: stereotype_change, no FG."""
         m = {f"{prefix}/mean_FG": self.mean_fg, f"{prefix}/stages_done": self.stages_done}
         for c in self.categories.values():
             m |= {f"{prefix}/{c.category}/initial": c.initial, f"{prefix}/{c.category}/final": c.final,
@@ -287,8 +289,8 @@ class Report:
                              f"  {num(t.gain)}  {num(t.final)}  {num(t.forgetting)}  {num(t.max_forgetting)}"
                              f"  {num(t.fwt)}")
             s = self.learned_summary
-            lines.append(f"gain {num(s.gain).strip()}  BWT {num(s.bwt).strip()}  forgetting {num(s.forgetting).strip()}  max_forgetting "
-                         f"{num(s.max_forgetting).strip()}  FWT {num(s.fwt).strip()}  average {num(s.average).strip()}")
+            figures = dict(gain=s.gain, BWT=s.bwt, forgetting=s.forgetting, max_forgetting=s.max_forgetting, FWT=s.fwt)
+            lines.append("  ".join(f"{k} {num(v).strip()}" for k, v in {**figures, "average": s.average}.items()))
         return "\n".join(lines)
 
 
@@ -344,7 +346,7 @@ def task_forgetting(R: AccuracyMatrix, j: int, k: int, orientation: float) -> Ta
     initial = float(column[0])
     after = [x for x in column[1:k + 1] if not math.isnan(x)]
     drop = orientation * mean(initial - x for x in after)
-    metric = R.metrics[j] if R.metrics else "acc"
+    metric = R.metric(j)
     fg, reason = math.nan, None
     if metric not in RELATIVE_METRICS:
         reason = f"{metric} is not an accuracy: no relative FG, see drop (in {metric} units)"

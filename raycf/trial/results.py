@@ -25,8 +25,7 @@ def accuracy_matrix(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]):
 
 def base_scores(cfg: ExperimentConfig, plan: TrialPlan, base_row: dict) -> np.ndarray:
     """The base model's row of the accuracy matrix (its primary metric per probe task)."""
-    tasks = [probe_task(cfg, t) for t in plan.probe_tasks]
-    return np.array([base_row["scores"][t.name][t.metric[0]] for t in tasks], dtype=float)
+    return accuracy_matrix(cfg, plan, [base_row]).scores[0]
 
 
 def stage_metrics(cfg: ExperimentConfig, plan: TrialPlan, k: int, stats: dict, rows: list[dict],

@@ -110,22 +110,10 @@ class StageRunner:
         """Probe scores after stage k (k=0: before training), from the cache or measured now (all ranks);
         and 1 if measured now."""
         plan = self.plan
-        if not plan.probe_tasks:
-            row, fresh = {}, 0
-        elif agree(cache.lookup(plan.probe_entry(k)) is not None):
-            row, fresh = cache.read_json(fetched(plan.probe_entry(k))), 0
-        else:
-            t0 = time.perf_counter()
-            model = plain_model(self.cfg, plan, self.base_dir, self.model, state, self.probe_copy, self.device)
-            p = self.cfg.probes
-            scores = run_probes(model, self.tok, [probe_task(self.cfg, t) for t in plan.probe_tasks],
-                                shots=p.shots, limit=p.limit or None, seed=self.cfg.seed, rank=self.rank,
-                                world_size=self.world, max_new_tokens=p.max_new_tokens, precision=p.precision)
-            row, fresh = {"scores": scores, "seconds": time.perf_counter() - t0}, 1
-            if self.rank == 0:
-                with cache.writing(plan.probe_entry(k)) as tmp:
-                    (tmp / "result.json").write_text(json.dumps(row))
-            barrier()
+        row, fresh = {}, 0
+        if plan.probe_tasks:
+            row, fresh = self.cached_or_probed(plan.probe_entry(k), lambda: plain_model(
+                self.cfg, plan, self.base_dir, self.model, state, self.probe_copy, self.device))
         self.work["sweep/probe_passes"] += fresh
         mark(f"stage{k}_probed probe_s={row.get('seconds', 0.0) if fresh else 0.0:.2f}")
         self.rows.append(row)
@@ -137,22 +125,29 @@ class StageRunner:
         plan = self.plan
         if not plan.probe_tasks or plan.base_probe_key == plan.probe_keys[0]:
             return start_row
-        if agree(cache.lookup(plan.base_entry()) is not None):
-            return cache.read_json(fetched(plan.base_entry()))
+        row, fresh = self.cached_or_probed(plan.base_entry(),
+                                           lambda: load_base(self.cfg, plan.model_dir)[0].to(self.device))
+        self.work["sweep/probe_passes"] += fresh
+        if fresh:
+            mark(f"base_probed probe_s={row['seconds']:.2f}")
+        return row
+
+    def cached_or_probed(self, entry: cache.Entry, make_model) -> tuple[dict, int]:
+        """A probe row from the cache, or measured now on make_model() and published there (every rank calls
+        it together); and 1 if measured now."""
+        if agree(cache.lookup(entry) is not None):
+            return cache.read_json(fetched(entry)), 0
         t0 = time.perf_counter()
-        model, _ = load_base(self.cfg, plan.model_dir)
-        p = self.cfg.probes
-        scores = run_probes(model.to(self.device), self.tok, [probe_task(self.cfg, t) for t in plan.probe_tasks],
+        model, p = make_model(), self.cfg.probes
+        scores = run_probes(model, self.tok, [probe_task(self.cfg, t) for t in self.plan.probe_tasks],
                             shots=p.shots, limit=p.limit or None, seed=self.cfg.seed, rank=self.rank,
                             world_size=self.world, max_new_tokens=p.max_new_tokens, precision=p.precision)
         row = {"scores": scores, "seconds": time.perf_counter() - t0}
         if self.rank == 0:
-            with cache.writing(plan.base_entry()) as tmp:
+            with cache.writing(entry) as tmp:
                 (tmp / "result.json").write_text(json.dumps(row))
         barrier()
-        self.work["sweep/probe_passes"] += 1
-        mark(f"base_probed probe_s={row['seconds']:.2f}")
-        return row
+        return row, 1
 
     def record(self, k: int, stats: dict, trained: bool, row: dict, fresh: int) -> None:
         """Stage k's metrics to MLflow (rank 0) and to the caller (every rank), unless already recorded."""
