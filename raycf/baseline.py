@@ -3,8 +3,8 @@
 The study's FG (Eq. 1) is measured from the start of continual tuning: for a trial that starts from a warm
 start, from the warm-started model. Two trials with different starts then divide by different baselines,
 so raycf also gives, beside it, every figure measured from the base model (row 0 of the accuracy matrix
-replaced by the base model's scores: `from_base/...`), and the warm start's own cost per category, base ->
-start (`warm_start/<category>/...`). Without a warm start both equal the study's figures and a cost of 0.
+replaced by the base model's scores: `vs_base/...`), and the warm start's own cost per category, base ->
+start (`warm_start/...`). Without a warm start both equal the study's figures and a cost of 0.
 
     change      start - base, in the category's units (mean over its tasks)
     change_pct  change / |base| * 100, only for a category of accuracies (and the stereotype score) whose
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from raycf import layout
 from raycf.forgetting import BIAS, FG_FLOOR, RELATIVE_METRICS, AccuracyMatrix, Report, forgetting, mean
 
-PREFIX = "from_base"
 RATIO_METRICS = (*RELATIVE_METRICS, "pct_stereotype")  # scores in [0, 1] that a relative change may divide
 
 
@@ -58,11 +58,11 @@ def warm_start_cost(R: AccuracyMatrix, base) -> dict[str, WarmStartCost]:
 
 
 def base_metrics(R: AccuracyMatrix, base) -> dict[str, float]:
-    """The MLflow metrics of both: `from_base/...` (as forgetting/... but from the base model) and
-    `warm_start/<category>/{base,start,change,change_pct}`; NaN values left out."""
-    m = {k: v for k, v in from_base(R, base).to_metrics(PREFIX).items() if not k.endswith("/stages_done")}
+    """The MLflow metrics of both (raycf.layout): `vs_base/...`, the headline figures measured from the base
+    model, and `warm_start/<category>_change[_pct]`, the warm start's cost; NaN values left out."""
+    m = layout.from_base_metrics(from_base(R, base))
     for c in warm_start_cost(R, base).values():
-        name = "stereotype_change" if c.category == BIAS else "change"
-        m |= {f"warm_start/{c.category}/base": c.base, f"warm_start/{c.category}/start": c.start,
-              f"warm_start/{c.category}/{name}": c.change, f"warm_start/{c.category}/change_pct": c.change_pct}
-    return {k: float(v) for k, v in m.items() if not math.isnan(v)}
+        m |= {layout.warm_start_change(c.category): c.change}
+        if c.category != BIAS:
+            m |= {layout.warm_start_change(c.category, pct=True): c.change_pct}
+    return layout.finite(m)

@@ -31,15 +31,15 @@ higher is better, i.e. y = -R for a task with higher_is_better False):
   average     mean of R_{k,i} over the tasks learned so far (GEM's ACC after the last stage).
 
 A task whose FG is undefined (a generation score, R_o below the floor or not measured) has FG = NaN
-with a `reason`; its category FG averages the remaining tasks; `drop` is still given. In MLflow the FG
-key is left out and `.../<task>/FG_undefined` = 1 is logged instead.
+with a `reason`; its category FG averages the remaining tasks; `drop` is still given (in MLflow: the run's
+forgetting_by_probe.csv says why; raycf.layout names the metrics).
 
 From the base model (base=): the same figures with row 0 replaced by the base model's scores (a trial
 that starts from a warm start is then measured from where the base model was, like a trial without one),
 and the warm start's own cost per category, base -> start of continual tuning (raycf.baseline).
 
 NaN in MLflow: mlflow 3.17 accepts NaN metrics (the sqlite store keeps an is_nan flag), but NaN
-sorts and compares badly in the UI and in search_runs filters, so to_metrics() leaves NaN out:
+sorts and compares badly in the UI and in search_runs filters, so raycf.layout leaves NaN out:
 a missing key means "not defined (yet)".
 """
 from __future__ import annotations
@@ -123,23 +123,38 @@ class AccuracyMatrix:
         return cls(np.array(scores), rows[0][1:], rows[1][1:], [r[0] for r in rows[3:]], metrics)
 
     def heatmap_png(self, path: str | Path) -> None:
-        """Checkpoints (rows) x probe tasks (columns), each cell annotated with its score."""
+        """Checkpoints (rows) x probe tasks (columns), each cell its score (2 decimals) coloured by its change from
+        the row before tuning, column by column in the column's own units (blue: higher, red: lower); the
+        general probes and the learned tasks (the continual-learning view) in panels of their own."""
         from matplotlib.figure import Figure  # no pyplot: no global backend, renders with Agg
 
-        n_rows, n_cols = self.scores.shape
-        fig = Figure(figsize=(2 + 0.9 * n_cols, 1.5 + 0.45 * n_rows), layout="constrained")
-        ax = fig.subplots()
-        image = ax.imshow(np.ma.masked_invalid(self.scores), cmap="viridis", aspect="auto")
-        for (i, j), value in np.ndenumerate(self.scores):
-            if not math.isnan(value):
-                dark = image.norm(value) < 0.5
-                ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="w" if dark else "k")
-        ax.set_xticks(range(n_cols), [f"{t}\n({c})" for t, c in zip(self.tasks, self.categories)],
-                      rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(n_rows), ["before", *self.stages], fontsize=8)
-        ax.set_xlabel("probe task (category)")
-        ax.set_ylabel("after stage")
-        fig.colorbar(image, ax=ax, shrink=0.8)
+        panels = [[j for j, c in enumerate(self.categories) if c != LEARNED],
+                  [j for j, c in enumerate(self.categories) if c == LEARNED]]
+        panels = [cols for cols in panels if cols]
+        n_rows = self.scores.shape[0]
+        fig = Figure(figsize=(2.5 + 0.95 * self.scores.shape[1], 1.6 + 0.45 * n_rows), layout="constrained")
+        axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=[len(c) for c in panels])[0]
+        for ax, cols in zip(axes, panels):
+            scores = self.scores[:, cols]
+            change = scores - scores[0]
+            scale = np.nanmax(np.abs(change), axis=0, initial=0.0)
+            shade = np.divide(change, scale, out=np.zeros_like(change), where=scale > 0)
+            image = ax.imshow(np.ma.masked_invalid(np.where(np.isnan(scores), np.nan, shade)), cmap="RdBu",
+                              vmin=-1, vmax=1, aspect="auto")
+            for (i, j), value in np.ndenumerate(scores):
+                if not math.isnan(value):
+                    text = f"{value:.2f}" if i == 0 or math.isnan(change[i, j]) else \
+                        f"{value:.2f}\n{change[i, j]:+.2f}"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
+                            color="w" if abs(shade[i, j]) > 0.6 else "k")
+            metric = (lambda j: f", {self.metric(j)}") if self.metrics else (lambda j: "")
+            ax.set_xticks(range(len(cols)), [f"{self.tasks[j]}\n({self.categories[j]}{metric(j)})" for j in cols],
+                          rotation=45, ha="right", fontsize=7)
+            ax.set_yticks(range(n_rows), ["before", *self.stages], fontsize=8)
+            ax.set_title("learned tasks" if self.categories[cols[0]] == LEARNED else "general abilities",
+                         fontsize=9)
+        axes[0].set_ylabel("after stage")
+        fig.colorbar(image, ax=list(axes), shrink=0.8, label="change from before, per column")
         fig.savefig(path, format="png", dpi=100)
 
 
@@ -233,35 +248,6 @@ class Report:
     learned: list[LearnedTask]
     learned_summary: LearnedSummary | None
     mean_fg: float  # mean FG over MEAN_FG_CATEGORIES present
-
-    def to_metrics(self, prefix: str = "forgetting") -> dict[str, float]:
-        """Flat MLflow metrics `<prefix>/<category>/[<task>/]<name>`, NaN left out; bias: stereotype_change, no FG."""
-        m = {f"{prefix}/mean_FG": self.mean_fg, f"{prefix}/stages_done": self.stages_done}
-        for c in self.categories.values():
-            m |= {f"{prefix}/{c.category}/initial": c.initial, f"{prefix}/{c.category}/final": c.final,
-                  f"{prefix}/{c.category}/drop": c.drop}
-            if c.category == BIAS:
-                m[f"{prefix}/{BIAS}/stereotype_change"] = c.change
-            else:
-                m[f"{prefix}/{c.category}/FG"] = c.fg
-        for t in self.tasks:
-            p = f"{prefix}/{t.category}/{t.task}"
-            m |= {f"{p}/initial": t.initial, f"{p}/final": t.final, f"{p}/drop": t.drop}
-            if t.category == BIAS:
-                m[f"{p}/stereotype_change"] = t.final - t.initial
-            else:
-                m[f"{p}/FG"] = t.fg
-                if t.reason:
-                    m[f"{p}/FG_undefined"] = 1.0
-        for t in self.learned:
-            p = f"{prefix}/{LEARNED}/{t.task}"
-            m |= {f"{p}/forgetting": t.forgetting, f"{p}/max_forgetting": t.max_forgetting, f"{p}/FWT": t.fwt,
-                  f"{p}/gain": t.gain}
-        if s := self.learned_summary:
-            p = f"{prefix}/{LEARNED}"
-            m |= {f"{p}/BWT": s.bwt, f"{p}/forgetting": s.forgetting, f"{p}/max_forgetting": s.max_forgetting,
-                  f"{p}/FWT": s.fwt, f"{p}/average": s.average, f"{p}/gain": s.gain}
-        return {k: float(v) for k, v in m.items() if not math.isnan(v)}
 
     def table(self) -> str:
         """Fixed-width text: FG by category (task rows, then the category mean), then learned tasks."""

@@ -68,8 +68,44 @@ def _is_sqlite(path: Path) -> bool:
 
 
 def experiment_id(c, name: str) -> str:
+    """The experiment's id, created if new: marked as model training (MLflow's UI then opens on its runs, not on
+    the GenAI traces) and described."""
     exp = c.get_experiment_by_name(name)
-    return exp.experiment_id if exp else c.create_experiment(name)
+    if exp:
+        return exp.experiment_id
+    return c.create_experiment(name, tags={
+        "mlflow.experimentKind": "custom_model_development",
+        "mlflow.note.content": "raycf: continual fine-tuning trials, one run per trial under its sweep's run. "
+                               "Each run's description gives its headline figures; metric step = stage "
+                               "(0 = before training)."})
+
+
+@functools.lru_cache(maxsize=1)
+def provenance() -> dict[str, str]:
+    """Where a run came from, as MLflow's own tags (its UI shows them): the entry point, the user, the git commit
+    of the working directory when it is a git checkout, and raycf's version."""
+    import getpass
+    import subprocess
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # `python -m raycf.sweep`: raycf.sweep.__main__
+    entry = f"python -m {spec.name.removesuffix('.__main__')}" if spec else f"python {Path(sys.argv[0]).name}"
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": entry}
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):
+        pass
+    try:
+        tags["raycf.version"] = version("raycf")
+    except PackageNotFoundError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0:
+            tags["mlflow.source.git.commit"] = commit.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return tags
 
 
 def start_run(uri: str, experiment: str, run_name: str, *, parent_run_id: str | None = None,

@@ -64,7 +64,7 @@ def main() -> None:
     print(f"\nsweep wall {wall:.1f} s (exit {rc}); useful work {useful_total:.1f} s = "
           f"{100 * useful_total / wall:.0f}% of wall time (target > 60%)")
     print(f"fixed overhead per trial: mean {sum(overheads) / len(overheads):.1f} s, max {max(overheads):.1f} s "
-          f"(target < 10 s); prepare jobs: {parent.data.metrics.get('prepare_jobs', 0):g}")
+          f"(target < 10 s); prepare jobs: {parent.data.metrics.get('sweep/prepare_jobs', 0):g}")
     print(f"ratio vs the peer (the same useful work in one plain process): {wall / useful_total:.2f}x slower")
     print_phases(marks, runs)
     sys.exit(rc)

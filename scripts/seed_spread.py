@@ -41,7 +41,7 @@ def main() -> int:
           f" {'mean':>8s} {'spread':>8s} {'std':>8s}  sign")
     positive = 0
     for cat in CATEGORIES + ("mean",):
-        key = "forgetting/mean_FG" if cat == "mean" else f"forgetting/{cat}/FG"
+        key = "headline/mean_FG" if cat == "mean" else f"headline/{cat}_FG"
         fg = [r.data.metrics[key] for r in runs if key in r.data.metrics]
         if len(fg) < len(runs):
             print(f"{cat:10s} missing in {len(runs) - len(fg)} run(s)")
@@ -52,7 +52,7 @@ def main() -> int:
         print(f"{cat:10s} " + " ".join(f"{v:9.2f}" for v in fg) +
               f" {statistics.mean(fg):8.2f} {max(fg) - min(fg):8.2f} {statistics.pstdev(fg):8.2f}  {sign}")
     print(f"\nFG > 0 for every seed in {positive} of {len(CATEGORIES)} categories (FG in %, PAPER.md Eq. 1)")
-    change = [r.data.metrics.get("forgetting/bias/stereotype_change") for r in runs]
+    change = [r.data.metrics.get("headline/stereotype_change") for r in runs]
     print("bias: stereotype_change (final - initial, > 0 = more stereotyped) " +
           " ".join("-" if v is None else f"{v:+.3f}" for v in change))
     return rc

@@ -48,7 +48,8 @@ def warm_sweep(cache_dir, tmp_path_factory):
             "tracking.uri": uri, "tracking.experiment": "warm-sweep", "storage_path": str(d / "runs"),
             "search": {"warm_start.kind": {"grid": ["none", "general"]}}, "sweep.seeds": 2}
     with launch.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):  # 2 CPUs, as CI has
-        assert sweep_driver.run(config.load(Path(__file__).resolve().parents[1] / "search_spaces/default.yaml", over)) == 0
+        space = Path(__file__).resolve().parents[1] / "search_spaces/default.yaml"
+        assert sweep_driver.run(config.load(space, over), space_file=str(space)) == 0
     return uri, d
 
 

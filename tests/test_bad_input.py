@@ -214,9 +214,9 @@ CLASS_CASES = [
     ("uniform_on_a_string_key", dry("uniform_on_str.yaml"), ["search.model.name: uniform samples numbers"]),
     # 4. Tune settings
     ("metric_typo", dry("metric_typo.yaml"),
-     ["sweep.metric: 'forgetting/mean_fg' is not a metric the trials report; did you mean 'forgetting/mean_FG'?"]),
+     ["sweep.metric: 'forgetting/mean_fg' is not a metric the trials report; did you mean 'headline/mean_FG'?"]),
     ("metric_nonsense", dry("base.yaml") + ["--set", "sweep.metric=accuracy"],
-     ["sweep.metric: 'accuracy' is not a metric the trials report; e.g. objective, forgetting/mean_FG"]),
+     ["sweep.metric: 'accuracy' is not a metric the trials report; e.g. headline/objective, headline/mean_FG"]),
     ("asha_reduction_factor_one", dry("asha_factor_one.yaml"), ["sweep.reduction_factor: 1.0 is outside (1, 1000]"]),
     ("asha_grace_zero", dry("asha_grace_zero.yaml"), ["sweep.grace_period: 0 is outside [1, 100000]"]),
     ("asha_grace_longer_than_trial", dry("asha_grace_too_long.yaml"),

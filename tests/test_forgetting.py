@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 
+from raycf import layout
 from raycf.forgetting import AccuracyMatrix, forgetting, main
 
 nan = math.nan
@@ -76,10 +77,10 @@ def test_zero_initial_score_is_nan_with_a_reason():
     assert math.isnan(mathqa.fg) and "below the floor 0.1" in mathqa.reason
     assert mathqa.drop == pytest.approx(-5.0)
     assert r.categories["reasoning"].fg == pytest.approx(10.0)  # boolq only
-    metrics = r.to_metrics()
-    assert "forgetting/reasoning/mathqa/FG" not in metrics
-    assert metrics["forgetting/reasoning/mathqa/FG_undefined"] == 1.0
-    assert metrics["forgetting/reasoning/mathqa/drop"] == -5.0
+    rows = {t["task"]: t for t in layout.forgetting_rows(r, "start")}  # the run's forgetting_by_probe.csv
+    assert math.isnan(rows["mathqa"]["FG"]) and "below the floor" in rows["mathqa"]["FG_undefined_because"]
+    assert rows["mathqa"]["drop"] == -5.0 and rows["boolq"]["FG"] == pytest.approx(10.0)
+    assert layout.forgetting_metrics(r)["headline/reasoning_FG"] == pytest.approx(10.0)
     assert "below the floor" in r.table().split("mathqa")[1].splitlines()[0]  # reason on the row
 
 
@@ -100,7 +101,7 @@ def test_partial_matrix_so_far():
     assert (s.bwt, s.forgetting) == (10.0, -10.0)
     assert s.fwt == pytest.approx(3.5)  # 24 after stage 2 was already measured for eli5
     assert s.average == pytest.approx(35.0)  # (40 + 30) / 2, tasks learned so far
-    assert r.to_metrics()["forgetting/stages_done"] == 2.0
+    assert layout.forgetting_metrics(r)["task_forgetting/_mean"] == -10.0
 
 
 def test_bias_sign_and_lower_is_better():
@@ -140,16 +141,20 @@ def test_heatmap_png(tmp_path):
 
 
 def test_metrics_keys_are_mlflow_names_and_values_finite():
-    metrics = forgetting(three_stages()).to_metrics()
+    metrics = layout.forgetting_metrics(forgetting(three_stages()))
     for key, value in metrics.items():
-        assert re.fullmatch(r"[A-Za-z0-9_\-. /]+", key), key
+        assert re.fullmatch(r"[A-Za-z0-9_\-. /]+", key) and key.count("/") == 1, key  # one MLflow section each
         assert isinstance(value, float) and math.isfinite(value), key
-    assert metrics["forgetting/knowledge/FG"] == 20.0
-    assert metrics["forgetting/knowledge/mmlu/FG"] == pytest.approx(20.0)
-    assert metrics["forgetting/mean_FG"] == pytest.approx(12.5)
-    for name in ("BWT", "forgetting", "max_forgetting", "FWT", "average"):
-        assert f"forgetting/tasks/{name}" in metrics
-    assert "forgetting/tasks/eli5/forgetting" not in metrics  # NaN left out
+    assert metrics["headline/knowledge_FG"] == 20.0
+    assert metrics["headline/mean_FG"] == pytest.approx(12.5)
+    assert (metrics["score_initial/knowledge"], metrics["score_final/knowledge"]) == (50.0, 35.0)
+    for name in ("tasks_BWT", "tasks_average", "tasks_gain"):
+        assert f"headline/{name}" in metrics
+    for name in ("forgetting", "max_forgetting", "FWT", "gain"):
+        assert f"task_{name}/_mean" in metrics and f"task_{name}/dialog" in metrics
+    assert "task_forgetting/eli5" not in metrics  # NaN left out: eli5 is learned at the last stage
+    assert {k.split("/")[0] for k in metrics} == {"headline", "score_initial", "score_final", "score_drop",
+                                                  "task_forgetting", "task_max_forgetting", "task_FWT", "task_gain"}
 
 
 def test_invalid_matrix_names_every_problem():
@@ -201,22 +206,24 @@ def test_generation_scores_get_drops_in_their_units_never_a_relative_fg():
     assert simp.drop == pytest.approx(-10.0)  # mean(40 - 55, 40 - 45)
     assert qg.drop == pytest.approx(-5.95)  # mean(0.2 - 0.1, 0.2 - 12.2)
     assert math.isnan(r.categories["tasks"].fg) and r.categories["tasks"].drop == pytest.approx(-7.975)
-    m = r.to_metrics()
-    assert "forgetting/tasks/FG" not in m and "forgetting/tasks/qg/FG" not in m
-    assert m["forgetting/tasks/qg/FG_undefined"] == 1.0 and m["forgetting/tasks/qg/drop"] == pytest.approx(-5.95)
+    m = layout.forgetting_metrics(r)
+    assert "headline/tasks_FG" not in m and m["score_drop/tasks"] == pytest.approx(-7.975)
+    qg_row = [row for row in layout.forgetting_rows(r, "start") if row["task"] == "qg"][0]
+    assert math.isnan(qg_row["FG"]) and qg_row["drop"] == pytest.approx(-5.95)
     # the learned tasks' own gains: simp 40 -> 55 at stage 1, qg 0.1 -> 12.2 at stage 2
     gains = {t.task: t.gain for t in r.learned}
     assert gains == {"simp": pytest.approx(15.0), "qg": pytest.approx(12.1)}
-    assert m["forgetting/tasks/gain"] == pytest.approx(13.55) and m["forgetting/tasks/simp/gain"] == 15.0
-    assert m["forgetting/tasks/BWT"] == pytest.approx(-10.0)  # simp 55 -> 45, in SARI points
+    assert m["headline/tasks_gain"] == pytest.approx(13.55) and m["task_gain/simp"] == 15.0
+    assert m["headline/tasks_BWT"] == pytest.approx(-10.0)  # simp 55 -> 45, in SARI points
 
 
 def test_bias_is_the_stereotype_score_and_its_change_never_an_fg():
     r = forgetting(study_matrix())
-    m = r.to_metrics()
-    assert "forgetting/bias/FG" not in m and "forgetting/bias/crows/FG" not in m
-    assert m["forgetting/bias/stereotype_change"] == pytest.approx(0.10)  # 0.60 -> 0.70: more stereotyped
-    assert m["forgetting/bias/crows/stereotype_change"] == pytest.approx(0.10)
+    m = layout.forgetting_metrics(r)
+    assert "headline/bias_FG" not in m
+    assert m["headline/stereotype_change"] == pytest.approx(0.10)  # 0.60 -> 0.70: more stereotyped
+    crows = [row for row in layout.forgetting_rows(r, "start") if row["task"] == "crows"][0]
+    assert crows["stereotype_change"] == pytest.approx(0.10) and math.isnan(crows["FG"])
     assert "stereotype_change (final - initial, > 0 = more stereotyped): +0.100" in r.table()
     assert r.mean_fg == pytest.approx(18.75)  # knowledge only: (0.1 / 0.8 + 0.2 / 0.8) / 2 * 100
 
@@ -253,8 +260,8 @@ def test_from_the_base_model_and_the_warm_starts_own_cost():
     assert cost["tasks"].change == pytest.approx(((40 - 38) + (0.2 - 0.3)) / 2)
     assert math.isnan(cost["tasks"].change_pct)  # generation scores: no relative change
     m = base_metrics(R, base)
-    assert m["from_base/mean_FG"] == pytest.approx(35.0) and m["from_base/bias/stereotype_change"] == pytest.approx(0.2)
-    assert m["warm_start/knowledge/change_pct"] == pytest.approx(-20.0) and "warm_start/tasks/change_pct" not in m
-    assert m["warm_start/bias/stereotype_change"] == pytest.approx(0.1)
+    assert m["vs_base/mean_FG"] == pytest.approx(35.0) and m["vs_base/stereotype_change"] == pytest.approx(0.2)
+    assert m["warm_start/knowledge_change_pct"] == pytest.approx(-20.0) and "warm_start/tasks_change_pct" not in m
+    assert m["warm_start/stereotype_change"] == pytest.approx(0.1)
     same = base_metrics(R, R.scores[0])  # no warm start: the study's figures, and no cost
-    assert same["from_base/mean_FG"] == forgetting(R).mean_fg and same["warm_start/knowledge/change"] == 0.0
+    assert same["vs_base/mean_FG"] == forgetting(R).mean_fg and same["warm_start/knowledge_change"] == 0.0

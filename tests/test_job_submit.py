@@ -229,7 +229,8 @@ def test_sweep_submitted_as_a_ray_job_logs_nested_runs(cluster, mlflow_server, w
     url, _, env = cluster
     runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": mlflow_server}}
     sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
-             "--set", "search={}", "--set", "sweep.seeds=1", "--set", "finetune.method=lora",
+             "--set", "search={}", "--set", "sweep.seeds=1", "--set", "sweep.log_best_model=false",
+             "--set", "finetune.method=lora",
              "--set", "optim.steps_per_stage=2", "--set", "probes.limit=4",
              "--set", "probes.suites=[knowledge]", "--set", "resources.workers=1",
              "--set", f"stages=[{','.join(STAGES)}]", "--set", "model.name=tiny-causal",
@@ -286,7 +287,8 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
     runtime_env = json.dumps({"env_vars": {"RAYCF_JOB_HOME": str(home), "RAYCF_HEARTBEAT_DIR": str(beats)}})
     stages = ["simplification", "headline", "explanation"]
     sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
-             "--set", "search={}", "--set", "sweep.seeds=1", "--set", "finetune.method=lora",
+             "--set", "search={}", "--set", "sweep.seeds=1", "--set", "sweep.log_best_model=false",
+             "--set", "finetune.method=lora",
              "--set", "optim.steps_per_stage=200", "--set", "probes.limit=4",
              "--set", "probes.suites=[knowledge]", "--set", "resources.workers=1", "--set", "name=stopped",
              "--set", f"stages=[{','.join(stages)}]", "--set", "model.name=tiny-causal"]
@@ -333,5 +335,5 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
     assert len(kids) == 1 and kids[0].info.status == "FINISHED"
     assert sorted(m.step for m in c.get_metric_history(kids[0].info.run_id, "train/loss")) == [1, 2, 3]
     # stage 1 trained once, before the stop: the resumed job took it from the first job's stage cache
-    assert c.get_metric_history(kids[0].info.run_id, "sweep/stage_trainings")[-1].value == 3
+    assert c.get_metric_history(kids[0].info.run_id, "work/stage_trainings")[-1].value == 3
     kept_after_ray_stop += [db, *(home / "raycf_runs" / "cache" / "stages").iterdir()]

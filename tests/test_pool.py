@@ -19,10 +19,10 @@ def test_jobs_go_first_come_first_served_and_results_reach_their_trial():
         a, c = await b.submit(job("a")), await b.submit(job("c"))
         got = await b.take(0)
         assert got["id"] == a
-        await b.put(a, {"stage": 1, "metrics": {"stage": 1, "sweep/stage_trainings": 1}})
+        await b.put(a, {"stage": 1, "metrics": {"stage": 1, "work/stage_trainings": 1}})
         await b.finish(0, a, {"done": True})
         assert [list(i) for i in await b.get(a, timeout=0)] == [["stage", "metrics"], ["done"]]
-        assert b.reported_stage("a") == (1, {"sweep/stage_trainings": 1})
+        assert b.reported_stage("a") == (1, {"work/stage_trainings": 1})
         assert (await b.take(0))["id"] == c
     run(go())
 

@@ -37,8 +37,8 @@ def test_bf16_one_process_trains_in_bf16_and_its_checkpoints_pass_the_reload_che
         assert b["train/loss"] != a["train/loss"]
         assert b["train/loss"] == pytest.approx(a["train/loss"], abs=BF16_TOLERANCE)
         # the checkpoint check reads both the live and the reloaded weights in fp32, whatever the training ran in
-        assert b["checkpoint/reload_loss"] == pytest.approx(b["checkpoint/live_loss"], rel=1e-6)
-        assert a["checkpoint/reload_loss"] == pytest.approx(a["checkpoint/live_loss"], rel=1e-6)
+        assert b["train/reload_loss"] == pytest.approx(b["train/live_loss"], rel=1e-6)
+        assert a["train/reload_loss"] == pytest.approx(a["train/live_loss"], rel=1e-6)
 
 
 def test_auto_means_bf16_on_a_gpu_and_fp32_on_cpu(tmp_path):

@@ -2,6 +2,7 @@
 input); a real sweep (Ray + MLflow sqlite) whose report must equal what MLflow holds, rendered in Chromium."""
 import base64
 import csv
+import json
 import importlib.util
 import os
 import re
@@ -48,35 +49,35 @@ def test_pareto_front_keeps_ties_and_drops_a_point_equal_in_one_and_worse_in_the
 
 
 def test_front_counts_only_finished_trials():
-    trials = [make_trial(1, forgetting__mean_FG=5.0, forgetting__tasks__average=20.0),
-              make_trial(2, forgetting__mean_FG=1.0, forgetting__tasks__average=30.0, status="KILLED"),
-              make_trial(3, forgetting__mean_FG=8.0, forgetting__tasks__average=25.0)]
+    trials = [make_trial(1, headline__mean_FG=5.0, headline__tasks_average=20.0),
+              make_trial(2, headline__mean_FG=1.0, headline__tasks_average=30.0, status="KILLED"),
+              make_trial(3, headline__mean_FG=8.0, headline__tasks_average=25.0)]
     assert report_tables.on_front(trials) == {1, 3}
 
 
 def test_best_cells_follow_each_column_direction_ignore_missing_and_skip_all_ties():
-    trials = [make_trial(1, forgetting__knowledge__FG=3.0, forgetting__bias__stereotype_change=0.05,
-                         forgetting__bias__final=0.6, forgetting__mean_FG=3.0),
-              make_trial(2, forgetting__knowledge__FG=1.0, forgetting__bias__stereotype_change=-0.1,
-                         forgetting__bias__final=0.5, forgetting__mean_FG=3.0),
+    trials = [make_trial(1, headline__knowledge_FG=3.0, headline__stereotype_change=0.05,
+                         score_final__bias=0.6, headline__mean_FG=3.0),
+              make_trial(2, headline__knowledge_FG=1.0, headline__stereotype_change=-0.1,
+                         score_final__bias=0.5, headline__mean_FG=3.0),
               make_trial(3, status="RUNNING")]
     table = report_tables.study_table(trials, [])
     best = table.best()
-    assert best["forgetting/knowledge/FG"] == {1}      # least forgetting
-    assert best["forgetting/bias/stereotype_change"] == {1}  # the stereotype score fell: lower is better
-    assert "forgetting/bias/FG" not in [c.key for c in table.columns]  # no FG of a stereotype score
-    assert best["forgetting/bias/final"] == {1}        # lower stereotype preference
-    assert "forgetting/mean_FG" not in best            # every trial that has it ties
-    assert table.rows[2]["status"] == "RUNNING" and table.rows[2]["forgetting/knowledge/FG"] is None
+    assert best["headline/knowledge_FG"] == {1}      # least forgetting
+    assert best["headline/stereotype_change"] == {1}  # the stereotype score fell: lower is better
+    assert "headline/bias_FG" not in [c.key for c in table.columns]  # no FG of a stereotype score
+    assert best["score_final/bias"] == {1}        # lower stereotype preference
+    assert "headline/mean_FG" not in best            # every trial that has it ties
+    assert table.rows[2]["status"] == "RUNNING" and table.rows[2]["headline/knowledge_FG"] is None
     assert "**1.00**" in report_tables.to_markdown(table)
 
 
 def test_group_by_averages_the_group_and_lists_its_trials_and_statuses():
-    trials = [make_trial(1, params={"warm_start.kind": "none"}, forgetting__mean_FG=2.0),
-              make_trial(2, params={"warm_start.kind": "none"}, forgetting__mean_FG=4.0, status="KILLED"),
-              make_trial(3, params={"warm_start.kind": "general"}, forgetting__mean_FG=1.0)]
+    trials = [make_trial(1, params={"warm_start.kind": "none"}, headline__mean_FG=2.0),
+              make_trial(2, params={"warm_start.kind": "none"}, headline__mean_FG=4.0, status="KILLED"),
+              make_trial(3, params={"warm_start.kind": "general"}, headline__mean_FG=1.0)]
     table = report_tables.study_table(trials, ["warm_start.kind"], group_by="warm_start.kind")
-    assert [(r["warm_start.kind"], r["trials"], r["status"], r["forgetting/mean_FG"]) for r in table.rows] == \
+    assert [(r["warm_start.kind"], r["trials"], r["status"], r["headline/mean_FG"]) for r in table.rows] == \
         [("none", "#1 #2", "1 FINISHED, 1 KILLED", 3.0), ("general", "#3", "1 FINISHED", 1.0)]
 
 
@@ -88,11 +89,11 @@ def test_searched_params_are_those_that_differ_and_task_order_stands_for_stages(
 
 def test_csv_holds_exact_values_and_empty_cells_for_missing(tmp_path):
     third = 1 / 3
-    table = report_tables.study_table([make_trial(1, forgetting__mean_FG=third), make_trial(2, status="FAILED")], [])
+    table = report_tables.study_table([make_trial(1, headline__mean_FG=third), make_trial(2, status="FAILED")], [])
     report_tables.write_csv(table, tmp_path / "t.csv")
     rows = csv_rows(tmp_path / "t.csv")
-    assert float(rows[0]["forgetting/mean_FG"]) == third
-    assert rows[1]["forgetting/mean_FG"] == "" and rows[1]["status"] == "FAILED"
+    assert float(rows[0]["headline/mean_FG"]) == third
+    assert rows[1]["headline/mean_FG"] == "" and rows[1]["status"] == "FAILED"
 
 
 def test_category_lines_figure_is_a_png_of_a_partial_matrix(tmp_path):
@@ -116,17 +117,20 @@ SCORES = np.array([[0.50, 0.60, 0.40, 0.55, 20.0, 5.0],
 
 def log_trial(uri, parent, name, status, lr, stages_done):
     """A child run logged as raycf.trial logs one: probe scores and forgetting so far, step = stage."""
-    from raycf import tracking
-    run_id = tracking.start_run(uri, "hand", name, parent_run_id=parent)
+    from raycf import layout, tracking
+    probes = json.dumps([[t, c, m] for c, t, m in TASKS])
+    run_id = tracking.start_run(uri, "hand", name, parent_run_id=parent, tags={layout.PROBES_TAG: probes})
     tracking.log_params(uri, run_id, {"optim.lr": lr, "stages": " > ".join(STAGES), "task_order": " > ".join(STAGES)})
     scores = SCORES * (1 + float(lr))  # trials differ a little
     for k in range(stages_done + 1):
-        metrics = {"stage": k, **{f"probe/{c}/{t}/{m}": scores[k, j] for j, (c, t, m) in enumerate(TASKS)}}
+        metrics = {layout.probe(t): scores[k, j] for j, (c, t, m) in enumerate(TASKS)}
         if k:
             seen = np.where(np.arange(len(scores))[:, None] <= k, scores, np.nan)
-            R = AccuracyMatrix(seen, [t for _, t, _ in TASKS], [c for c, _, _ in TASKS], STAGES)
-            metrics |= forgetting(R).to_metrics()
+            R = AccuracyMatrix(seen, [t for _, t, _ in TASKS], [c for c, _, _ in TASKS], STAGES,
+                               [m for _, _, m in TASKS])
+            metrics |= layout.forgetting_metrics(forgetting(R))
         tracking.log_metrics(uri, run_id, metrics, step=k)
+        tracking.client(uri).set_tag(run_id, "raycf.stages_done", str(k))
     if status != "RUNNING":
         tracking.end_run(uri, run_id, status)
     return run_id
@@ -155,11 +159,11 @@ def test_partial_sweep_shows_every_trial_with_its_status(hand_store, tmp_path):
         ("t-finished", "FINISHED", "2/2"), ("t-running", "RUNNING", "0/2"), ("t-killed", "KILLED", "1/2"),
         ("t-failed", "FAILED", "0/?")]
     assert [r["pareto"] for r in rows] == ["yes", "", "", ""]  # unfinished numbers are "so far": off the front
-    assert rows[1]["forgetting/knowledge/FG"] == "" and rows[3]["forgetting/mean_FG"] == ""
+    assert rows[1]["headline/knowledge_FG"] == "" and rows[3]["headline/mean_FG"] == ""
     # the killed trial's FG is the one after its stage 1: (0.5 - 0.4) / 0.5 * 100 = 20 % for knowledge
-    assert float(rows[2]["forgetting/knowledge/FG"]) == pytest.approx(20.0)
+    assert float(rows[2]["headline/knowledge_FG"]) == pytest.approx(20.0)
     text = page.read_text()
-    assert "t-running: RUNNING, stage 0/2" in text and "No probe scores logged yet" in text
+    assert re.search(r't-running</a>: RUNNING, stage 0/2', text) and "No probe scores logged yet" in text
     assert "3 unfinished trials are left out" in text
 
 
@@ -242,13 +246,14 @@ def test_report_tables_equal_the_metrics_in_mlflow(sweep_report):
         run = kids[row["run_name"]]
         assert (row["status"], row["stages_done"]) == (run.info.status, "2/2") == ("FINISHED", "2/2")
         assert row["warm_start.kind"] == run.data.params["warm_start.kind"]
-        for key in (k for k in row if k.startswith("forgetting/")):
+        for key in (k for k in row if "/" in k):  # every figure column is an MLflow metric, its value exact
             assert key in run.data.metrics and float(row[key]) == run.data.metrics[key], key
             checked += 1
-    # 4 categories x (initial, final, FG or stereotype change) + mean FG + learned-task average, gain and BWT
-    assert checked == 4 * (4 * 3 + 4)
+    # 4 categories x (initial, final, FG or stereotype change); mean FG from the start and from the base model; the
+    # warm start's knowledge cost; the learned tasks' average, gain, BWT, forgetting and FWT
+    assert checked == 4 * (4 * 3 + 8)
     # Pareto front, by definition: no other trial forgets no more and learns no less, better in one
-    pts = {r["run_name"]: (float(r["forgetting/mean_FG"]), float(r["forgetting/tasks/average"])) for r in rows}
+    pts = {r["run_name"]: (float(r["headline/mean_FG"]), float(r["headline/tasks_average"])) for r in rows}
     for row in rows:
         x, y = pts[row["run_name"]]
         beaten = any(x2 <= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in pts.values())
@@ -260,7 +265,8 @@ def test_report_tables_equal_the_metrics_in_mlflow(sweep_report):
 @pytest.mark.slow
 def test_sweep_logs_figures_and_the_report_matrix_equals_the_trials_own(sweep_report, tmp_path):
     from raycf import tracking
-    uri, _ = sweep_report
+    uri, page = sweep_report
+    page_text = page.read_text()
     c = tracking.client(uri)
     label, trials = report_trials.load_trials(c, "warm-sweep")
     assert label == "sweep 'w' (FINISHED)"
@@ -272,16 +278,20 @@ def test_sweep_logs_figures_and_the_report_matrix_equals_the_trials_own(sweep_re
         for j, task in enumerate(own.tasks):
             np.testing.assert_array_equal(t.matrix.scores[:, t.matrix.tasks.index(task)], own.scores[:, j])
         # MLflow's compare view lines trials up: same parent, probe metrics with step = stage
-        steps = [m.step for m in c.get_metric_history(t.run_id, "probe/knowledge/facts_geography/acc")]
+        steps = [m.step for m in c.get_metric_history(t.run_id, "probe/facts_geography")]
         assert sorted(steps) == [0, 1, 2]
+        # the cross-trial figure of FG per stage plots MLflow's history; the trial links to its run there
+        fg = {m.step: m.value for m in c.get_metric_history(t.run_id, "headline/mean_FG")}
+        assert t.fg_by_stage == fg and sorted(fg) == [1, 2] and fg[2] == t.metrics["headline/mean_FG"]
+        assert f'href="http://127.0.0.1:5000/#/experiments/{t.experiment_id}/runs/{t.run_id}"' in page_text
 
 
 @pytest.mark.slow
 def test_every_image_is_an_embedded_png(sweep_report):
     _, page = sweep_report
     sources = re.findall(r'<img [^>]*src="([^"]*)"', page.read_text())
-    # trade-off, FG vs warm_start.kind, and per trial the accuracy matrix and the category lines
-    assert len(sources) == 1 + 1 + 4 * 2
+    # trade-off, FG per stage, FG vs warm_start.kind, and per trial the accuracy matrix and the category lines
+    assert len(sources) == 1 + 1 + 1 + 4 * 2
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         data = base64.b64decode(src.removeprefix("data:image/png;base64,"), validate=True)
@@ -300,5 +310,5 @@ def test_report_renders_in_headless_chromium(sweep_report, tmp_path, capsys):
         print(f"\n[report] screenshot: {png}")
     assert shown["errors"] == []
     assert (shown["tables"], shown["rows"]) == (1, 4)
-    assert len(shown["images"]) == 10 and all(w > 100 for w in shown["images"])
+    assert len(shown["images"]) == 11 and all(w > 100 for w in shown["images"])
     assert png.read_bytes().startswith(PNG)

@@ -197,7 +197,7 @@ def test_environment_secrets_never_reach_mlflow_or_the_run_folder(cache_dir, tmp
     (run,) = c.search_runs([c.get_experiment_by_name("secrets").experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.params["data.sources.my_stage.train"] == str(data / "ok_stage.train.jsonl")
-    learned = c.get_metric_history(run.info.run_id, "probe/tasks/my_stage/rouge1")
+    learned = c.get_metric_history(run.info.run_id, "probe/my_stage")
     assert sorted(m.step for m in learned) == [0, 1]  # the stage of one's own is probed on its eval rows
 
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -205,7 +205,7 @@ def test_environment_secrets_never_reach_mlflow_or_the_run_folder(cache_dir, tmp
     assert {"mlflow.db", "accuracy_matrix.csv", "adapter_model.safetensors"} <= names
     assert any(n.startswith("secrets-trial-") and n.endswith(".yaml") for n in names)
     db = (tmp_path / "mlflow.db").read_bytes()
-    assert b"data.sources.my_stage.train" in db and b"probe/tasks/my_stage/rouge1" in db  # the search reads real bytes
+    assert b"data.sources.my_stage.train" in db and b"probe/my_stage" in db  # the search reads real bytes
     leaks = [(str(p.relative_to(tmp_path)), key) for p in files for key, value in SECRETS.items()
              if value.encode() in p.read_bytes()]
     assert leaks == []

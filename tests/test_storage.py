@@ -180,10 +180,10 @@ def test_a_sweep_keeps_everything_in_the_bucket_and_the_next_sweep_reuses_its_st
     _, parents, kids = children(over["tracking.uri"], "sweep-test")
     assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
     first, second = sorted(parents, key=lambda r: r.info.start_time)
-    assert (first.data.metrics["stage_trainings"], first.data.metrics["probe_passes"]) == (2, 3)
-    assert (second.data.metrics["stage_trainings"], second.data.metrics["probe_passes"]) == (0, 0)
+    assert (first.data.metrics["sweep/stage_trainings"], first.data.metrics["sweep/probe_passes"]) == (2, 3)
+    assert (second.data.metrics["sweep/stage_trainings"], second.data.metrics["sweep/probe_passes"]) == (0, 0)
     a, b = sorted(kids, key=lambda r: r.info.start_time)
-    keys = [k for k in a.data.metrics if k.startswith(("probe/", "forgetting/")) and k != "probe/seconds"]
+    keys = [k for k in a.data.metrics if k.startswith(("probe/", "headline/", "score_final/", "task_"))]
     assert keys and {k: a.data.metrics[k] for k in keys} == {k: b.data.metrics[k] for k in keys}
     assert not (tmp_path / "runs").exists()  # small() names a local storage_path; nothing went there
     # the first sweep's pool worker wrote its stages, the second sweep's Train worker (another process, another

@@ -18,6 +18,7 @@ def small(tmp_path, **over) -> dict:
         "name": "s", "model.name": "tiny-causal", "stages": ["simplification", "headline"],
         "optim.steps_per_stage": 2, "optim.batch_size": 4, "data.examples_per_stage": 32,
         "warm_start.steps": 2, "warm_start.batch_size": 4, "finetune.method": "lora", "sweep.seeds": 1,
+        "sweep.log_best_model": False,  # the shared sweep's test loads one back (tests/test_sweep.py)
         "probes.suites": ["knowledge"], "probes.limit": 4, "probes.max_new_tokens": 4,
         "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "tracking.experiment": "sweep-test",
         "storage_path": str(tmp_path / "runs"),
@@ -56,7 +57,7 @@ def assert_equals_clean_run(metrics: dict | None, over: dict, lr: float, tmp_pat
                       "tracking.uri": f"sqlite:///{tmp_path / 'clean.db'}"})
         clean_runs[point] = trial_run.run(clean)
     want = clean_runs[point]
-    keys = [k for k in want if k.startswith(("probe/", "forgetting/")) and k != "probe/seconds"]
+    keys = [k for k in want if k.startswith(("probe/", "headline/", "score_initial/", "score_final/", "task_"))]
     assert keys and (metrics is None or {k: metrics[k] for k in keys} == {k: want[k] for k in keys})
 
 
@@ -110,6 +111,33 @@ def shared_pool(ray_local, clean_runs, tmp_path_factory):
     workers.close()
 
 
+def test_the_best_trials_model_loads_from_mlflow_in_one_call_and_scores_its_last_probe_numbers(warm_sweep, tmp_path):
+    import json
+
+    import mlflow
+    from raycf import layout
+    from raycf.data.sources import probe_task
+    from raycf.probe.run import run_probes
+    uri, _ = warm_sweep
+    c, parents, kids = children(uri, "warm-sweep")
+    p = parents[0].data
+    done = [k for k in kids if k.info.status == "FINISHED"]
+    best = min(done, key=lambda k: k.data.metrics["headline/objective"])
+    assert p.tags["raycf.best_run_id"] == best.info.run_id and p.tags["raycf.best_run"] == best.info.run_name
+    assert p.metrics["best/headline_objective"] == best.data.metrics["headline/objective"]
+    mlflow.set_tracking_uri(uri)
+    parts = mlflow.transformers.load_model(f"runs:/{best.info.run_id}/model", return_type="components")
+    # the trial's own resolved config, as its run keeps it, says how it was probed
+    cfg = config.load(c.download_artifacts(best.info.run_id, "config.yaml", str(tmp_path)))
+    names = [t for t, _, _ in json.loads(best.data.tags[layout.PROBES_TAG])]
+    scores = run_probes(parts["model"].eval(), parts["tokenizer"], [probe_task(cfg, n) for n in names],
+                        shots=cfg.probes.shots, limit=cfg.probes.limit, seed=cfg.seed,
+                        max_new_tokens=cfg.probes.max_new_tokens, precision=cfg.probes.precision)
+    want = {n: best.data.metrics[layout.probe(n)] for n in names}
+    got = {n: scores[n][probe_task(cfg, n).metric[0]] for n in names}
+    assert got == want and len(want) == 11
+
+
 def test_warm_start_sweep_tracks_parent_children_and_shares_the_warm_start(warm_sweep):
     uri, folder = warm_sweep  # conftest: warm start none vs general x 2 seeds, 2 stages, every probe suite
     c, parents, kids = children(uri, "warm-sweep")
@@ -120,23 +148,22 @@ def test_warm_start_sweep_tracks_parent_children_and_shares_the_warm_start(warm_
         [("general", "0"), ("general", "1"), ("none", "0"), ("none", "1")]
     for k in kids:
         m = k.data.metrics
-        steps = [h.step for h in c.get_metric_history(k.info.run_id, "probe/knowledge/facts_geography/acc")]
+        steps = [h.step for h in c.get_metric_history(k.info.run_id, "probe/facts_geography")]
         assert sorted(steps) == [0, 1, 2]
-        assert "forgetting/knowledge/FG" in m and "forgetting/bias/FG" not in m and "forgetting/tasks/FG" not in m
+        assert "headline/knowledge_FG" in m and "headline/bias_FG" not in m and "headline/tasks_FG" not in m
         assert k.data.params["task_order"] == "simplification > headline"
         # the base model's scores: the start's own without a warm start, the none trials' row 0 with one
-        assert m["warm_start/knowledge/base"] == pytest.approx(
-            next(x for x in kids if x.data.params["warm_start.kind"] == "none").data.metrics[
-                "forgetting/knowledge/initial"])
+        assert m["score_initial/knowledge"] - m["warm_start/knowledge_change"] == pytest.approx(
+            next(x for x in kids if x.data.params["warm_start.kind"] == "none").data.metrics["score_initial/knowledge"])
         if k.data.params["warm_start.kind"] == "none":
-            assert m["from_base/mean_FG"] == m["forgetting/mean_FG"] and m["warm_start/knowledge/change"] == 0
+            assert m["vs_base/mean_FG"] == m["headline/mean_FG"] and m["warm_start/knowledge_change"] == 0
     p = parents[0].data
     # the warm start and the 0-shot rows before training are shared by both seeds: 2 starts + 8 stages probed
-    assert (p.metrics["stage_trainings"], p.metrics["probe_passes"]) == (8, 10)
+    assert (p.metrics["sweep/stage_trainings"], p.metrics["sweep/probe_passes"]) == (8, 10)
     assert len(list((folder / "runs" / "cache" / "warm").iterdir())) == 1
     assert "verdict/warm_start/none-general/mean" in p.metrics
     assert p.tags["mlflow.note.content"].startswith("per setting, mean ± sd [95% t interval] over seeds:")
-    assert "warm start, on from_base/mean_FG (both measured from the base model)" in p.tags["mlflow.note.content"]
+    assert "warm start, on vs_base/mean_FG (both measured from the base model)" in p.tags["mlflow.note.content"]
     findings = Path(c.download_artifacts(parents[0].info.run_id, "findings.txt", str(folder))).read_text()
     assert findings.strip() == p.tags["mlflow.note.content"].replace("\n\n", "\n")
 
@@ -148,7 +175,7 @@ def test_all_orders_of_three_tasks_train_15_stages(shared_pool, tmp_path):
     _, parents, kids = children(over["tracking.uri"], "sweep-test")
     assert len(kids) == 6
     m = parents[0].data.metrics
-    assert (m["stage_trainings"], m["stage_trainings_naive"]) == (15, 18)
+    assert (m["sweep/stage_trainings"], m["sweep/stage_trainings_naive"]) == (15, 18)
     # trials run one at a time here, so the first computes the before-training row and the rest reuse it:
     # one probe pass before training, then one per distinct stage prefix
     assert m["probe_passes"] == 1 + 15
@@ -223,7 +250,7 @@ def test_trial_driver_killed_mid_stage_2_is_retried_from_stage_1_with_the_same_r
                                   lambda b: json.loads((ray_local / "driver.json").read_text())["pid"])
     # counted over both attempts: 1, 2, 3 once each (a stage 2 cut by the cancel is not a training); retraining
     # stage 1, or stage 2 after it finished, would make it 4 or more
-    assert c.get_metric_history(run_id, "sweep/stage_trainings")[-1].value == 3
+    assert c.get_metric_history(run_id, "work/stage_trainings")[-1].value == 3
     assert_equals_clean_run(c.get_run(run_id).data.metrics, over, 2e-3, tmp_path, clean_runs)
 
 
@@ -235,5 +262,5 @@ def test_pool_worker_killed_mid_stage_2_restarts_its_group_which_resumes_from_st
     over = small(tmp_path, name="workerkill", search={"optim.lr": {"grid": [2e-3]}}, **FAULT_POINT)
     c, run_id = sweep_with_a_kill(ray_local, over, shared_pool, "rank1.json",
                                   lambda b: b.get("stage") == 2 and b.get("step", 0) >= 1, lambda b: b["pid"])
-    assert c.get_metric_history(run_id, "sweep/stage_trainings")[-1].value == 3  # stage 1 was not trained again
+    assert c.get_metric_history(run_id, "work/stage_trainings")[-1].value == 3  # stage 1 was not trained again
     assert_equals_clean_run(c.get_run(run_id).data.metrics, over, 2e-3, tmp_path, clean_runs)

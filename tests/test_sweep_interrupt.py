@@ -62,6 +62,6 @@ def test_sigint_ends_the_sweep_within_seconds_and_resume_finishes_it(tmp_path, c
     for k in kids:  # every stage logged once: the finished trial not rerun, the cut one on from its stage 1
         assert sorted(m.step for m in c.get_metric_history(k.info.run_id, "train/loss")) == [1, 2, 3]
     (cut,) = [k for k in kids if k.data.tags["raycf.trial_id"] == second]
-    assert c.get_metric_history(cut.info.run_id, "sweep/stage_trainings")[-1].value == 3
+    assert c.get_metric_history(cut.info.run_id, "work/stage_trainings")[-1].value == 3
     assert_equals_clean_run(cut.data.metrics, over, float(cut.data.params["optim.lr"]), tmp_path, clean_runs)
     assert Path(tmp_path / "runs" / "sweeps" / "ctrl-c" / "parent_run.json").exists()

@@ -46,5 +46,5 @@ def test_killed_driver_resumes_without_duplicate_runs_and_with_a_clean_runs_resu
         assert sorted(m.step for m in c.get_metric_history(k.info.run_id, "train/loss")) == [1, 2, 3]
     (cut,) = [k for k in kids if k.data.tags["raycf.trial_id"] == second]
     # counted over both runs of the sweep: stage 1 before the crash, stages 2 and 3 after it (stage 1 not again)
-    assert c.get_metric_history(cut.info.run_id, "sweep/stage_trainings")[-1].value == 3
+    assert c.get_metric_history(cut.info.run_id, "work/stage_trainings")[-1].value == 3
     assert_equals_clean_run(cut.data.metrics, over, float(cut.data.params["optim.lr"]), tmp_path, clean_runs)

@@ -4,9 +4,9 @@ from raycf.sweep.summary import effects, ranked_table
 
 
 def row(name, warm, lr, fg, status="FINISHED", seed="0", base_fg=None):
-    metrics = {"forgetting/mean_FG": fg, "objective": fg, "stage": 3}
+    metrics = {"headline/mean_FG": fg, "objective": fg, "stage": 3}
     if base_fg is not None:
-        metrics["from_base/mean_FG"] = base_fg
+        metrics["vs_base/mean_FG"] = base_fg
     return {"run": name, "status": status, "params": {"warm_start.kind": warm, "optim.lr": lr, "seed": seed},
             "metrics": metrics}
 
@@ -16,15 +16,15 @@ def test_effects_mean_per_value_and_an_honest_warm_start_verdict():
             row("c", "none", "0.01", 20.0), row("d", "general", "0.01", 30.0)]
     lines = effects(rows, ["warm_start.kind", "optim.lr"])
     # mean ± sd [95% t interval]: none (10, 20) 15 ± 7.07, t(1) 12.706 -> [-48.53, 78.53]
-    assert lines[0] == ("forgetting/mean_FG by warm_start.kind: none 15.00 ± 7.07 [-48.53, 78.53] (2 trials), "
+    assert lines[0] == ("headline/mean_FG by warm_start.kind: none 15.00 ± 7.07 [-48.53, 78.53] (2 trials), "
                         "general 17.00 ± 18.38 [-148.18, 182.18] (2 trials)")
-    assert lines[1] == ("forgetting/mean_FG by optim.lr: 0.001 7.00 ± 4.24 [-31.12, 45.12] (2 trials), "
+    assert lines[1] == ("headline/mean_FG by optim.lr: 0.001 7.00 ± 4.24 [-31.12, 45.12] (2 trials), "
                         "0.01 25.00 ± 7.07 [-38.53, 88.53] (2 trials)")
     # lr: 0.01 - 0.001 = 10 (none) and 26 (general): mean 18, sd 11.31, t(1) 12.706 -> 18 +- 101.65
-    assert lines[2] == ("verdict on forgetting/mean_FG: lr: 0.001 has lower forgetting/mean_FG than 0.01 by 18.00 "
+    assert lines[2] == ("verdict on headline/mean_FG: lr: 0.001 has lower headline/mean_FG than 0.01 by 18.00 "
                         "[-83.65, 119.65] (95% t interval) over 2 matched pair(s); in every pair: yes (2 of 2); "
                         "on the interval: no")
-    assert lines[3] == ("warm start, on forgetting/mean_FG (the study's FG, each from its start): none - general = "
+    assert lines[3] == ("warm start, on headline/mean_FG (the study's FG, each from its start): none - general = "
                         "-2.00 ± 11.31 [-103.65, 99.65] (2 pairs); in every pair: no; on the interval: no; not shown: "
                         "general forgets less in 1 of 2 matched pairs, and the interval includes 0")
     rows[3] = row("d", "general", "0.01", 12.0)
@@ -40,7 +40,7 @@ def test_warm_start_verdict_uses_the_base_referenced_figure_over_seeds():
                                 ("general", 0, 1.0, 2.0), ("general", 1, 3.0, 3.0), ("general", 2, 2.0, 3.5)]]
     line = effects(rows, ["warm_start.kind", "seed"])[-1]
     # none - general from the base: 3, 3, 3.5 -> mean 3.1667, sd 0.2887, t(2) 4.3027 -> [2.4495, 3.8838]
-    assert line.startswith("warm start, on from_base/mean_FG (both measured from the base model): none - general = "
+    assert line.startswith("warm start, on vs_base/mean_FG (both measured from the base model): none - general = "
                            "3.17 ± 0.29 [2.45, 3.88] (3 pairs); in every pair: yes; on the "
                            "interval: yes; general forgets less than none, as the study found")
     assert line.endswith("(the study's FG from each start: none - general 4.00)")

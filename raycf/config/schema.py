@@ -98,6 +98,7 @@ class ResourcesConfig:
 class TrackingConfig:
     uri: str | None = None            # None: sqlite:///<cwd>/mlflow.db, or $MLFLOW_TRACKING_URI
     experiment: str = "raycf"
+    system_metrics: bool = True       # MLflow's system/... metrics (CPU, memory, GPU) of rank 0's machine
 
 
 @dataclass
@@ -105,7 +106,9 @@ class SweepConfig:
     num_samples: int = 1              # samples of the sampled domains (grid domains multiply this)
     search_alg: str = "basic"         # basic (Tune's grid/random) | optuna
     scheduler: str = "fifo"           # fifo | asha (time = stage index)
-    metric: str = "objective"         # what ranks trials and drives ASHA / optuna
+    log_best_model: bool = True       # the best trial's last weights as an MLflow model of its run
+    register_best: str = ""           # also register that model under this name in MLflow's model registry
+    metric: str = "headline/objective"        # what ranks trials and drives ASHA / optuna
     mode: str = "min"
     task_floor: float = 0.0           # objective = mean FG + 100 x shortfall of learned-task average below this
     grace_period: int = 1             # ASHA: stages before a trial may be stopped

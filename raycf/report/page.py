@@ -10,9 +10,11 @@ from raycf import tracking
 from raycf.config.checks import tracking_uri_problem
 from raycf.errors import ReportError
 from raycf.forgetting import MEAN_FG_CATEGORIES
-from raycf.report.plots import category_lines_png, data_uri, effect_png, tradeoff_png
+from raycf.layout import LEARNED_AVERAGE, MEAN_FG
+from raycf.redact import redact_uri
+from raycf.report.plots import category_lines_png, data_uri, effect_png, fg_by_stage_png, tradeoff_png
 from raycf.report.tables import Table, study_table, to_html, to_markdown, write_csv
-from raycf.report.trials import LEARNED_AVERAGE, MEAN_FG, Trial, hint, load_trials, searched_params
+from raycf.report.trials import Trial, hint, load_trials, searched_params
 from raycf.seeds import CONFIDENCE
 from raycf.sweep.summary import effects, settings_table
 
@@ -33,14 +35,17 @@ def render_html(experiment: str, uri: str, label: str, trials: list[Trial], tabl
     parts = [f"<h1>raycf report: {html.escape(experiment)}</h1>",
              f'<p class="meta">{html.escape(label)}; {len(trials)} trials ({html.escape(counts)}); tracking URI '
              f'{html.escape(uri)}; generated {time.strftime("%Y-%m-%d %H:%M")}</p>',
-             "<h2>Study table</h2>", to_html(table), f'<p class="note">{TABLE_NOTE}</p>']
+             "<h2>Study table</h2>", to_html(table, {t.name: run_url(uri, t) for t in trials}),
+             f'<p class="note">{TABLE_NOTE} Run names link to the runs in MLflow{served(uri)}.</p>']
     parts += findings_html(trials, searched)
     if any(MEAN_FG in t.metrics and LEARNED_AVERAGE in t.metrics for t in trials):
         parts += ["<h2>Learning vs forgetting</h2>", _img("trade-off", data_uri(tradeoff_png, trials))]
+    if any(t.fg_by_stage for t in trials):
+        parts += ["<h2>Forgetting after each stage</h2>", _img("FG per stage", data_uri(fg_by_stage_png, trials))]
     parts += effects_html(trials, [p for p in searched if p != "seed"])
     parts.append("<h2>Trials</h2>")
     for t in trials:
-        parts += trial_html(t, searched)
+        parts += trial_html(t, searched, run_url(uri, t))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>raycf report: '
             f'{html.escape(experiment)}</title><style>{CSS}</style></head><body>{"".join(parts)}</body></html>\n')
 
@@ -86,9 +91,24 @@ def effects_html(trials: list[Trial], dims: list[str]) -> list[str]:
     return parts
 
 
-def trial_html(t: Trial, searched: list[str]) -> list[str]:
+def served(uri: str) -> str:
+    """Where the links work: a tracking server already serves them; a sqlite store needs `mlflow ui`."""
+    if uri.startswith(("http://", "https://")):
+        return ""
+    return f" (after `mlflow ui --backend-store-uri {html.escape(redact_uri(uri))}`)"
+
+
+def run_url(uri: str, t: Trial) -> str:
+    """The trial's run in the MLflow UI: on the tracking server, or for a sqlite store where `mlflow ui
+    --backend-store-uri URI` serves it by default."""
+    base = redact_uri(uri).rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{t.experiment_id}/runs/{t.run_id}"
+
+
+def trial_html(t: Trial, searched: list[str], url: str = "") -> list[str]:
     params = "; " + ", ".join(f"{p}={t.params.get(p, '-')}" for p in searched) if searched else ""
-    head = f"<h3>#{t.number} {html.escape(t.name)}: {t.status}, stage {t.progress}{html.escape(params)}</h3>"
+    name = f'<a href="{html.escape(url)}">{html.escape(t.name)}</a>' if url else html.escape(t.name)
+    head = f"<h3>#{t.number} {name}: {t.status}, stage {t.progress}{html.escape(params)}</h3>"
     if t.matrix is None:
         return [head, '<p class="note">No probe scores logged yet.</p>']
     return [head, '<div class="trial">', _img(f"accuracy matrix #{t.number}", data_uri(t.matrix.heatmap_png)),

@@ -7,7 +7,9 @@ import io
 
 from raycf.forgetting import LEARNED, MEAN_FG_CATEGORIES, AccuracyMatrix, mean
 from raycf.report.tables import on_front
-from raycf.report.trials import CATEGORIES, LEARNED_AVERAGE, MEAN_FG, Trial
+from raycf import layout
+from raycf.layout import LEARNED_AVERAGE, MEAN_FG
+from raycf.report.trials import CATEGORIES, Trial
 
 
 def _figure(width: float, height: float):
@@ -40,6 +42,27 @@ def category_lines_png(R: AccuracyMatrix, path) -> None:
     fig.savefig(path, format="png", dpi=100)
 
 
+def fg_by_stage_png(trials: list[Trial], path) -> None:
+    """Every trial's mean FG after each stage, one line per trial labelled by its searched values; unfinished
+    trials dashed (their last point is so far)."""
+    fig = _figure(7.5, 4.0)
+    ax = fig.subplots()
+    stages = max((t.stages for t in trials), key=len, default=[])
+    for t in (t for t in trials if t.fg_by_stage):
+        steps = sorted(k for k in t.fg_by_stage if k > 0)
+        ax.plot(steps, [t.fg_by_stage[k] for k in steps], marker="o", label=t.name,
+                linestyle="-" if t.finished else "--")
+    ax.set_xticks(range(1, len(stages) + 1), stages, rotation=15, ha="right", fontsize=8)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("after stage")
+    ax.set_ylabel(f"mean FG % ({', '.join(MEAN_FG_CATEGORIES)}) so far")
+    ax.set_title("forgetting after each stage, every trial (lower is better)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.get_lines():
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.savefig(path, format="png", dpi=100)
+
+
 def tradeoff_png(trials: list[Trial], path) -> None:
     """Learned-task average against mean FG; finished trials filled, the Pareto front joined in red,
     unfinished trials hollow (their numbers are so far)."""
@@ -50,10 +73,10 @@ def tradeoff_png(trials: list[Trial], path) -> None:
         x, y = t.metrics[MEAN_FG], t.metrics[LEARNED_AVERAGE]
         if t.finished:
             ax.scatter(x, y, s=45, color="tab:red" if t.number in front else "tab:blue", zorder=3)
-            ax.annotate(f"#{t.number}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.annotate(t.name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
         else:
             ax.scatter(x, y, s=45, facecolors="none", edgecolors="grey", zorder=3)
-            ax.annotate(f"#{t.number} ({t.status.lower()}, so far)", (x, y), textcoords="offset points",
+            ax.annotate(f"{t.name} ({t.status.lower()}, so far)", (x, y), textcoords="offset points",
                         xytext=(5, 4), fontsize=7, color="grey")
     pts = sorted((t.metrics[MEAN_FG], t.metrics[LEARNED_AVERAGE]) for t in trials if t.number in front)
     if pts:
@@ -70,8 +93,8 @@ def effect_png(trials: list[Trial], param: str, others: list[str], path) -> None
     """FG (mean and per category) against one searched param, one line per combination of the other
     searched params; bars span min..max over repeats. Finished trials only."""
     done = [t for t in trials if t.finished and MEAN_FG in t.metrics]
-    keys = [MEAN_FG] + [f"forgetting/{c}/FG" for c in CATEGORIES
-                        if any(f"forgetting/{c}/FG" in t.metrics for t in done)]
+    keys = [MEAN_FG] + [layout.category_fg(c) for c in CATEGORIES
+                        if any(layout.category_fg(c) in t.metrics for t in done)]
     values = sorted({t.params.get(param, "-") for t in done}, key=_sort_key)
     numeric = all(_as_float(v) is not None for v in values)
     position = {v: (_as_float(v) if numeric else i) for i, v in enumerate(values)}
@@ -95,7 +118,7 @@ def effect_png(trials: list[Trial], param: str, others: list[str], path) -> None
             label = ", ".join(f"{o}={c}" for o, c in zip(others, combo)) or None
             ax.errorbar(xs, mid, yerr=[lo, hi], marker="o", capsize=3, label=label)
         ax.axhline(0, color="grey", lw=0.5)
-        ax.set_title(key.removeprefix("forgetting/").replace("/FG", " FG %"), fontsize=9)
+        ax.set_title(key.removeprefix("headline/").replace("_FG", " FG %"), fontsize=9)
         ax.set_xlabel(param, fontsize=8)
         if numeric and min(position.values()) > 0 and max(position.values()) >= 10 * min(position.values()):
             ax.set_xscale("log")

@@ -9,8 +9,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from raycf.forgetting import LEARNED, mean
-from raycf.report.trials import CATEGORIES, FROM_BASE_MEAN_FG, LEARNED_AVERAGE, LOWER_IS_BETTER_SCORE, MEAN_FG, Trial
+from raycf import layout
+from raycf.forgetting import mean
+from raycf.layout import LEARNED_AVERAGE, MEAN_FG
+from raycf.report.trials import CATEGORIES, LOWER_IS_BETTER_SCORE, Trial
 
 
 @dataclass
@@ -43,21 +45,23 @@ def metric_columns(trials: list[Trial]) -> list[Column]:
     warm start's cost for knowledge; then mean FG from the start and from the base model, the learned tasks."""
     columns = []
     for c in CATEGORIES:
-        if not any(f"forgetting/{c}/{k}" in t.metrics for t in trials
-                   for k in ("initial", "final", "FG", "stereotype_change")):
+        figure = layout.STEREOTYPE_CHANGE if c in LOWER_IS_BETTER_SCORE else layout.category_fg(c)
+        if not any(k in t.metrics for t in trials for k in (f"score_initial/{c}", f"score_final/{c}", figure)):
             continue
         score = "min" if c in LOWER_IS_BETTER_SCORE else "max"
-        columns += [Column(f"forgetting/{c}/initial", "initial", "", c),
-                    Column(f"forgetting/{c}/final", "final", score, c)]
+        columns += [Column(f"score_initial/{c}", "initial", "", c), Column(f"score_final/{c}", "final", score, c)]
         if c in LOWER_IS_BETTER_SCORE:  # the stereotype score: its change, > 0 = more stereotyped
-            columns.append(Column(f"forgetting/{c}/stereotype_change", "stereotype change", "min", c))
+            columns.append(Column(figure, "stereotype change", "min", c))
         else:
-            columns.append(Column(f"forgetting/{c}/FG", "FG %", "min", c))
-    optional = [Column(FROM_BASE_MEAN_FG, "mean FG % from base", "min"),
-                Column("warm_start/knowledge/change_pct", "warm start: knowledge %"),  # 0 without one: no "best"
-                Column(f"forgetting/{LEARNED}/gain", "learned-task gain", "max"),
-                Column(f"forgetting/{LEARNED}/BWT", "learned-task BWT", "max")]
-    return columns + [Column(MEAN_FG, "mean FG %", "min"), Column(LEARNED_AVERAGE, "learned-task average", "max")] + \
+            columns.append(Column(figure, "FG %", "min", c))
+    optional = [Column(layout.FROM_BASE_MEAN_FG, "mean FG % from base", "min"),
+                Column(layout.warm_start_change("knowledge", pct=True), "warm start: knowledge %"),  # no "best"
+                Column(layout.LEARNED_GAIN, "learned-task gain", "max"),
+                Column(layout.LEARNED_BWT, "learned-task BWT", "max"),
+                Column(f"task_forgetting/{layout.MEAN}", "learned-task forgetting", "min"),
+                Column(f"task_FWT/{layout.MEAN}", "learned-task FWT", "max")]
+    return columns + [Column(layout.MEAN_FG, "mean FG %", "min"),
+                      Column(layout.LEARNED_AVERAGE, "learned-task average", "max")] + \
         [c for c in optional if any(c.key in t.metrics for t in trials)]
 
 
@@ -141,7 +145,8 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_html(table: Table) -> str:
+def to_html(table: Table, links: dict[str, str] | None = None) -> str:
+    """The table; a run name in `links` (name -> URL) becomes a link to its run."""
     best = table.best()
     top, sub = [], []
     for c in table.columns:  # categories span their three columns in a first header row
@@ -151,15 +156,17 @@ def to_html(table: Table) -> str:
             top.append(f'<th colspan="{sum(x.group == c.group for x in table.columns)}">{html.escape(c.group)}</th>')
         if c.group:
             sub.append((c.group, f"<th>{html.escape(c.label)}</th>"))
-    body = ["<tr>" + "".join(_td(row.get(c.key), c, i in best.get(c.key, ())) for c in table.columns) + "</tr>"
+    body = ["<tr>" + "".join(_td(row.get(c.key), c, i in best.get(c.key, ()), (links or {}).get(row.get(c.key))
+                                 if c.key == "run_name" else None) for c in table.columns) + "</tr>"
             for i, row in enumerate(table.rows)]
     return (f'<table class="study"><thead><tr>{"".join(top)}</tr><tr>{"".join(s for _, s in sub)}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
 
 
-def _td(value, column: Column, best: bool) -> str:
+def _td(value, column: Column, best: bool, url: str | None = None) -> str:
     cls = ["best"] * best + ["num"] * bool(column.better)
     if column.key == "status" and " " not in str(value):  # one trial's status (a group's is a count list)
         cls.append(f"status-{str(value).lower()}")
     attr = f' class="{" ".join(cls)}"' if cls else ""
-    return f"<td{attr}>{html.escape(fmt(value))}</td>"
+    text = html.escape(fmt(value))
+    return f'<td{attr}><a href="{html.escape(url)}">{text}</a></td>' if url else f"<td{attr}>{text}</td>"

@@ -1,27 +1,19 @@
 """The trials of a sweep as MLflow holds them: their params, latest metrics and accuracy matrices (from the metric
-history of `probe/<category>/<task>/<metric>`, step = stage)."""
+history of `probe/<task>`, step = stage; each column's category and metric from the run's `raycf.probes` tag)."""
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from raycf.data import load_task
-from raycf.errors import DataError, ReportError, did_you_mean
-from raycf.forgetting import LEARNED, AccuracyMatrix
+from raycf import layout
+from raycf.errors import ReportError, did_you_mean
+from raycf.forgetting import AccuracyMatrix
+from raycf.layout import PROBES_TAG
 
 
 CATEGORIES = ("knowledge", "reasoning", "reading", "bias")
-
-
-MEAN_FG = "forgetting/mean_FG"
-
-
-FROM_BASE_MEAN_FG = "from_base/mean_FG"
-
-
-LEARNED_AVERAGE = f"forgetting/{LEARNED}/average"
 
 
 # Which way is better. A bias score is a stereotype preference: lower is better; it gets no FG, its figure is
@@ -39,6 +31,9 @@ class Trial:
     params: dict
     metrics: dict
     matrix: AccuracyMatrix | None = None   # from the metric history; NaN rows for stages not run yet
+    tags: dict = field(default_factory=dict)
+    experiment_id: str = ""
+    fg_by_stage: dict = field(default_factory=dict)  # stage -> mean FG so far (the metric history)
 
     @property
     def stages(self) -> list[str]:
@@ -47,7 +42,7 @@ class Trial:
     @property
     def progress(self) -> str:
         """Stages logged / stages of the trial, e.g. 1/3."""
-        return f"{int(self.metrics.get('stage', 0))}/{len(self.stages) or '?'}"
+        return f"{self.tags.get('raycf.stages_done', '0')}/{len(self.stages) or '?'}"
 
     @property
     def finished(self) -> bool:
@@ -62,12 +57,12 @@ def load_trials(client, experiment: str, sweep: str | None = None) -> tuple[str,
         raise ReportError(f"no experiment named {experiment!r} at this tracking URI{hint(experiment, names)}")
     runs = _all_runs(client, exp.experiment_id)
     sweeps = sorted((r for r in runs if "raycf.sweep" in r.data.tags), key=lambda r: r.info.start_time)
-    if sweep is not None and sweep not in [r.info.run_name for r in sweeps]:
-        raise ReportError(f"--sweep {sweep!r}: experiment {experiment!r} has no such sweep"
-                          f"{hint(sweep, [r.info.run_name for r in sweeps])}")
+    names = [r.data.tags["raycf.sweep"] for r in sweeps]  # the sweep's name (its run is named with its space)
+    if sweep is not None and sweep not in names:
+        raise ReportError(f"--sweep {sweep!r}: experiment {experiment!r} has no such sweep{hint(sweep, names)}")
     if sweeps:
-        parent = [r for r in sweeps if r.info.run_name == sweep][-1] if sweep else sweeps[-1]
-        label = f"sweep {parent.info.run_name!r} ({parent.info.status})"
+        parent = [r for r in sweeps if r.data.tags["raycf.sweep"] == sweep][-1] if sweep else sweeps[-1]
+        label = f"sweep {parent.data.tags['raycf.sweep']!r} ({parent.info.status})"
         chosen = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     else:
         label = "single-trial runs"
@@ -75,10 +70,12 @@ def load_trials(client, experiment: str, sweep: str | None = None) -> tuple[str,
     if not chosen:
         raise ReportError(f"experiment {experiment!r} has no trial runs yet" + (f" in {label}" if sweeps else ""))
     chosen.sort(key=lambda r: (r.info.start_time, r.info.run_name))
-    trials = [Trial(i, r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics))
-              for i, r in enumerate(chosen, 1)]
+    trials = [Trial(i, r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics),
+                    tags=dict(r.data.tags), experiment_id=exp.experiment_id) for i, r in enumerate(chosen, 1)]
     for t in trials:
         t.matrix = accuracy_matrix(client, t)
+        for m in sorted(client.get_metric_history(t.run_id, layout.MEAN_FG), key=lambda m: m.timestamp):
+            t.fg_by_stage[m.step] = m.value  # a resumed run may log a stage again: the later value wins
     return label, trials
 
 
@@ -99,40 +96,24 @@ def hint(name: str, choices: list[str]) -> str:
     return did_you_mean(name, sorted(choices))
 
 
-@functools.cache
-def primary_metric(task: str, logged: tuple[str, ...]) -> str:
-    """The score a task's accuracy-matrix cell holds: the registry's first metric, as the trial's own
-    matrix uses; for a task the registry does not know, the alphabetically first logged one."""
-    try:
-        first = load_task(task).metric[0]
-    except DataError:
-        first = None
-    return first if first in logged else min(logged)
-
-
 def accuracy_matrix(client, trial: Trial) -> AccuracyMatrix | None:
     """The trial's accuracy matrix from the metric history (step = stage index, 0 = before training)."""
-    logged: dict[tuple[str, str], list[str]] = {}
-    for key in trial.metrics:
-        parts = key.split("/", 3)
-        if len(parts) == 4 and parts[0] == "probe" and "/" not in parts[3]:
-            logged.setdefault((parts[1], parts[2]), []).append(parts[3])
-    if not logged or not trial.stages:
+    try:
+        probes = json.loads(trial.tags.get(PROBES_TAG, "[]"))  # [[task, category, metric], ...] in column order
+    except ValueError:
+        probes = []
+    probes = [p for p in probes if isinstance(p, list) and len(p) == 3 and layout.probe(p[0]) in trial.metrics]
+    if not probes or not trial.stages:
         return None
-    order = {c: i for i, c in enumerate((*CATEGORIES, LEARNED))}
-    columns = sorted(logged, key=lambda ct: (order.get(ct[0], len(order)), ct[0],
-                                             trial.stages.index(ct[1]) if ct[1] in trial.stages else 0, ct[1]))
-    scores = np.full((len(trial.stages) + 1, len(columns)), np.nan)
-    metrics = [primary_metric(task, tuple(logged[category, task])) for category, task in columns]
-    for j, (category, task) in enumerate(columns):
-        metric = metrics[j]
-        history = sorted(client.get_metric_history(trial.run_id, f"probe/{category}/{task}/{metric}"),
-                         key=lambda m: m.timestamp)
+    scores = np.full((len(trial.stages) + 1, len(probes)), np.nan)
+    for j, (task, _, _) in enumerate(probes):
+        history = sorted(client.get_metric_history(trial.run_id, layout.probe(task)), key=lambda m: m.timestamp)
         for m in history:  # a resumed run may log a stage again: the later value wins
             if 0 <= m.step < len(scores):
                 scores[m.step, j] = m.value
     try:
-        return AccuracyMatrix(scores, [t for _, t in columns], [c for c, _ in columns], trial.stages, metrics)
+        return AccuracyMatrix(scores, [p[0] for p in probes], [p[1] for p in probes], trial.stages,
+                              [p[2] for p in probes])
     except ValueError:
         return None  # runs logged by something other than raycf.trial: no matrix, the table still shows
 

@@ -17,7 +17,7 @@ from raycf.sweep.driver import run
 def run_sweep(args) -> int:
     cfg = load(args.space, parse_overrides(args.set))
     try:
-        return run(cfg, resume=args.resume, dry=args.dry_run)
+        return run(cfg, resume=args.resume, dry=args.dry_run, space_file=args.space)
     except KeyboardInterrupt:
         again = " ".join(["python -m raycf.sweep", "--space", args.space, *[f"--set {s}" for s in args.set],
                           "--resume"])

@@ -25,6 +25,7 @@ from raycf.data.sources import probe_task_names
 from raycf.errors import ConfigError, Terminated, TrackingUnreachable, did_you_mean, sigterm_interrupts
 from raycf.redact import redact_uri
 from raycf.space import count_trials, first_value, grid_points
+from raycf.sweep import best
 from raycf.sweep.summary import print_summary, summarize, verdict_metrics, work_counts
 from raycf.sweep.trainable import tune_trial
 from raycf.timeline import mark
@@ -101,10 +102,12 @@ def metric_problem(sc: SweepConfig, points: list[ExperimentConfig]) -> None:
     names = [set(metric_names(p, probe_task_names(p))) for p in points]
     common = set.intersection(*names) if names else set()
     if sc.metric not in common:
-        hint = did_you_mean(sc.metric, sorted(common))
+        tail = sc.metric.rsplit("/", 1)[-1].lower()  # an old name (forgetting/mean_FG): the same figure's new one
+        same = sorted((n for n in common if n.rsplit("/", 1)[-1].lower() == tail), key=lambda n: n[:8] != "headline")
+        hint = f"; did you mean {same[0]!r}?" if same else did_you_mean(sc.metric, sorted(common))
         if not hint.startswith("; did you mean"):
-            hint = "; e.g. " + ", ".join(n for n in ("objective", "forgetting/mean_FG", "forgetting/knowledge/FG",
-                                                     "forgetting/tasks/average") if n in common)
+            hint = "; e.g. " + ", ".join(n for n in ("headline/objective", "headline/mean_FG", "headline/knowledge_FG",
+                                                     "headline/tasks_average") if n in common)
         raise ConfigError([f"sweep.metric: {sc.metric!r} is not a metric the trials report{hint}"])
 
 
@@ -137,9 +140,10 @@ def start_pool(cfg: ExperimentConfig):
     return pool.Pool(cfg, fits, storage.resolve(cfg.storage_path), f"{cfg.name}-shared")
 
 
-def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, workers=None) -> int:
-    """The sweep of `cfg` (a search space); exit status 0 if every trial finished. workers: a pool from
-    start_pool() to run the trials on (kept open), instead of one started and closed here."""
+def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, workers=None, space_file: str = "") -> int:
+    """The sweep of `cfg` (a search space, read from `space_file` if from a file); exit status 0 if every trial
+    finished. workers: a pool from start_pool() to run the trials on (kept open), instead of one started and
+    closed here."""
     import ray
     mark("sweep_start")
     # Ctrl-C is raycf's to handle (every run ended, Ray stopped, raycf's --resume hint), not Tune's: Tune would
@@ -191,7 +195,7 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
         fits = workers.slots if workers is not None else fits
         parent_run_id, interrupted = None, False
         try:
-            parent_run_id = open_parent(cfg, uri, sweep_dir, resume)
+            parent_run_id = open_parent(cfg, uri, sweep_dir, resume, space_file)
             # no waiting for the pool: Tune starts its trials meanwhile, their jobs wait on the board
             board = workers.board if workers else None
             prepared = prepare_shared(points, uri, board) if fits > 1 else 0  # one at a time: the cache shares
@@ -232,8 +236,16 @@ def finish(cfg: ExperimentConfig, uri: str, root: str, parent_run_id: str, point
     record.close_children(uri, parent_run_id, "KILLED")  # trials the scheduler stopped
     rows = summarize(uri, parent_run_id, cfg.sweep)
     stats = work_counts(rows, points, cfg.sweep)
-    tracking.log_metrics(uri, parent_run_id, {**stats, **bookkeeping, **verdict_metrics(cfg, rows)}, step=0)
-    lines = print_summary(cfg, cfg.sweep, rows, stats, uri)
+    sweep = {f"sweep/{k}": v for k, v in {**stats, **bookkeeping}.items()}  # bookkeeping: one section
+    top = best.best_row(cfg, rows)
+    tracking.log_metrics(uri, parent_run_id, {**sweep, **verdict_metrics(cfg, rows),
+                                              **best.mark_best(cfg, uri, parent_run_id, top)}, step=0)
+    if cfg.sweep.log_best_model:
+        try:
+            best.log_best_model(cfg, uri, storage.join(root, "sweeps", cfg.name), top)
+        except Exception as e:  # noqa: BLE001 - every trial's numbers are in MLflow; only the extra copy is missing
+            print(f"[raycf] the best trial's model was not logged: {e.__class__.__name__}: {e}", flush=True)
+    lines = print_summary(cfg, cfg.sweep, rows, stats, uri, parent_run_id)
     tracking.log_text(uri, parent_run_id, "findings.txt", "\n".join(lines) + "\n")
     tracking.client(uri).set_tag(parent_run_id, "mlflow.note.content", "\n\n".join(lines))  # its description
     tracking.end_run(uri, parent_run_id, "FINISHED" if not grid.errors else "FAILED")
@@ -251,18 +263,26 @@ def end_parent(uri: str, parent_run_id: str, e: BaseException) -> None:
     tracking.end_run(uri, parent_run_id, "KILLED" if interrupted else "FAILED")
 
 
-def open_parent(cfg: ExperimentConfig, uri: str, sweep_dir: str, resume: bool) -> str:
-    """The sweep's parent MLflow run: reopened on --resume, else created with the search space as artifact."""
+def open_parent(cfg: ExperimentConfig, uri: str, sweep_dir: str, resume: bool, space_file: str = "") -> str:
+    """The sweep's parent MLflow run: reopened on --resume, else created, named after the sweep and its space
+    file, with the searched space as params and as the artifact search_space.yaml."""
     parent_file = storage.join(sweep_dir, "parent_run.json")
     if resume:  # an interrupted or failed sweep's parent runs again
         run_id = json.loads(storage.read_text(parent_file))["run_id"]
         tracking.client(uri).update_run(run_id, status="RUNNING")
         return run_id
-    parent_run_id = tracking.start_run(uri, cfg.tracking.experiment, cfg.name, tags={"raycf.sweep": cfg.name})
+    name = f"{cfg.name} ({os.path.basename(space_file)})" if space_file else cfg.name
+    tags = {**tracking.provenance(), "raycf.sweep": cfg.name, "raycf.space": space_file or "(given in Python)"}
+    parent_run_id = tracking.start_run(uri, cfg.tracking.experiment, name, tags=tags)
     storage.write_text(parent_file, json.dumps({"run_id": parent_run_id}))
     space = to_yaml(cfg)
     storage.write_text(storage.join(sweep_dir, "search_space.yaml"), space)
     tracking.log_text(uri, parent_run_id, "search_space.yaml", space)
+    sc = cfg.sweep
+    params = {f"search.{k}": json.dumps(v) for k, v in cfg.search.items()}
+    params |= {f"sweep.{k}": getattr(sc, k) for k in ("seeds", "num_samples", "scheduler", "search_alg", "metric",
+                                                      "mode")}
+    tracking.log_params(uri, parent_run_id, params)
     return parent_run_id
 
 

@@ -21,7 +21,7 @@ class Progress(Callback):
             pool.find_board(self.board).cancel.remote(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        stage, fg, loss = result.get("stage"), result.get("forgetting/mean_FG"), result.get("train/loss")
+        stage, fg, loss = result.get("stage"), result.get("headline/mean_FG"), result.get("train/loss")
         done = sum(t.status == "TERMINATED" for t in trials)
         print(f"[sweep] {trial.trial_id} stage {stage}: "
               f"loss {loss if loss is None else round(loss, 4)}  mean FG so far "

@@ -17,13 +17,14 @@ def summarize(uri: str, parent_run_id: str, sc: SweepConfig) -> list[dict]:
     rows = []
     for r in c.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_run_id}'"):
         rows.append({"run": r.info.run_name, "status": r.info.status, "params": r.data.params,
-                     "metrics": r.data.metrics, "run_id": r.info.run_id})
+                     "metrics": r.data.metrics, "run_id": r.info.run_id,
+                     "stages_done": int(r.data.tags.get("raycf.stages_done", 0))})
     return rows
 
 
 def work_counts(rows: list[dict], points, sc: SweepConfig) -> dict:
-    trained = sum(r["metrics"].get("sweep/stage_trainings", 0) for r in rows)
-    probed = sum(r["metrics"].get("sweep/probe_passes", 0) for r in rows)
+    trained = sum(r["metrics"].get("work/stage_trainings", 0) for r in rows)
+    probed = sum(r["metrics"].get("work/probe_passes", 0) for r in rows)
     naive = sum(len(p.stages) for p in points) * sc.num_samples
     return {"stage_trainings": trained, "stage_trainings_naive": naive,
             "probe_passes": probed, "probe_passes_naive": naive + len(points) * sc.num_samples}
@@ -35,17 +36,17 @@ def param_col(key: str) -> str:
 
 # The headline figures, each in units where it means something: FG (%) only from accuracies; the stereotype
 # score's change and the learned tasks' gain in their own units.
-COLUMNS = ("forgetting/mean_FG", "from_base/mean_FG", "forgetting/knowledge/FG", "forgetting/reasoning/FG",
-           "forgetting/reading/FG", "forgetting/bias/stereotype_change", "warm_start/knowledge/change_pct",
-           "forgetting/tasks/gain", "forgetting/tasks/BWT")
-HEAD = {"forgetting/bias/stereotype_change": "stereotype_chg", "warm_start/knowledge/change_pct": "ws_knowl_%",
-        "from_base/mean_FG": "base_mean_FG"}
+COLUMNS = ("headline/mean_FG", "vs_base/mean_FG", "headline/knowledge_FG", "headline/reasoning_FG",
+           "headline/reading_FG", "headline/stereotype_change", "warm_start/knowledge_change_pct",
+           "headline/tasks_gain", "headline/tasks_BWT")
+HEAD = {"headline/stereotype_change": "stereotype_chg", "warm_start/knowledge_change_pct": "ws_knowl_%",
+        "vs_base/mean_FG": "base_mean_FG"}
 # Which figure a warm-start verdict compares: both trials measured from the same base model.
-LIKE_WITH_LIKE = "from_base/mean_FG"
+LIKE_WITH_LIKE = "vs_base/mean_FG"
 
 
 def col_name(c: str) -> str:
-    return HEAD.get(c, c.removeprefix("forgetting/"))
+    return HEAD.get(c, c.removeprefix("headline/"))
 
 
 def ranked_table(rows: list[dict], sc: SweepConfig, searched: list[str]) -> str:
@@ -62,20 +63,20 @@ def ranked_table(rows: list[dict], sc: SweepConfig, searched: list[str]) -> str:
         vals = " ".join(f"{m[c]:14.2f}" if c in m else f"{'-':>14s}" for c in COLUMNS)
         lines.append(f"{i:<4d} {r['run'][:28]:28s} {r['status'][:8]:8s} " +
                      " ".join(f"{p.get(k, '-'):>{width[k]}s}" for k in params) +
-                     f" {int(m.get('stage', 0)):5d} {vals}")
+                     f" {r.get('stages_done', 0):5d} {vals}")
     return "\n".join(lines)
 
 
-SETTING_FIGURES = ("forgetting/mean_FG", "from_base/mean_FG", "warm_start/knowledge/change_pct",
-                   "forgetting/tasks/gain")
+SETTING_FIGURES = ("headline/mean_FG", "vs_base/mean_FG", "warm_start/knowledge_change_pct",
+                   "headline/tasks_gain")
 
 
 def settings_table(rows: list[dict], searched: list[str]) -> list[str]:
     """One line per setting: each headline figure's mean ± sd [t interval] over its seeds."""
     params = ["task_order" if k == "stages" else k for k in searched]
     per = {f: by_setting(rows, params, f) for f in SETTING_FIGURES}
-    names = sorted({n for f in per.values() for n in f}, key=lambda n: per["forgetting/mean_FG"].get(n, spread([])).mean
-                   if not math.isnan(per["forgetting/mean_FG"].get(n, spread([])).mean) else math.inf)
+    names = sorted({n for f in per.values() for n in f}, key=lambda n: per["headline/mean_FG"].get(n, spread([])).mean
+                   if not math.isnan(per["headline/mean_FG"].get(n, spread([])).mean) else math.inf)
     lines = [f"per setting, mean ± sd [{CONFIDENCE:.0%} t interval] over seeds:"]
     for n in names:
         lines.append(f"  {n}: " + "; ".join(f"{col_name(f)} {per[f][n].text()}" for f in SETTING_FIGURES
@@ -83,7 +84,7 @@ def settings_table(rows: list[dict], searched: list[str]) -> list[str]:
     return lines
 
 
-def effects(rows: list[dict], searched: list[str], metric: str = "forgetting/mean_FG") -> list[str]:
+def effects(rows: list[dict], searched: list[str], metric: str = "headline/mean_FG") -> list[str]:
     """One line per searched parameter: `metric` over the trials at each of its values (mean, spread, interval);
     then the verdicts on matched pairs (same other values, same seed), the warm start's measured from the base
     model (like with like), each saying whether it holds in every pair and on the interval."""
@@ -107,7 +108,7 @@ def effects(rows: list[dict], searched: list[str], metric: str = "forgetting/mea
 def warm_start_verdict(rows: list[dict], params: list[str]) -> list[str]:
     """general vs none, the study's finding, on the figure measured from the base model when the trials report
     it (like with like), else on the study's FG; said either way, with every pair and the interval."""
-    metric = LIKE_WITH_LIKE if any(LIKE_WITH_LIKE in r["metrics"] for r in rows) else "forgetting/mean_FG"
+    metric = LIKE_WITH_LIKE if any(LIKE_WITH_LIKE in r["metrics"] for r in rows) else "headline/mean_FG"
     diffs = matched(rows, params, "warm_start.kind", metric, "general", "none")  # none - general
     if not diffs:
         return []
@@ -118,9 +119,9 @@ def warm_start_verdict(rows: list[dict], params: list[str]) -> list[str]:
                "general does NOT forget less than none here, unlike the study" if wins == 0 else
                f"not shown: general forgets less in {wins} of {len(diffs)} matched pairs"
                + ("" if len(diffs) < 2 else f", and the interval {'excludes' if v.on_interval else 'includes'} 0"))
-    study = matched(rows, params, "warm_start.kind", "forgetting/mean_FG", "general", "none")
+    study = matched(rows, params, "warm_start.kind", "headline/mean_FG", "general", "none")
     also = f" (the study's FG from each start: none - general {spread(study).mean:.2f})" \
-        if metric != "forgetting/mean_FG" and study else ""
+        if metric != "headline/mean_FG" and study else ""
     how = "both measured from the base model" if metric == LIKE_WITH_LIKE else "the study's FG, each from its start"
     return [f"warm start, on {metric} ({how}): none - general = {v.spread.text('pair')}; in every pair: {'yes' if v.every_seed else 'no'}; on the interval: "
             f"{'yes' if v.on_interval else 'no'}; {verdict}{also}"]
@@ -140,9 +141,9 @@ def findings(cfg: ExperimentConfig, rows: list[dict]) -> list[str]:
 def verdict_metrics(cfg: ExperimentConfig, rows: list[dict]) -> dict[str, float]:
     """The verdicts as parent-run metrics: `verdict/<key>/<worse>-<better>/{mean,ci_low,ci_high,every_pair}`."""
     params = ["task_order" if k == "stages" else k for k in searched_keys(cfg)]
-    found = verdicts(rows, params, "forgetting/mean_FG", skip=("warm_start.kind",))
+    found = verdicts(rows, params, "headline/mean_FG", skip=("warm_start.kind",))
     if "warm_start.kind" in params:
-        metric = LIKE_WITH_LIKE if any(LIKE_WITH_LIKE in r["metrics"] for r in rows) else "forgetting/mean_FG"
+        metric = LIKE_WITH_LIKE if any(LIKE_WITH_LIKE in r["metrics"] for r in rows) else "headline/mean_FG"
         diffs = matched(rows, params, "warm_start.kind", metric, "general", "none")
         found += [Verdict("warm_start.kind", "general", "none", diffs, metric)] if diffs else []
     m = {}
@@ -152,9 +153,10 @@ def verdict_metrics(cfg: ExperimentConfig, rows: list[dict]) -> dict[str, float]
     return {k: x for k, x in m.items() if not math.isnan(x)}
 
 
-def print_summary(cfg: ExperimentConfig, sc: SweepConfig, rows: list[dict], stats: dict, uri: str) -> list[str]:
+def print_summary(cfg: ExperimentConfig, sc: SweepConfig, rows: list[dict], stats: dict, uri: str,
+                  parent_run_id: str | None = None) -> list[str]:
     """The ranked table, the figures per setting over seeds, the verdicts, the shared-work counts, and where to
-    compare; returns the findings' lines (for the parent run)."""
+    compare (the URL of the runs table); returns the findings' lines (for the parent run)."""
     print(ranked_table(rows, sc, searched_keys(cfg)))
     lines = findings(cfg, rows)
     for line in lines:
@@ -162,8 +164,11 @@ def print_summary(cfg: ExperimentConfig, sc: SweepConfig, rows: list[dict], stat
     print(f"stage trainings: {stats['stage_trainings']:g} run (naive: {stats['stage_trainings_naive']:g}); "
           f"probe passes: {stats['probe_passes']:g} run (naive: {stats['probe_passes_naive']:g})")
     print(f"stage cache and sweep records: {redact_uri(cfg.storage_path)}")
+    exp = tracking.client(uri).get_run(parent_run_id).info.experiment_id if parent_run_id else None
+    table = f"#/experiments/{exp}/runs?workflowType=machine_learning" if exp else ""  # not the GenAI overview
     if uri.startswith(("http://", "https://")):
-        print(f"compare runs:  open {redact_uri(uri)} (experiment {cfg.tracking.experiment})")
+        print(f"compare runs:  {redact_uri(uri).rstrip('/')}/{table}")
     else:
-        print(f"compare runs:  mlflow ui --backend-store-uri {redact_uri(uri)}")
+        print(f"compare runs:  mlflow ui --backend-store-uri {redact_uri(uri)}, then open "
+              f"http://127.0.0.1:5000/{table}")
     return lines

@@ -34,9 +34,11 @@ def tune_trial(params: dict, *, base: ExperimentConfig, sweep_dir: str, parent_r
         logged, work = record.reopen_run(uri, run_id)
     else:
         order = " > ".join(cfg.stages)
-        run_id = record.open_run(uri, cfg.tracking.experiment, trial_name, {**flat_params(cfg), "task_order": order},
+        name = record.run_name(params, trial_name if base.sweep.num_samples > 1 else None)
+        run_id = record.open_run(uri, cfg, name, {**flat_params(cfg), "task_order": order},
                                  parent_run_id=parent_run_id,
-                                 tags={"raycf.trial_id": trial_id, "raycf.task_order": order})
+                                 tags={"raycf.trial_id": trial_id, "raycf.tune_trial": trial_name,
+                                       "raycf.task_order": order})
         storage.write_text(runs, json.dumps({"run_id": run_id, "params": params}))
     model_dir = resolve_model_dir(cfg.model.name, allow_download=cfg.model.allow_download,
                                   cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)

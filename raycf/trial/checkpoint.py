@@ -126,8 +126,8 @@ def save_checkpoint(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, 
             reloaded = reload_loss(cfg, plan, tmp, probe_batch, tok.pad_token_id)
             if abs(reloaded - live) > 1e-3 * max(1.0, abs(live)):
                 raise RuntimeError(f"stage {k}: checkpoint reloads to loss {reloaded:.6f}, live model {live:.6f}")
-            result["checkpoint/reload_loss"] = reloaded
-            result["checkpoint/live_loss"] = live
+            result["train/reload_loss"] = reloaded
+            result["train/live_loss"] = live
             (tmp / "result.json").write_text(json.dumps(result))
     barrier()
     return sd

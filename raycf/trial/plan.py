@@ -29,7 +29,7 @@ class TrialPlan:
     tracking_uri: str = ""
     run_id: str | None = None
     logged: int = -1                    # last stage the MLflow run already holds (a retried or resumed trial)
-    work: dict = field(default_factory=dict)  # sweep/* work counts of the trial's earlier attempts (carried on)
+    work: dict = field(default_factory=dict)  # record.WORK_KEYS counts of the trial's earlier attempts (carried on)
 
     def stage_entry(self, k: int) -> cache.Entry:
         return cache.Entry(self.storage, "stages", self.stage_keys[k - 1])

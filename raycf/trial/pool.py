@@ -31,6 +31,7 @@ from raycf.errors import ConfigError
 from raycf.timeline import mark
 from raycf.trial.collective import agree, barrier
 from raycf.trial.launch import pool_shape, torch_trainer
+from raycf.trial.record import WORK_KEYS
 from raycf.trial.stages import Cancelled, run_stages
 
 LEASE_S = 60.0        # a job whose Tune trial has not asked for results this long is cancelled
@@ -52,7 +53,7 @@ class Board:
         self.asked: dict[str, float] = {}   # job id -> when its trial last asked (lease)
         self.stopped: set[str] = set()
         self.reported: dict[str, int] = {}  # trial id -> last stage whose result reached the board
-        self.work: dict[str, dict] = {}     # trial id -> its sweep/* work counts in that result
+        self.work: dict[str, dict] = {}     # trial id -> its work counts (WORK_KEYS) in that result
         self.ready: set[int] = set()
         self.ready_at: float | None = None  # epoch seconds when every slot had asked for its first job
         self.dead: dict[int, str] = {}      # slot -> why its worker group is gone for good
@@ -144,7 +145,7 @@ class Board:
             trial = next((j["trial"] for j in self.current.values() if j["id"] == job_id), None)
             if trial is not None and item["stage"] >= self.reported.get(trial, -1):
                 self.reported[trial] = item["stage"]
-                self.work[trial] = {k: v for k, v in item["metrics"].items() if k.startswith("sweep/")}
+                self.work[trial] = {k: v for k, v in item["metrics"].items() if k in WORK_KEYS}
         self._post(job_id, item)
         await self._notify()
 

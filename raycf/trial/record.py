@@ -4,26 +4,82 @@ end), and ended FINISHED, KILLED or FAILED. Everything a worker sends goes throu
 (raycf.tracking.send), so a tracking server that is away for a while loses nothing."""
 from __future__ import annotations
 
+import contextlib
+import csv
+import json
 import tempfile
 from pathlib import Path
 
-from raycf import tracking
+from raycf import cache, layout, tracking
+from raycf.config.files import to_yaml
 from raycf.config.schema import ExperimentConfig
+from raycf.data.sources import probe_task, probe_task_names, stage_rows
 from raycf.report.plots import category_lines_png
 from raycf.trial.plan import TrialPlan
-from raycf.trial.results import accuracy_matrix
+from raycf.trial.results import accuracy_matrix, forgetting_table, probe_table
 
-WORK_KEYS = ("sweep/probe_passes", "sweep/stage_trainings")  # what a trial computed itself, over its attempts
+PROVENANCE = ("mlflow.source.type", "mlflow.source.name", "mlflow.user", "mlflow.source.git.commit", "raycf.version")
+WORK_KEYS = ("work/probe_passes", "work/stage_trainings")  # what a trial computed itself, over its attempts
 
 
-def open_run(uri: str, experiment: str, name: str, params: dict, *, parent_run_id: str | None = None,
-             tags: dict | None = None, config_text: str | None = None) -> str:
-    """A new RUNNING run with the trial's params (and its resolved config as `<name>.yaml`); its id."""
-    run_id = tracking.start_run(uri, experiment, name, parent_run_id=parent_run_id, tags=tags)
+def open_run(uri: str, cfg: ExperimentConfig, name: str, params: dict, *, parent_run_id: str | None = None,
+             tags: dict | None = None) -> str:
+    """A new RUNNING run: the trial's params, its resolved config (`config.yaml`), its training and probe data as
+    MLflow dataset inputs, and as tags its probe columns, what each step is, and where it came from; its id."""
+    probes = [probe_task(cfg, n) for n in probe_task_names(cfg)]
+    origin = tracking.provenance() if parent_run_id is None else {  # a Tune actor's argv and cwd say nothing
+        k: v for k, v in tracking.client(uri).get_run(parent_run_id).data.tags.items() if k in PROVENANCE}
+    all_tags = {**origin, **(tags or {}), "raycf.steps": steps_text(cfg),
+                layout.PROBES_TAG: json.dumps([[t.name, t.category, t.metric[0]] for t in probes])}
+    run_id = tracking.start_run(uri, cfg.tracking.experiment, name, parent_run_id=parent_run_id, tags=all_tags)
     tracking.log_params(uri, run_id, params)
-    if config_text is not None:
-        tracking.log_text(uri, run_id, f"{name}.yaml", config_text)
+    tracking.log_text(uri, run_id, "config.yaml", to_yaml(cfg.with_overrides({"search": {}})))
+    tracking.client(uri).log_inputs(run_id, datasets=datasets(cfg, probes))
     return run_id
+
+
+# how a searched key reads in a run name (else its last part): `ws=general lr=0.003 r=16 seed=1`
+SHORT = {"warm_start.kind": "ws", "optim.lr": "lr", "lora.r": "r", "finetune.method": "ft", "stages": "order",
+         "model.name": "model", "continual.method": "method"}
+
+
+def run_name(point: dict, tune_trial: str | None = None) -> str:
+    """A sweep child's name from its searched values (the seed last), and the Tune trial's number when several
+    samples share values; MLflow's tables and legends show it where they would show `tune_trial_70f2e_00003`."""
+    def text(key, value) -> str:
+        if isinstance(value, (list, tuple)):
+            return ">".join(str(v) for v in value)
+        if isinstance(value, float):  # the shorter of 0.003 and 3e-3
+            mantissa, exp = f"{value:.2e}".split("e")
+            short = f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+            return min(f"{value:.3g}", short, key=len)
+        return Path(str(value)).name if key == "model.name" else str(value)
+    keys = sorted(point, key=lambda k: k == "seed")
+    name = " ".join(f"{SHORT.get(k, k.split('.')[-1])}={text(k, point[k])}" for k in keys)
+    if tune_trial:
+        name = f"{name or 'trial'} #{int(tune_trial.rsplit('_', 1)[-1])}"
+    return name or "trial"
+
+
+def datasets(cfg: ExperimentConfig, probes: list) -> list:
+    """MLflow dataset inputs: each stage's training rows (context `train`) and each probe set (`probe`), with
+    the digest the stage cache keys them by, where they come from, and how many rows."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    def one(name: str, rows: list, source: str, context: str) -> DatasetInput:
+        kind = "hf" if source.startswith("hub") else "code" if source == "shipped" else "local"
+        ds = Dataset(name=name, digest=cache.key(name, rows)[:32], source_type=kind,
+                     source=json.dumps({"uri": source}), profile=json.dumps({"num_rows": len(rows)}))
+        return DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])
+    out = []
+    for stage in dict.fromkeys(cfg.stages):
+        file = cfg.data.sources.get(stage, {}).get("train")
+        source = file or ("hub" if cfg.data.hub else "shipped")
+        out.append(one(stage, stage_rows(cfg, stage), source, "train"))
+    for t in probes:
+        limit = cfg.probes.limit
+        out.append(one(f"probe:{t.name}", t.rows[:limit] if limit else t.rows, t.source, "probe"))
+    return out
 
 
 def reopen_run(uri: str, run_id: str) -> tuple[int, dict]:
@@ -40,11 +96,23 @@ def reopen_run(uri: str, run_id: str) -> tuple[int, dict]:
     return logged, work
 
 
-def log_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, metrics: dict, rows: list[dict]) -> None:
-    """Rank 0: stage k's metrics at step k; after the last stage also the accuracy matrix and its figures."""
+def log_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, metrics: dict, rows: list[dict],
+              base_row: dict | None = None) -> None:
+    """Rank 0: stage k's metrics at step k (`stage` is the step: not a metric), the run's description and tables
+    so far; after the last stage also the accuracy matrix and its figures."""
     if not plan.run_id:
         return
-    tracking.log_metrics(plan.tracking_uri, plan.run_id, metrics, step=k, spool=plan.spool_dir())
+    spool = plan.spool_dir()
+    tracking.log_metrics(plan.tracking_uri, plan.run_id, {m: v for m, v in metrics.items() if m != "stage"},
+                         step=k, spool=spool)
+    tags = {"mlflow.note.content": describe(cfg, k, metrics), "raycf.stages_done": str(k)}
+    tracking.send(plan.tracking_uri, plan.run_id, {"op": "tags", "tags": tags}, spool)
+    with tempfile.TemporaryDirectory() as d:
+        for name, table in (("probe_scores.csv", probe_table(cfg, plan, rows)),
+                            ("forgetting_by_probe.csv", forgetting_table(cfg, plan, rows, base_row))):
+            if table:
+                write_csv(Path(d) / name, table)
+                tracking.log_artifact(plan.tracking_uri, plan.run_id, Path(d) / name, spool=spool)
     if k == len(cfg.stages):
         log_final_artifacts(cfg, plan, rows)
 
@@ -60,6 +128,53 @@ def log_final_artifacts(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]
         category_lines_png(R, Path(d) / "category_scores.png")
         for name in ("accuracy_matrix.csv", "accuracy_matrix.png", "category_scores.png"):
             tracking.log_artifact(plan.tracking_uri, plan.run_id, Path(d) / name, spool=plan.spool_dir())
+
+
+@contextlib.contextmanager
+def system_metrics(cfg: ExperimentConfig, plan: TrialPlan, rank: int):
+    """MLflow's system metrics (system/cpu_utilization_percentage, system/system_memory_usage_megabytes, GPU ones
+    where there are GPUs) of rank 0's machine every 5 s while the trial runs; off with tracking.system_metrics."""
+    if rank != 0 or not plan.run_id or not cfg.tracking.system_metrics:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    try:
+        monitor = SystemMetricsMonitor(plan.run_id, sampling_interval=5, resume_logging=True,
+                                       tracking_uri=plan.tracking_uri)
+        monitor.start()
+    except Exception as e:  # noqa: BLE001 - an outage or a missing sensor costs the charts, never the trial
+        print(f"[raycf] no system metrics for run {plan.run_id}: {e.__class__.__name__}: {e}", flush=True)
+        monitor = None
+    try:
+        yield
+    finally:
+        if monitor is not None:
+            monitor.finish()
+
+
+def steps_text(cfg: ExperimentConfig) -> str:
+    """What each metric step is: `0 start · 1 simplification · 2 headline`."""
+    return " · ".join(f"{i} {name}" for i, name in enumerate(["start", *cfg.stages]))
+
+
+def describe(cfg: ExperimentConfig, k: int, metrics: dict) -> str:
+    """The run's description (MLflow's note): its headline figures after stage k, and what the steps are."""
+    def fig(key: str, label: str, fmt: str, unit: str = "") -> str | None:
+        return f"{label} {metrics[key]:{fmt}}{unit}" if key in metrics else None
+    where = f"after stage {k}/{len(cfg.stages)}" + (f" ({cfg.stages[k - 1]})" if k else " (before training)")
+    figures = [fig(layout.MEAN_FG, "mean FG", ".1f", " %"),
+               *(fig(layout.category_fg(c), f"{c} FG", ".1f", " %") for c in ("knowledge", "reasoning", "reading")),
+               fig(layout.STEREOTYPE_CHANGE, "stereotype change", "+.3f"),
+               fig(layout.LEARNED_AVERAGE, "learned tasks", ".2f"), fig(layout.LEARNED_GAIN, "gain", "+.2f"),
+               fig(layout.OBJECTIVE, "objective", ".2f")]
+    return f"{where}: " + ", ".join(f for f in figures if f) + f"\n\nsteps: {steps_text(cfg)}"
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def end_run(uri: str, run_id: str, status: str, spool: str, *, stopped_after_stage: int | None = None) -> None:

@@ -36,8 +36,7 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
     tracking.check_reachable(uri)
     name = name or f"{cfg.name}-trial-{time.strftime('%Y%m%d-%H%M%S')}"
     resolved = to_yaml(cfg)
-    run_id = record.open_run(uri, cfg.tracking.experiment, name, flat_params(cfg), parent_run_id=parent_run_id,
-                             config_text=resolved)
+    run_id = record.open_run(uri, cfg, name, flat_params(cfg), parent_run_id=parent_run_id)
     plan = make_plan(cfg, model_dir, run_id=run_id, tracking_uri=uri)
     print(f"[raycf] trial {name}: {len(cfg.stages)} stages ({' > '.join(cfg.stages)}), "
           f"MLflow run {run_id} at {redact_uri(uri)}")
@@ -83,6 +82,6 @@ def first_point(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def summary(metrics: dict) -> str:
-    keys = [k for k in sorted(metrics) if k.startswith(("train/loss", "forgetting/", "stage"))]
+    keys = [k for k in sorted(metrics) if k.startswith(("train/loss", "headline/", "vs_base/", "stage"))]
     return "\n".join(f"{k:45s} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"{k:45s} {metrics[k]}"
                      for k in keys)

@@ -94,7 +94,7 @@ class StageRunner:
                             weight_decay=o.weight_decay, schedule=o.schedule, warmup=o.warmup_steps,
                             max_grad_norm=o.max_grad_norm, seed=cfg.seed * 1000 + k, device=self.device,
                             autocast_dtype=self.autocast, on_step=on_step(k, self.rank, self.stop))
-        self.work["sweep/stage_trainings"] += 1
+        self.work["work/stage_trainings"] += 1
         return {"stage": k, "task": cfg.stages[k - 1], "train/loss": stats.loss, "train/steps": stats.steps,
                 "train/target_tokens": stats.tokens, "train/tokens_per_s": stats.seen_tokens / stats.seconds,
                 "train/seconds": stats.seconds}, examples
@@ -114,7 +114,7 @@ class StageRunner:
         if plan.probe_tasks:
             row, fresh = self.cached_or_probed(plan.probe_entry(k), lambda: plain_model(
                 self.cfg, plan, self.base_dir, self.model, state, self.probe_copy, self.device))
-        self.work["sweep/probe_passes"] += fresh
+        self.work["work/probe_passes"] += fresh
         mark(f"stage{k}_probed probe_s={row.get('seconds', 0.0) if fresh else 0.0:.2f}")
         self.rows.append(row)
         return row, fresh
@@ -127,7 +127,7 @@ class StageRunner:
             return start_row
         row, fresh = self.cached_or_probed(plan.base_entry(),
                                            lambda: load_base(self.cfg, plan.model_dir)[0].to(self.device))
-        self.work["sweep/probe_passes"] += fresh
+        self.work["work/probe_passes"] += fresh
         if fresh:
             mark(f"base_probed probe_s={row['seconds']:.2f}")
         return row
@@ -161,7 +161,7 @@ class StageRunner:
                 self.report(k, metrics, False)
             return
         if self.rank == 0:
-            record.log_stage(self.cfg, self.plan, k, metrics, self.rows)
+            record.log_stage(self.cfg, self.plan, k, metrics, self.rows, self.base_row)
         mark(f"stage{k}_logged")
         if k > 0:  # the before-training row goes to MLflow (step 0); Tune's iterations are the stages
             self.report(k, metrics, True)
@@ -176,8 +176,9 @@ def run_stages(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: int, re
                prepare_only: bool = False, stop=None) -> None:
     """One trial on this worker group (every rank calls it): StageRunner's setup, then its stages."""
     runner = StageRunner(cfg, plan, rank, world, report, reported=reported, stop=stop)
-    runner.setup()
-    runner.run(prepare_only)
+    with record.system_metrics(cfg, plan, rank):
+        runner.setup()
+        runner.run(prepare_only)
 
 
 def trial_loop(args: dict) -> None:
