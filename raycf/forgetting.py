@@ -58,6 +58,7 @@ LEARNED = "tasks"
 # Bias is reported but kept out of mean_FG: its FG > 0 means less stereotyping, not lost ability.
 MEAN_FG_CATEGORIES = ("knowledge", "reasoning", "reading")
 # Names become MLflow key parts, so they may not hold "/" (the key separator) or other symbols.
+HEADER = re.compile(r"([^()]+) \(([^()/]+)(?:/([^()/]+))?\)")  # `task (category/metric)`: one CSV header
 NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
 RESERVED_ROWS = ("before", "category", "metric")
 # Scores a relative FG (Eq. 1) may divide: accuracies in [0, 1], and only from FG_FLOOR up.
@@ -71,9 +72,10 @@ class AccuracyMatrix:
     """scores[m, j]: score of probe task j after stage m (row 0 = before), NaN = not measured.
 
     metrics: each column's score (`acc`, `bleu`, `pct_stereotype`, ...); empty = all accuracies (a
-    hand-made matrix). CSV layout (to_csv/from_csv): row 1 `stage,<task1>,...`; row 2
-    `category,<cat1>,...`; row 3 `metric,<metric1>,...` (optional); then one row per checkpoint, first
-    cell `before` or the stage name. Cells are Python float reprs (exact round trip), empty is NaN.
+    hand-made matrix). CSV layout (to_csv/from_csv): one header row `stage,<task> (<category>/<metric>),...`
+    (`<task> (<category>)` for an accuracy), then one row per checkpoint, first cell `before` or the stage name;
+    also read: a header of three rows `stage,<task1>,...` / `category,<cat1>,...` / `metric,<metric1>,...` (the
+    last optional). Cells are Python float reprs (exact round trip), empty is NaN.
     """
 
     scores: np.ndarray
@@ -96,10 +98,8 @@ class AccuracyMatrix:
     def to_csv(self, path: str | Path) -> None:
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["stage", *self.tasks])
-            writer.writerow(["category", *self.categories])
-            if self.metrics:
-                writer.writerow(["metric", *self.metrics])
+            writer.writerow(["stage", *(f"{t} ({c}/{self.metric(j)})" if self.metrics else f"{t} ({c})"
+                                        for j, (t, c) in enumerate(zip(self.tasks, self.categories)))])
             for name, row in zip(["before", *self.stages], self.scores):
                 writer.writerow([name, *("" if math.isnan(x) else repr(float(x)) for x in row)])
 
@@ -107,6 +107,12 @@ class AccuracyMatrix:
     def from_csv(cls, path: str | Path) -> AccuracyMatrix:
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
+        heads = [HEADER.fullmatch(h) for h in rows[0][1:]] if rows and rows[0][:1] == ["stage"] else [None]
+        if all(heads) and (len(rows) < 2 or rows[1][:1] != ["category"]):  # one header row
+            columns = [m.groups() for m in heads]
+            metrics = [m or "acc" for _, _, m in columns] if any(m for _, _, m in columns) else []
+            rows = [["stage", *(t for t, _, _ in columns)], ["category", *(c for _, c, _ in columns)],
+                    *([["metric", *metrics]] if metrics else []), *rows[1:]]
         if len(rows) < 3 or [r[0] for r in rows[:2]] != ["stage", "category"] or rows[2][0] not in ("before",
                                                                                                   "metric"):
             raise ValueError(f"{path}: expected rows starting with stage, category, [metric,] before "

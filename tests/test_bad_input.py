@@ -233,6 +233,12 @@ CLASS_CASES = [
      ["warm_start.seed: -1 is outside [0, 4294967295] (a seed, below 2^32)"]),
     ("metric_bias_fg_is_gone", dry("base.yaml") + ["--set", "sweep.metric=forgetting/bias/FG"],
      ["sweep.metric: 'forgetting/bias/FG' is not a metric the trials report; did you mean"]),
+    ("metric_old_name", dry("base.yaml") + ["--set", "sweep.metric=objective"],
+     ["sweep.metric: 'objective' is not a metric the trials report; did you mean 'headline/objective'?"]),
+    ("register_best_slash", dry("base.yaml") + ["--set", "sweep.register_best=team/best"],
+     ["sweep.register_best: 'team/best' is no MLflow model name (no '/', ':' or surrounding spaces)"]),
+    ("system_metrics_not_bool", dry("base.yaml") + ["--set", "tracking.system_metrics=often"],
+     ["tracking.system_metrics: expected bool, got str 'often'"]),
     # 5. non-finite or absurd numbers
     ("lr_nan", dry("lr_nan.yaml"), ["lr_nan.yaml: optim.lr: expected a finite number, got nan"]),
     ("epochs_inf", dry("epochs_inf.yaml"), ["optim.epochs: expected a finite number, got inf"]),

@@ -126,9 +126,9 @@ def test_csv_round_trip_is_exact(tmp_path):
     R = AccuracyMatrix(scores, three_stages().tasks, three_stages().categories, STAGES)
     R.to_csv(tmp_path / "R.csv")
     lines = (tmp_path / "R.csv").read_text().splitlines()
-    assert lines[0] == "stage,mmlu,boolq,piqa,simp,dialog,eli5"
-    assert lines[1] == "category,knowledge,reasoning,reasoning,tasks,tasks,tasks"
-    assert [line.split(",")[0] for line in lines[2:]] == ["before", *STAGES]
+    assert lines[0] == ("stage,mmlu (knowledge),boolq (reasoning),piqa (reasoning),simp (tasks),dialog (tasks),"
+                        "eli5 (tasks)")
+    assert [line.split(",")[0] for line in lines[1:]] == ["before", *STAGES]
     back = AccuracyMatrix.from_csv(tmp_path / "R.csv")
     np.testing.assert_array_equal(back.scores, R.scores)  # NaN at the same places
     assert (back.tasks, back.categories, back.stages) == (R.tasks, R.categories, R.stages)
@@ -238,11 +238,19 @@ def test_floor_applies_to_accuracies_below_it():
 def test_metric_row_round_trips_and_old_files_still_read(tmp_path):
     R = study_matrix()
     R.to_csv(tmp_path / "R.csv")
-    assert (tmp_path / "R.csv").read_text().splitlines()[2] == "metric,acc,pct_stereotype,sari,bleu"
+    lines = (tmp_path / "R.csv").read_text().splitlines()  # one header row: MLflow's preview shows it as one
+    assert lines[0] == ("stage,facts (knowledge/acc),crows (bias/pct_stereotype),simp (tasks/sari),"
+                        "qg (tasks/bleu)") and lines[1].startswith("before,")
     back = AccuracyMatrix.from_csv(tmp_path / "R.csv")
     assert back.metrics == R.metrics and np.array_equal(back.scores, R.scores)
-    three_stages().to_csv(tmp_path / "old.csv")  # no metric row: all accuracies
-    assert AccuracyMatrix.from_csv(tmp_path / "old.csv").metrics == []
+    three_stages().to_csv(tmp_path / "plain.csv")  # no metrics: all accuracies
+    assert AccuracyMatrix.from_csv(tmp_path / "plain.csv").metrics == []
+    old = ["stage,facts,crows", "category,knowledge,bias", "metric,acc,pct_stereotype", "before,0.8,0.6",
+           "s1,0.7,0.65"]  # the three-row header of earlier files
+    (tmp_path / "old.csv").write_text("\n".join(old) + "\n")
+    back = AccuracyMatrix.from_csv(tmp_path / "old.csv")
+    assert (back.tasks, back.categories, back.metrics, back.stages) == (["facts", "crows"], ["knowledge", "bias"],
+                                                                         ["acc", "pct_stereotype"], ["s1"])
     with pytest.raises(ValueError, match="3 metrics for 4 tasks"):
         AccuracyMatrix(R.scores, R.tasks, R.categories, R.stages, ["acc"] * 3)
 

@@ -230,7 +230,7 @@ def test_sweep_submitted_as_a_ray_job_logs_nested_runs(cluster, mlflow_server, w
     runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": mlflow_server}}
     sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
              "--set", "search={}", "--set", "sweep.seeds=1", "--set", "sweep.log_best_model=false",
-             "--set", "finetune.method=lora",
+             "--set", "tracking.system_metrics=false", "--set", "finetune.method=lora",
              "--set", "optim.steps_per_stage=2", "--set", "probes.limit=4",
              "--set", "probes.suites=[knowledge]", "--set", "resources.workers=1",
              "--set", f"stages=[{','.join(STAGES)}]", "--set", "model.name=tiny-causal",
@@ -252,7 +252,8 @@ def test_sweep_submitted_as_a_ray_job_logs_nested_runs(cluster, mlflow_server, w
     exp = client.get_experiment_by_name("raycf-default")  # tracking.experiment of search_spaces/default.yaml
     assert exp is not None, f"no experiment raycf-default on {mlflow_server}; job output:\n{out[-3000:]}"
     runs = client.search_runs([exp.experiment_id], max_results=100)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and r.info.run_name == "jobtest"]
+    parents = [r for r in runs if r.data.tags.get("raycf.sweep") == "jobtest"]
+    assert [r.info.run_name for r in parents] == ["jobtest (default.yaml)"]  # named after the sweep and its space
     assert len(parents) == 1, [(r.info.run_name, r.data.tags.get("mlflow.parentRunId")) for r in runs]
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -288,7 +289,7 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
     stages = ["simplification", "headline", "explanation"]
     sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
              "--set", "search={}", "--set", "sweep.seeds=1", "--set", "sweep.log_best_model=false",
-             "--set", "finetune.method=lora",
+             "--set", "tracking.system_metrics=false", "--set", "finetune.method=lora",
              "--set", "optim.steps_per_stage=200", "--set", "probes.limit=4",
              "--set", "probes.suites=[knowledge]", "--set", "resources.workers=1", "--set", "name=stopped",
              "--set", f"stages=[{','.join(stages)}]", "--set", "model.name=tiny-causal"]
@@ -316,7 +317,7 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
     runs = c.search_runs([c.get_experiment_by_name("raycf-default").experiment_id])
     assert runs and not [x for x in runs if x.info.status == "RUNNING"], [(x.info.run_name, x.info.status)
                                                                           for x in runs]
-    (parent,) = [x for x in runs if x.info.run_name == "stopped"]
+    (parent,) = [x for x in runs if x.data.tags.get("raycf.sweep") == "stopped"]
     # `ray job stop` sends SIGINT (then SIGTERM and SIGKILL): each is an interruption, never a failure
     assert parent.info.status == "KILLED" and parent.data.tags.get("raycf.ended", "").startswith("interrupted ("), \
         (parent.info.status, logs[-4000:])
@@ -328,7 +329,9 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
              "--submission-id", "raycf-stop-2", "--", *sweep, "--resume", timeout=JOB_TIMEOUT_S)
     assert r.returncode == 0 and "Job 'raycf-stop-2' succeeded" in r.stdout, (r.stdout + r.stderr)[-4000:]
     sweep_lines = [x for x in r.stdout.splitlines() if x.strip() and " cli.py:" not in x]  # less `ray job`'s own
-    assert sweep_lines[-1] == f"compare runs:  mlflow ui --backend-store-uri sqlite:///{db}", sweep_lines[-3:]
+    assert sweep_lines[-1] == (f"compare runs:  mlflow ui --backend-store-uri sqlite:///{db}, then open "
+                               f"http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs"
+                               f"?workflowType=machine_learning"), sweep_lines[-3:]
     assert sweep_lines[-2] == f"stage cache and sweep records: {home / 'raycf_runs'}"
     runs = c.search_runs([c.get_experiment_by_name("raycf-default").experiment_id])
     kids = [x for x in runs if "mlflow.parentRunId" in x.data.tags]

@@ -176,7 +176,7 @@ def test_a_sweep_keeps_everything_in_the_bucket_and_the_next_sweep_reuses_its_st
                                                                              "search_space.yaml", "tune"]
         # the next sweep: a TorchTrainer per trial this time (sweep.worker_pool false), in processes of its own
         assert run(config.load(ROOT / "search_spaces/default.yaml", {**over, "name": "s3b",
-                                                                     "sweep": {"worker_pool": False}})) == 0
+                                                                     "sweep.worker_pool": False})) == 0
     _, parents, kids = children(over["tracking.uri"], "sweep-test")
     assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
     first, second = sorted(parents, key=lambda r: r.info.start_time)

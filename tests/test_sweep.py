@@ -18,7 +18,7 @@ def small(tmp_path, **over) -> dict:
         "name": "s", "model.name": "tiny-causal", "stages": ["simplification", "headline"],
         "optim.steps_per_stage": 2, "optim.batch_size": 4, "data.examples_per_stage": 32,
         "warm_start.steps": 2, "warm_start.batch_size": 4, "finetune.method": "lora", "sweep.seeds": 1,
-        "sweep.log_best_model": False,  # the shared sweep's test loads one back (tests/test_sweep.py)
+        "sweep.log_best_model": False, "tracking.system_metrics": False,  # both tested on their own
         "probes.suites": ["knowledge"], "probes.limit": 4, "probes.max_new_tokens": 4,
         "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "tracking.experiment": "sweep-test",
         "storage_path": str(tmp_path / "runs"),
@@ -125,6 +125,8 @@ def test_the_best_trials_model_loads_from_mlflow_in_one_call_and_scores_its_last
     best = min(done, key=lambda k: k.data.metrics["headline/objective"])
     assert p.tags["raycf.best_run_id"] == best.info.run_id and p.tags["raycf.best_run"] == best.info.run_name
     assert p.metrics["best/headline_objective"] == best.data.metrics["headline/objective"]
+    (version,) = c.search_model_versions("name = 'warm-best'")  # sweep.register_best
+    assert version.run_id == best.info.run_id and best.data.tags["raycf.model_uri"] == f"runs:/{best.info.run_id}/model"
     mlflow.set_tracking_uri(uri)
     parts = mlflow.transformers.load_model(f"runs:/{best.info.run_id}/model", return_type="components")
     # the trial's own resolved config, as its run keeps it, says how it was probed
@@ -178,7 +180,7 @@ def test_all_orders_of_three_tasks_train_15_stages(shared_pool, tmp_path):
     assert (m["sweep/stage_trainings"], m["sweep/stage_trainings_naive"]) == (15, 18)
     # trials run one at a time here, so the first computes the before-training row and the rest reuse it:
     # one probe pass before training, then one per distinct stage prefix
-    assert m["probe_passes"] == 1 + 15
+    assert m["sweep/probe_passes"] == 1 + 15
     assert len({k.data.params["task_order"] for k in kids}) == 6
 
 
@@ -194,10 +196,10 @@ def test_asha_stops_a_worse_trial_after_stage_1_and_its_run_ends_killed(shared_p
     # ASHA decided on the stage-1 result (its first rung); the stop reaches the workers asynchronously, so a
     # stopped run may hold one more stage, never all three
     assert sorted(k.data.tags["raycf.stopped_after_stage"] for k in killed)[0] == "1"
-    assert all(k.data.metrics["stage"] < 3 for k in killed)
+    assert all(int(k.data.tags["raycf.stages_done"]) < 3 for k in killed)
     assert all(k.info.status in ("FINISHED", "KILLED") for k in kids)
     best = [k for k in kids if k.data.params["optim.lr"] == "0.003"]
-    assert best[0].info.status == "FINISHED" and best[0].data.metrics["stage"] == 3
+    assert best[0].info.status == "FINISHED" and best[0].data.tags["raycf.stages_done"] == "3"
 
 
 def sweep_with_a_kill(beats, over: dict, workers, beat: str, when, victim) -> tuple:

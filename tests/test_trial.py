@@ -51,7 +51,7 @@ def make_cfg(tmp_path, **over):
         "warm_start": {"kind": "none", "steps": 4, "batch_size": 4},
         "probes": {"suites": ["knowledge", "tasks"], "limit": 4, "max_new_tokens": 8},
         "resources": {"workers": 2, "cpus_per_worker": 1, "strategy": "fsdp", "max_failures": 2},
-        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "test"},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "test", "system_metrics": False},
         "storage_path": str(tmp_path / "runs"),
     }
     cfg = config.from_dict(base)

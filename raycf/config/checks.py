@@ -167,6 +167,10 @@ def naming_problems(cfg) -> list[str]:
         line = tracking_uri_problem(cfg.tracking.uri, "tracking.uri")
         if line:
             problems.append(line)
+    name = cfg.sweep.register_best
+    if isinstance(name, str) and name and (not name.strip() or any(c in name for c in "/:") or name != name.strip()):
+        problems.append(f"sweep.register_best: {name!r} is no MLflow model name (no '/', ':' or surrounding "
+                        f"spaces), e.g. sweep.register_best=raycf-best")
     return problems
 
 

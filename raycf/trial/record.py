@@ -39,8 +39,9 @@ def open_run(uri: str, cfg: ExperimentConfig, name: str, params: dict, *, parent
 
 
 # how a searched key reads in a run name (else its last part): `ws=general lr=0.003 r=16 seed=1`
-SHORT = {"warm_start.kind": "ws", "optim.lr": "lr", "lora.r": "r", "finetune.method": "ft", "stages": "order",
-         "model.name": "model", "continual.method": "method"}
+SHORT = {"warm_start.kind": "ws", "optim.lr": "lr", "finetune.lora_rank": "r", "finetune.method": "ft",
+         "stages": "order", "model.name": "model", "continual.method": "method", "continual.replay.ratio": "replay",
+         "continual.general_mix.ratio": "mix", "continual.average.alpha": "alpha"}
 
 
 def run_name(point: dict, tune_trial: str | None = None) -> str:
