@@ -69,13 +69,16 @@ def log_best_model(cfg: ExperimentConfig, uri: str, sweep_dir: str, best: dict |
     model, tok = weights(tc, plan, model_dir, last)
     import mlflow
     mlflow.set_tracking_uri(uri)
+    ended = tracking.client(uri).get_run(best["run_id"]).info.end_time
     with mlflow.start_run(run_id=best["run_id"]):  # the trial's own (finished) run; it ends FINISHED again
         info = mlflow.transformers.log_model(
             {"model": model, "tokenizer": tok}, name="model", task="text-generation",
             pip_requirements=[f"transformers=={version('transformers')}", f"torch=={version('torch')}"],
             registered_model_name=cfg.sweep.register_best or None,
             metadata={"raycf.stages": " > ".join(tc.stages), "raycf.finetune": tc.finetune.method})
-    tracking.client(uri).set_tag(best["run_id"], "raycf.model_uri", f"runs:/{best['run_id']}/model")
+    c = tracking.client(uri)
+    c.set_terminated(best["run_id"], "FINISHED", end_time=ended)  # its duration stays the trial's own
+    c.set_tag(best["run_id"], "raycf.model_uri", f"runs:/{best['run_id']}/model")
     return info.model_uri
 
 
