@@ -56,7 +56,7 @@ def test_a_run_opens_with_its_config_datasets_probe_columns_and_provenance(tmp_p
 
 
 def test_system_metrics_are_logged_while_the_trial_runs_and_can_be_turned_off(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # MLflow's own knob; raycf samples at 5 s
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # MLflow's own knob; raycf samples at 10 s
     c = cfg(tmp_path)
     uri = c.tracking.uri
     for on in (True, False):

@@ -134,13 +134,13 @@ def log_final_artifacts(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]
 @contextlib.contextmanager
 def system_metrics(cfg: ExperimentConfig, plan: TrialPlan, rank: int):
     """MLflow's system metrics (system/cpu_utilization_percentage, system/system_memory_usage_megabytes, GPU ones
-    where there are GPUs) of rank 0's machine every 5 s while the trial runs; off with tracking.system_metrics."""
+    where there are GPUs) of rank 0's machine every 10 s while the trial runs; off with tracking.system_metrics."""
     if rank != 0 or not plan.run_id or not cfg.tracking.system_metrics:
         yield
         return
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
     try:
-        monitor = SystemMetricsMonitor(plan.run_id, sampling_interval=5, resume_logging=True,
+        monitor = SystemMetricsMonitor(plan.run_id, sampling_interval=10, resume_logging=True,
                                        tracking_uri=plan.tracking_uri)
         monitor.start()
     except Exception as e:  # noqa: BLE001 - an outage or a missing sensor costs the charts, never the trial
