@@ -56,13 +56,38 @@ class OptimConfig:
 @dataclass
 class DataConfig:
     examples_per_stage: int = 0       # 0 = all training rows of a stage
-    replay_ratio: float = 0.0         # fraction of each stage's examples drawn from earlier stages
     # your own rows: stage name -> {train: FILE, eval: FILE} (.jsonl or .parquet, see raycf/data/README.md;
     # eval optional for a shipped stage). Replaces a shipped stage's rows or adds a stage of that name.
     sources: dict = field(default_factory=dict)
     # the study's own datasets from the Hugging Face hub (each task YAML's `hub:`), for stages without a file
     # in `sources` and for the probes; needs the network. false: raycf's offline sets
     hub: bool = False
+
+
+@dataclass
+class ReplayConfig:
+    ratio: float = 0.2                # fraction of each stage's examples drawn from earlier stages
+    balanced: bool = False            # as many rows of each earlier stage (else uniform over their rows)
+
+
+@dataclass
+class GeneralMixConfig:
+    ratio: float = 0.2                # fraction of each stage's examples drawn from the general instruction set
+
+
+@dataclass
+class AverageConfig:
+    alpha: float = 0.5                # after a stage: alpha x the weights before it + (1 - alpha) x after it
+
+
+@dataclass
+class ContinualConfig:
+    """The method against forgetting (raycf.continual); each method's strengths in its own section, which a
+    search may explore (e.g. continual.replay.ratio); a section of a method not run is not read."""
+    method: str = "naive"             # naive | replay | general_mix | average
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    general_mix: GeneralMixConfig = field(default_factory=GeneralMixConfig)
+    average: AverageConfig = field(default_factory=AverageConfig)
 
 
 @dataclass
@@ -128,6 +153,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stages: list = field(default_factory=lambda: ["simplification", "empathetic_dialogue", "question_generation"])
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -184,7 +210,7 @@ def build_section(cls, data, prefix: str, problems: list[str]):
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            problems.append(f"{prefix}{key}: unknown key{did_you_mean(str(key), fields)}")
+            problems.append(unknown_key(prefix, str(key), fields))
             continue
         f = fields[key]
         if dataclasses.is_dataclass(f.default_factory) if f.default_factory is not dataclasses.MISSING else False:
@@ -206,6 +232,25 @@ def absolute_paths(cfg: ExperimentConfig) -> None:
         cfg.model.name = str(Path(cfg.model.name).expanduser().absolute())
     if cfg.warm_start.path and Path(cfg.warm_start.path).expanduser().is_dir():
         cfg.warm_start.path = str(Path(cfg.warm_start.path).expanduser().absolute())
+
+
+# keys that moved, and where to
+MOVED = {"data.replay_ratio": "continual.replay.ratio, with continual.method: replay"}
+
+
+def unknown_key(prefix: str, key: str, fields) -> str:
+    """The line for a key the section does not have: where it moved, whose method's key it is, or the nearest."""
+    full = f"{prefix}{key}"
+    if full in MOVED:
+        return f"{full}: moved to {MOVED[full]}"
+    if prefix.startswith("continual.") and prefix.count(".") == 2:  # in one method's section
+        owners = [f.name for f in dataclasses.fields(ContinualConfig)
+                  if dataclasses.is_dataclass(f.default_factory) and key in
+                  {g.name for g in dataclasses.fields(f.default_factory)}]
+        if owners:
+            return (f"{full}: {key} is a key of continual.{owners[0]}, not of {prefix.rstrip('.')}; set "
+                    f"continual.{owners[0]}.{key} (with continual.method: {owners[0]})")
+    return f"{full}: unknown key{did_you_mean(key, fields)}"
 
 
 def from_dict(data: dict, source: str | None = None) -> ExperimentConfig:

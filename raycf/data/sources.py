@@ -33,14 +33,31 @@ def probe_task_names(cfg: ExperimentConfig) -> list[str]:
 
 
 def stage_train_rows(cfg: ExperimentConfig, k: int) -> list[dict]:
-    """The rows stage k trains on: a seeded sample of its task's rows (data.examples_per_stage), plus replayed
-    rows of earlier stages (data.replay_ratio of the result)."""
+    """The rows stage k trains on: a seeded sample of its task's rows (data.examples_per_stage), plus, by
+    continual.method, rows of earlier stages (replay) or of the general instruction set (general_mix), as the
+    method's `ratio` of the result."""
     rows = stage_rows(cfg, cfg.stages[k - 1])
     n = cfg.data.examples_per_stage or len(rows)
     rng = random.Random(cfg.seed * 1000 + k)
     rows = rng.sample(rows, min(n, len(rows)))
-    if cfg.data.replay_ratio > 0 and k > 1:
-        n_replay = int(round(len(rows) * cfg.data.replay_ratio / (1 - cfg.data.replay_ratio)))
-        pool = [r for s in cfg.stages[:k - 1] for r in stage_rows(cfg, s)]
-        rows = rows + rng.sample(pool, min(n_replay, len(pool)))
+    c = cfg.continual
+    if c.method == "replay" and k > 1:
+        want = extra(len(rows), c.replay.ratio)
+        if c.replay.balanced:  # each earlier stage an equal share (the earliest get the remainder)
+            earlier = cfg.stages[:k - 1]
+            for i, s in enumerate(earlier):
+                share = want // len(earlier) + (i < want % len(earlier))
+                pool = stage_rows(cfg, s)
+                rows = rows + rng.sample(pool, min(share, len(pool)))
+        else:
+            pool = [r for s in cfg.stages[:k - 1] for r in stage_rows(cfg, s)]
+            rows = rows + rng.sample(pool, min(want, len(pool)))
+    elif c.method == "general_mix":
+        pool = stage_rows(cfg, GENERAL)
+        rows = rows + rng.sample(pool, min(extra(len(rows), c.general_mix.ratio), len(pool)))
     return rows
+
+
+def extra(n: int, ratio: float) -> int:
+    """How many rows to add to n so that they are `ratio` of the result."""
+    return int(round(n * ratio / (1 - ratio)))

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from raycf import cache, storage
+from raycf.continual import strengths
 from raycf.config.schema import ExperimentConfig
 from raycf.data.registry import GENERAL
 from raycf.data.sources import probe_task, probe_task_names, stage_rows
@@ -87,7 +88,10 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
         start = warm_key
     elif cfg.warm_start.kind == "checkpoint":
         start = fingerprint(Path(cfg.warm_start.path))
-    recipe = [asdict(cfg.finetune), asdict(cfg.optim), asdict(cfg.data), cfg.seed, *precision]
+    method = [cfg.continual.method, strengths(cfg)] if cfg.continual.method != "naive" else []
+    if cfg.continual.method == "general_mix":  # its rows are part of every stage's
+        method.append(data_key(cfg, GENERAL))
+    recipe = [asdict(cfg.finetune), asdict(cfg.optim), asdict(cfg.data), cfg.seed, *precision, *method]
     stage_keys = [cache.key("stage", start, recipe, [data_key(cfg, s) for s in cfg.stages[:k]])
                   for k in range(1, len(cfg.stages) + 1)]
     probe_tasks = probe_task_names(cfg)

@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from raycf import cache
+from raycf import cache, continual
 from raycf.config.schema import ExperimentConfig
 from raycf.data.sources import probe_task, stage_train_rows
 from raycf.probe.run import run_probes
@@ -89,11 +89,13 @@ class StageRunner:
         cfg, o = self.cfg, self.cfg.optim
         examples = stage_examples(cfg, k, self.tok, self.plan.kind)
         steps = num_steps(len(examples), o.batch_size, o.epochs, o.steps_per_stage)
+        before = continual.before_stage(cfg, self.model)
         stats = train_stage(self.model, examples, kind=self.plan.kind, pad_id=self.tok.pad_token_id,
                             batch_size=o.batch_size, steps=steps, grad_accum=o.grad_accum, lr=o.lr,
                             weight_decay=o.weight_decay, schedule=o.schedule, warmup=o.warmup_steps,
                             max_grad_norm=o.max_grad_norm, seed=cfg.seed * 1000 + k, device=self.device,
                             autocast_dtype=self.autocast, on_step=on_step(k, self.rank, self.stop))
+        continual.after_stage(cfg, self.model, before)  # the checkpoint then holds what the method left
         self.work["work/stage_trainings"] += 1
         return {"stage": k, "task": cfg.stages[k - 1], "train/loss": stats.loss, "train/steps": stats.steps,
                 "train/target_tokens": stats.tokens, "train/tokens_per_s": stats.seen_tokens / stats.seconds,
