@@ -64,7 +64,7 @@ def test_system_metrics_are_logged_while_the_trial_runs_and_can_be_turned_off(tm
         plan = TrialPlan(model_dir="", kind="causal", storage=str(tmp_path), start_key="", run_id=run_id,
                          tracking_uri=uri)
         with record.system_metrics(c.with_overrides({"tracking.system_metrics": on}), plan, rank=0):
-            time.sleep(2.5)
+            time.sleep(1.6)
         logged = tracking.client(uri).get_run(run_id).data.metrics
         assert ("system/cpu_utilization_percentage" in logged) is on, sorted(logged)
         assert all(k.startswith("system/") for k in logged)

@@ -99,8 +99,8 @@ def reopen_run(uri: str, run_id: str) -> tuple[int, dict]:
 
 def log_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, metrics: dict, rows: list[dict],
               base_row: dict | None = None) -> None:
-    """Rank 0: stage k's metrics at step k (`stage` is the step: not a metric), the run's description and tables
-    so far; after the last stage also the accuracy matrix and its figures."""
+    """Rank 0: stage k's metrics at step k (`stage` is the step: not a metric) and the run's description; after
+    the last stage also its tables, the accuracy matrix and its figures."""
     if not plan.run_id:
         return
     spool = plan.spool_dir()
@@ -108,13 +108,13 @@ def log_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, metrics: dict, row
                          step=k, spool=spool)
     tags = {"mlflow.note.content": describe(cfg, k, metrics), "raycf.stages_done": str(k)}
     tracking.send(plan.tracking_uri, plan.run_id, {"op": "tags", "tags": tags}, spool)
-    with tempfile.TemporaryDirectory() as d:
-        for name, table in (("probe_scores.csv", probe_table(cfg, plan, rows)),
-                            ("forgetting_by_probe.csv", forgetting_table(cfg, plan, rows, base_row))):
-            if table:
-                write_csv(Path(d) / name, table)
-                tracking.log_artifact(plan.tracking_uri, plan.run_id, Path(d) / name, spool=spool)
     if k == len(cfg.stages):
+        with tempfile.TemporaryDirectory() as d:
+            for name, table in (("probe_scores.csv", probe_table(cfg, plan, rows)),
+                                ("forgetting_by_probe.csv", forgetting_table(cfg, plan, rows, base_row))):
+                if table:
+                    write_csv(Path(d) / name, table)
+                    tracking.log_artifact(plan.tracking_uri, plan.run_id, Path(d) / name, spool=spool)
         log_final_artifacts(cfg, plan, rows)
 
 
