@@ -125,7 +125,14 @@ def main(argv=None) -> int:
     if why := chromium_missing():
         print(f"error: {why}", file=sys.stderr)
         return 2
+    from raycf.errors import ReportError
+    from raycf.report.page import check_store
     uri = tracking.resolve_uri(args.tracking_uri)
+    try:
+        check_store(uri)  # only reads: a sqlite file that is not there is an error, not a new store
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     c = tracking.client(uri)
     exp = c.get_experiment_by_name(args.experiment)
     if exp is None:

@@ -92,8 +92,10 @@ def validate(cfg, problems: list[str]) -> None:
     build_section)."""
     for key, options in CHOICES.items():
         value = get_dotted(cfg, key)
-        if value not in options:
-            problems.append(f"{key}: {value!r} is not one of {', '.join(options)}{did_you_mean(str(value), options)}")
+        if isinstance(value, str) and value not in options:  # another type: build_section said so
+            hint = did_you_mean(value, options)
+            problems.append(f"{key}: {value!r} is not one of {', '.join(options)}"
+                            f"{hint if hint.startswith('; did you mean') else ''}")
     for key, (low, high, what) in RANGES.items():
         value = get_dotted(cfg, key)
         if key == "finetune.lora_rank" and cfg.finetune.method != "lora":

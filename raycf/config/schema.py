@@ -248,8 +248,9 @@ def unknown_key(prefix: str, key: str, fields) -> str:
                   if dataclasses.is_dataclass(f.default_factory) and key in
                   {g.name for g in dataclasses.fields(f.default_factory)}]
         if owners:
-            return (f"{full}: {key} is a key of continual.{owners[0]}, not of {prefix.rstrip('.')}; set "
-                    f"continual.{owners[0]}.{key} (with continual.method: {owners[0]})")
+            return (f"{full}: {key} is a key of {' and '.join(f'continual.{o}' for o in owners)}, not of "
+                    f"{prefix.rstrip('.')}; set " + " or ".join(f"continual.{o}.{key} (with continual.method: {o})"
+                                                              for o in owners))
     return f"{full}: unknown key{did_you_mean(key, fields)}"
 
 
