@@ -153,8 +153,8 @@ class AccuracyMatrix:
                         f"{value:.2f}\n{change[i, j]:+.2f}"
                     ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
                             color="w" if abs(shade[i, j]) > 0.6 else "k")
-            metric = (lambda j: f", {self.metric(j)}") if self.metrics else (lambda j: "")
-            ax.set_xticks(range(len(cols)), [f"{self.tasks[j]}\n({self.categories[j]}{metric(j)})" for j in cols],
+            ax.set_xticks(range(len(cols)), [f"{self.tasks[j]}\n({self.categories[j]}"
+                                             f"{f', {self.metric(j)}' if self.metrics else ''})" for j in cols],
                           rotation=45, ha="right", fontsize=7)
             ax.set_yticks(range(n_rows), ["before", *self.stages], fontsize=8)
             ax.set_title("learned tasks" if self.categories[cols[0]] == LEARNED else "general abilities",

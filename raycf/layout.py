@@ -58,14 +58,10 @@ def warm_start_change(category: str, pct: bool = False) -> str:
 def forgetting_metrics(r: Report) -> dict[str, float]:
     """The study's figures, measured from the start of continual tuning: headline/, score_*/ and the learned
     tasks' task_*/ sections."""
-    m = {MEAN_FG: r.mean_fg}
+    m = headline(r, "headline")
     for c in r.categories.values():
         m |= {f"score_initial/{c.category}": c.initial, f"score_final/{c.category}": c.final,
               f"score_drop/{c.category}": c.drop}
-        if c.category == BIAS:
-            m[STEREOTYPE_CHANGE] = c.change
-        elif c.category != LEARNED:
-            m[category_fg(c.category)] = c.fg
     for t in r.learned:
         m |= {f"task_{name}/{t.task}": getattr(t, name.lower()) for name in TASK_MEASURES}
     if s := r.learned_summary:
@@ -76,15 +72,21 @@ def forgetting_metrics(r: Report) -> dict[str, float]:
 
 def from_base_metrics(r: Report) -> dict[str, float]:
     """The headline figures again, measured from the base model (raycf.baseline)."""
-    m = {FROM_BASE_MEAN_FG: r.mean_fg}
-    for c in r.categories.values():
-        if c.category == BIAS:
-            m[f"{FROM_BASE}/stereotype_change"] = c.change
-        elif c.category != LEARNED:
-            m[category_fg(c.category, FROM_BASE)] = c.fg
+    m = headline(r, FROM_BASE)
     if s := r.learned_summary:
         m |= {f"{FROM_BASE}/tasks_gain": s.gain, f"{FROM_BASE}/tasks_FWT": s.fwt}
     return finite(m)
+
+
+def headline(r: Report, section: str) -> dict[str, float]:
+    """`<section>/mean_FG`, each general category's `_FG` and the bias category's `stereotype_change`."""
+    m = {f"{section}/mean_FG": r.mean_fg}
+    for c in r.categories.values():
+        if c.category == BIAS:
+            m[f"{section}/stereotype_change"] = c.change
+        elif c.category != LEARNED:
+            m[category_fg(c.category, section)] = c.fg
+    return m
 
 
 def forgetting_rows(r: Report, reference: str) -> list[dict]:

@@ -68,8 +68,8 @@ def _is_sqlite(path: Path) -> bool:
 
 
 def experiment_id(c, name: str) -> str:
-    """The experiment's id, created if new: marked as model training (MLflow's UI then opens on its runs, not on
-    the GenAI traces) and described."""
+    """The experiment's id, created if new: described, and tagged as model development (`mlflow.experimentKind`;
+    MLflow 3.17's UI still opens an experiment on its GenAI overview: the sweep prints the runs table's URL)."""
     exp = c.get_experiment_by_name(name)
     if exp:
         return exp.experiment_id

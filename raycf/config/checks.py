@@ -173,7 +173,7 @@ def naming_problems(cfg) -> list[str]:
         if line:
             problems.append(line)
     name = cfg.sweep.register_best
-    if isinstance(name, str) and name and (not name.strip() or any(c in name for c in "/:") or name != name.strip()):
+    if isinstance(name, str) and name and (name != name.strip() or any(c in name for c in "/:")):
         problems.append(f"sweep.register_best: {name!r} is no MLflow model name (no '/', ':' or surrounding "
                         f"spaces), e.g. sweep.register_best=raycf-best")
     return problems

@@ -109,17 +109,12 @@ def log_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, metrics: dict, row
     tags = {"mlflow.note.content": describe(cfg, k, metrics), "raycf.stages_done": str(k)}
     tracking.send(plan.tracking_uri, plan.run_id, {"op": "tags", "tags": tags}, spool)
     if k == len(cfg.stages):
-        with tempfile.TemporaryDirectory() as d:
-            for name, table in (("probe_scores.csv", probe_table(cfg, plan, rows)),
-                                ("forgetting_by_probe.csv", forgetting_table(cfg, plan, rows, base_row))):
-                if table:
-                    write_csv(Path(d) / name, table)
-                    tracking.log_artifact(plan.tracking_uri, plan.run_id, Path(d) / name, spool=spool)
-        log_final_artifacts(cfg, plan, rows)
+        log_final_artifacts(cfg, plan, rows, base_row)
 
 
-def log_final_artifacts(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]) -> None:
-    """The accuracy matrix (CSV, heatmap) and the category scores over stages: the report's figures."""
+def log_final_artifacts(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict], base_row: dict | None = None) -> None:
+    """The accuracy matrix (CSV, heatmap), the category scores over stages (the report's figures) and the tables
+    probe_scores.csv and forgetting_by_probe.csv."""
     if not plan.probe_tasks:
         return
     R = accuracy_matrix(cfg, plan, rows)
@@ -127,7 +122,12 @@ def log_final_artifacts(cfg: ExperimentConfig, plan: TrialPlan, rows: list[dict]
         R.to_csv(Path(d) / "accuracy_matrix.csv")
         R.heatmap_png(Path(d) / "accuracy_matrix.png")
         category_lines_png(R, Path(d) / "category_scores.png")
-        for name in ("accuracy_matrix.csv", "accuracy_matrix.png", "category_scores.png"):
+        write_csv(Path(d) / "probe_scores.csv", probe_table(cfg, plan, rows))
+        names = ["accuracy_matrix.csv", "accuracy_matrix.png", "category_scores.png", "probe_scores.csv"]
+        if table := forgetting_table(cfg, plan, rows, base_row):
+            write_csv(Path(d) / "forgetting_by_probe.csv", table)
+            names.append("forgetting_by_probe.csv")
+        for name in names:
             tracking.log_artifact(plan.tracking_uri, plan.run_id, Path(d) / name, spool=plan.spool_dir())
 
 
