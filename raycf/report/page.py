@@ -57,7 +57,8 @@ TABLE_NOTE = ("Scores are each category's mean over its probes (initial: where c
               "it gets no FG. Mean FG averages "
               f"{', '.join(MEAN_FG_CATEGORIES)}; 'from base' measures it from the base model, so trials with and "
               "without a warm start compare like with like; the warm start's cost is base -> start. Learned-task "
-              "gain, BWT, forgetting and FWT are in the tasks' own units (SARI, BLEU, ROUGE points). Green: the best in its column.")
+              "gain, BWT, forgetting and FWT are in the tasks' own units (SARI, BLEU, ROUGE points). Green: the best "
+              "in its column.")
 
 
 def findings_html(trials: list[Trial], searched: list[str]) -> list[str]:
