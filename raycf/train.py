@@ -126,27 +126,31 @@ def collate(examples: list[Example], pad_id: int, kind: str, decoder_start: int 
 
 
 def loss_sum(model, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
-    """Summed cross-entropy over target tokens. For causal models only the positions that predict a
-    target get logits (logits_to_keep), which skips the vocabulary projection over prompt tokens."""
+    """Summed cross-entropy over target tokens."""
+    logits, targets = target_logits(model, batch, kind)
+    return torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum")
+
+
+def target_logits(model, batch: dict[str, torch.Tensor], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 logits (positions x vocabulary) and the token each position predicts (IGNORE where none). For causal
+    models only the positions between the first and the last target get logits (logits_to_keep), which skips
+    the vocabulary projection over most prompt tokens."""
     labels = batch["labels"]
     if kind == "seq2seq":
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     decoder_input_ids=batch["decoder_input_ids"], use_cache=False)
-        return torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), labels.flatten(),
-                                                 ignore_index=IGNORE, reduction="sum")
+        return out.logits.float().flatten(0, 1), labels.flatten()
     if "position_ids" in batch:  # packed rows (pack_shared_prefix): labels[r, t] is what position t predicts
         keep = (labels != IGNORE).any(dim=0).nonzero().flatten()
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     position_ids=batch["position_ids"], logits_to_keep=keep, use_cache=False)
-        return torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), labels[:, keep].flatten(),
-                                                 ignore_index=IGNORE, reduction="sum")
+        return out.logits.float().flatten(0, 1), labels[:, keep].flatten()
     targets = labels[:, 1:]
     hit = (targets != IGNORE).any(dim=0).nonzero().flatten()
     keep = torch.arange(int(hit.min()), int(hit.max()) + 1)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep,
                 use_cache=False)
-    return torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), targets[:, keep].flatten(),
-                                             ignore_index=IGNORE, reduction="sum")
+    return out.logits.float().flatten(0, 1), targets[:, keep].flatten()
 
 
 # Causal LMs whose attention takes explicit position_ids (RoPE) and a custom 4D mask as given; others
@@ -277,9 +281,11 @@ class StageStats:
 
 def train_stage(model, examples: list[Example], *, kind: str, pad_id: int, batch_size: int, steps: int,
                 grad_accum: int, lr: float, weight_decay: float, schedule: str, warmup: int,
-                max_grad_norm: float, seed: int, device=None, autocast_dtype=None, on_step=None) -> StageStats:
+                max_grad_norm: float, seed: int, device=None, autocast_dtype=None, on_step=None,
+                method=None) -> StageStats:
     """Train `model` (already wrapped) for `steps` optimizer steps on `examples`; a fresh optimizer
-    and schedule per stage, as when each task of the study is fine-tuned from the previous checkpoint."""
+    and schedule per stage, as when each task of the study is fine-tuned from the previous checkpoint.
+    method: a continual method's terms (raycf.continual.Method), or None for the stage's loss alone."""
     import time
     device = device or torch.device("cpu")
     world = dist.get_world_size() if dist.is_initialized() else 1
@@ -296,7 +302,7 @@ def train_stage(model, examples: list[Example], *, kind: str, pad_id: int, batch
             loss, n_targets, n_seen = train_step(model, opt, sched, examples, batch, kind=kind, pad_id=pad_id,
                                                  grad_accum=grad_accum, max_grad_norm=max_grad_norm,
                                                  device=device, attn=attn, mask_dtype=mask_dtype,
-                                                 autocast_dtype=autocast_dtype)
+                                                 autocast_dtype=autocast_dtype, method=method)
             total, tokens, seen = total + loss, tokens + n_targets, seen + n_seen
     seen_t = torch.tensor(seen, dtype=torch.long)
     if world > 1:
@@ -306,9 +312,11 @@ def train_stage(model, examples: list[Example], *, kind: str, pad_id: int, batch
 
 
 def train_step(model, opt, sched, examples: list[Example], batch: list[int], *, kind: str, pad_id: int,
-               grad_accum: int, max_grad_norm: float, device, attn, mask_dtype, autocast_dtype):
+               grad_accum: int, max_grad_norm: float, device, attn, mask_dtype, autocast_dtype, method=None):
     """One optimizer step on the global batch `batch` (this rank's microbatches of it): the global-batch
-    token-mean loss, the batch's target tokens, and the tokens this rank trained on."""
+    token-mean loss, the batch's target tokens, and the tokens this rank trained on. A continual method adds
+    a per-token term to each microbatch's loss (LwF) and its penalty's gradient before clipping (EWC,
+    O-LoRA); the loss reported is the stage's own."""
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
     n_targets = sum(examples[i].targets for i in batch)
@@ -318,11 +326,19 @@ def train_step(model, opt, sched, examples: list[Example], batch: list[int], *, 
         packed = pack_shared_prefix(part, attn == "sdpa", mask_dtype) if attn else None
         tensors = {k: v.to(device) for k, v in (packed or collate(part, pad_id, kind)).items()}
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = loss_sum(model, tensors, kind)
+            if method is not None and method.distills:
+                teacher = method.teacher_logits(model, tensors, kind)  # first: it swaps weights in and out
+                logits, targets = target_logits(model, tensors, kind)
+                loss = torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum")
+                total = loss + method.distill_sum(logits, teacher, targets)
+            else:
+                loss = total = loss_sum(model, tensors, kind)
         # DDP/FSDP average gradients over ranks: scale by world so the result is the global token mean
-        (loss * world / n_targets).backward()
+        (total * world / n_targets).backward()
         step_loss += loss.detach()
         seen += sum(e.length for e in part)
+    if method is not None:
+        method.penalty_grads(model)
     if max_grad_norm > 0:
         clip_grad_norm(model, max_grad_norm)
     opt.step()

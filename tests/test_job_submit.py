@@ -286,7 +286,7 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
     beats = workdir / "beats"  # each Train worker's stage and step (raycf.trial.stages.on_step)
     beats.mkdir()
     runtime_env = json.dumps({"env_vars": {"RAYCF_JOB_HOME": str(home), "RAYCF_HEARTBEAT_DIR": str(beats)}})
-    stages = ["simplification", "headline", "explanation"]
+    stages = ["simplification", "headline"]
     sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
              "--set", "search={}", "--set", "sweep.seeds=1", "--set", "sweep.log_best_model=false",
              "--set", "tracking.system_metrics=false", "--set", "finetune.method=lora",
@@ -336,7 +336,7 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
     runs = c.search_runs([c.get_experiment_by_name("raycf-default").experiment_id])
     kids = [x for x in runs if "mlflow.parentRunId" in x.data.tags]
     assert len(kids) == 1 and kids[0].info.status == "FINISHED"
-    assert sorted(m.step for m in c.get_metric_history(kids[0].info.run_id, "train/loss")) == [1, 2, 3]
+    assert sorted(m.step for m in c.get_metric_history(kids[0].info.run_id, "train/loss")) == [1, 2]
     # stage 1 trained once, before the stop: the resumed job took it from the first job's stage cache
-    assert c.get_metric_history(kids[0].info.run_id, "work/stage_trainings")[-1].value == 3
+    assert c.get_metric_history(kids[0].info.run_id, "work/stage_trainings")[-1].value == 2
     kept_after_ray_stop += [db, *(home / "raycf_runs" / "cache" / "stages").iterdir()]

@@ -14,7 +14,7 @@ CHOICES = {
     "finetune.method": ("lora", "full"),
     "optim.schedule": ("constant", "linear", "cosine"),
     "warm_start.kind": ("none", "general", "checkpoint"),
-    "continual.method": ("naive", "replay", "general_mix", "average"),
+    "continual.method": ("naive", "replay", "general_mix", "ewc", "lwf", "o_lora", "merge", "average"),
     "resources.strategy": ("fsdp", "ddp"),
     "resources.mixed_precision": ("auto", "bf16", "fp32"),
     "probes.precision": ("fp32", "bf16"),
@@ -25,6 +25,7 @@ CHOICES = {
 
 
 MAX_INT = 2 ** 32 - 1
+LORA_METHODS = ("o_lora", "merge")  # continual methods that only exist for LoRA adapters
 
 
 # key -> (low, high, what): the value must satisfy low <= value <= high; "low" or "high" given as (x,) is strict
@@ -48,6 +49,13 @@ RANGES = {
     "continual.replay.ratio": ((0.0,), (1.0,), "a fraction of each stage's examples"),
     "continual.general_mix.ratio": ((0.0,), (1.0,), "a fraction of each stage's examples"),
     "continual.average.alpha": (0.0, (1.0,), "the weight of the weights before the stage"),
+    "continual.ewc.penalty": (0.0, 1e12, "EWC's lambda"),
+    "continual.ewc.fisher_examples": (1, 10 ** 6, "examples the Fisher is estimated on"),
+    "continual.ewc.decay": (0.0, 1.0, "the weight of the earlier stages' Fisher"),
+    "continual.lwf.alpha": (0.0, 1e6, "the distillation weight"),
+    "continual.lwf.temperature": ((0.0,), 1000.0, "a softmax temperature"),
+    "continual.o_lora.orth": (0.0, 1e6, "the orthogonality weight"),
+    "continual.o_lora.l2": (0.0, 1e6, "the L2 weight"),
     "warm_start.lr": ((0.0,), 1.0, "a learning rate"),
     "warm_start.steps": (1, 10 ** 7, "a step count"),
     "warm_start.batch_size": (1, 65536, "examples per optimizer step"),
@@ -138,6 +146,10 @@ def validate(cfg, problems: list[str]) -> None:
             not all(isinstance(x, str) and x for x in cfg.probes.suites):
         problems.append(f"probes.suites: expected a non-empty list of categories, task names or task YAMLs, got "
                         f"{cfg.probes.suites!r}; e.g. [knowledge, reasoning, tasks]")
+    method = cfg.continual.method
+    if method in LORA_METHODS and cfg.finetune.method != "lora":
+        problems.append(f"continual.method: {method} works on LoRA adapters, but finetune.method is "
+                        f"{cfg.finetune.method!r}; set finetune.method=lora or another continual.method")
     sc = cfg.sweep
     if sc.scheduler == "asha" and isinstance(sc.grace_period, int) and isinstance(cfg.stages, list) \
             and cfg.stages and sc.grace_period > len(cfg.stages):

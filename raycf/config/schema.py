@@ -81,12 +81,34 @@ class AverageConfig:
 
 
 @dataclass
+class EwcConfig:
+    penalty: float = 1000.0           # lambda: the loss gains lambda/2 x sum F (theta - theta*)^2
+    fisher_examples: int = 32         # the stage's first examples the diagonal Fisher is estimated on
+    decay: float = 1.0                # online EWC: F <- decay x F + the new stage's Fisher (1 = plain sum)
+
+
+@dataclass
+class LwfConfig:
+    alpha: float = 1.0                # weight of the distillation term against the stage's own loss
+    temperature: float = 2.0          # T of both softmaxes; the KL is multiplied by T^2
+
+
+@dataclass
+class OLoraConfig:
+    orth: float = 0.5                 # lambda_1: sum over earlier stages of |A_i A_t^T| summed entrywise
+    l2: float = 0.0                   # lambda_2: squared L2 norm of the new adapter's A and B
+
+
+@dataclass
 class ContinualConfig:
     """The method against forgetting (raycf.continual); each method's strengths in its own section, which a
     search may explore (e.g. continual.replay.ratio); a section of a method not run is not read."""
-    method: str = "naive"             # naive | replay | general_mix | average
+    method: str = "naive"             # naive | replay | general_mix | ewc | lwf | o_lora | merge | average
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     general_mix: GeneralMixConfig = field(default_factory=GeneralMixConfig)
+    ewc: EwcConfig = field(default_factory=EwcConfig)
+    lwf: LwfConfig = field(default_factory=LwfConfig)
+    o_lora: OLoraConfig = field(default_factory=OLoraConfig)
     average: AverageConfig = field(default_factory=AverageConfig)
 
 

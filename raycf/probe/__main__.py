@@ -12,6 +12,7 @@ from pathlib import Path
 
 IMPORTED = time.perf_counter()
 
+from raycf.continual import load_state, restore_weights
 from raycf.data import load_task, suite
 from raycf.errors import ConfigError, DataError, ModelError, cli, parser
 from raycf.models.folder import folder_problems
@@ -20,13 +21,15 @@ from raycf.models.resolve import resolve_model_dir
 
 def load(model_dir: Path, adapter: str | None, model_arg: str, trust_remote_code: bool = False,
          allow_pickle: bool = False):
-    """Model + tokenizer from a folder; with `adapter`, the PEFT adapter on top, not merged."""
+    """Model + tokenizer from a folder; with `adapter`, the PEFT adapter on top, not merged (a stage checkpoint's
+    earlier adapters, merged by continual.method merge or o_lora, merged into the base as the trial had them)."""
     from raycf.models.load import load_model
     model, tok = load_model(model_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     if adapter:
         from peft import PeftModel
         try:
             model = PeftModel.from_pretrained(model, adapter)
+            restore_weights(model, load_state(Path(adapter)))
         except (RuntimeError, ValueError, OSError, KeyError) as e:  # e.g. shapes of another base model
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise ModelError(f"--adapter {adapter}: does not load onto --model {model_arg} ({first}); give the "

@@ -15,7 +15,7 @@ from pathlib import Path
 from raycf import cache, storage, tracking
 from raycf.config.schema import ExperimentConfig
 from raycf.models.resolve import resolve_model_dir
-from raycf.trial.checkpoint import load_base
+from raycf.trial.checkpoint import load_base, with_adapter
 from raycf.trial.plan import make_plan
 
 
@@ -89,8 +89,7 @@ def weights(tc: ExperimentConfig, plan, model_dir: Path, last: Path):
         return load_model(last, dtype=tc.model.dtype)
     start = cache.lookup(plan.warm_entry()) if plan.warm_key else model_dir
     base, tok = load_base(tc, start)
-    from peft import PeftModel
-    return PeftModel.from_pretrained(base, str(last)).merge_and_unload(), tok
+    return with_adapter(base, last).merge_and_unload(), tok
 
 
 def version(package: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from raycf import cache
+from raycf import cache, continual
 from raycf.config.schema import ExperimentConfig
 from raycf.models.load import add_lora, load_model
 from raycf.trial.collective import barrier
@@ -81,8 +81,19 @@ def build_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, done: in
         if done > 0:
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
-            set_peft_model_state_dict(model, load_file(fetched(plan.stage_entry(done)) / "adapter_model.safetensors"))
+            folder = fetched(plan.stage_entry(done))
+            set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+            continual.restore_weights(model, continual.load_state(folder))
     return model.to(device), tok
+
+
+def with_adapter(model, folder: Path):
+    """`model` with a stage checkpoint's LoRA adapter, and the adapters its method merged into the base weights
+    before it (continual.method merge, o_lora)."""
+    from peft import PeftModel
+    model = PeftModel.from_pretrained(model, str(folder))
+    continual.restore_weights(model, continual.load_state(folder))
+    return model
 
 
 def plain_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, model, state: dict | None, copy: dict,
@@ -101,12 +112,13 @@ def plain_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, model, s
 
 
 def save_checkpoint(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, result: dict, examples, rank: int,
-                    device, plain=None) -> dict:
+                    device, plain=None, method_state: dict | None = None) -> dict:
     """Collective: gather the full state, rank 0 writes adapter (LoRA) or full weights, checks that the
     saved checkpoint is non-empty and reloads to the live weights' loss, and publishes it. Both losses are
     fp32 forwards, whatever the training precision (in bf16 two orders of the same sums differ by up to 1%
     on a few examples, more than any tolerance that still catches a bad checkpoint). plain(sd): the live
-    weights as a plain fp32 model, for FSDP2 in bf16, whose own forward runs in its bf16 policy."""
+    weights as a plain fp32 model, for FSDP2 in bf16, whose own forward runs in its bf16 policy. method_state:
+    what the continual method carries to the next stage (continual.Method.state), saved beside the weights."""
     from raycf.train import eval_loss
     probe_batch = examples[:4]
     sd = full_state_dict(model)
@@ -114,6 +126,9 @@ def save_checkpoint(cfg: ExperimentConfig, plan: TrialPlan, k: int, model, tok, 
     if rank == 0:
         inner = unwrap(model)
         with cache.writing(plan.stage_entry(k)) as tmp:
+            if method_state:
+                from safetensors.torch import save_file
+                save_file(method_state, tmp / continual.STATE_FILE)
             if cfg.finetune.method == "lora":
                 from peft import get_peft_model_state_dict
                 adapter = get_peft_model_state_dict(inner, state_dict=sd)
@@ -139,8 +154,6 @@ def reload_loss(cfg: ExperimentConfig, plan: TrialPlan, folder: Path, examples, 
     if cfg.finetune.method == "full":
         model, _ = load_model(folder, dtype=cfg.model.dtype)
     else:
-        from peft import PeftModel
         base_dir = plan.warm_dir() if plan.warm_key else Path(cfg.warm_start.path or plan.model_dir)
-        model, _ = load_base(cfg, base_dir)
-        model = PeftModel.from_pretrained(model, folder)
+        model = with_adapter(load_base(cfg, base_dir)[0], folder)
     return eval_loss(model, examples, plan.kind, pad_id)

@@ -63,6 +63,9 @@ class StageRunner:
         self.done = agree(cached_prefix(self.plan))
         model, self.tok = build_model(cfg, self.plan, self.base_dir, self.done, self.device)
         self.model = wrap(model, cfg.resources.strategy, self.device, self.bf16)
+        self.method = continual.Method(cfg)
+        if self.done > 0:
+            self.method.resume(self.model, continual.load_state(fetched(self.plan.stage_entry(self.done))))
         mark("model_ready")
 
     def run(self, prepare_only: bool = False) -> None:
@@ -89,13 +92,17 @@ class StageRunner:
         cfg, o = self.cfg, self.cfg.optim
         examples = stage_examples(cfg, k, self.tok, self.plan.kind)
         steps = num_steps(len(examples), o.batch_size, o.epochs, o.steps_per_stage)
-        before = continual.before_stage(cfg, self.model)
+        self.method.before_stage(self.model)
         stats = train_stage(self.model, examples, kind=self.plan.kind, pad_id=self.tok.pad_token_id,
                             batch_size=o.batch_size, steps=steps, grad_accum=o.grad_accum, lr=o.lr,
                             weight_decay=o.weight_decay, schedule=o.schedule, warmup=o.warmup_steps,
                             max_grad_norm=o.max_grad_norm, seed=cfg.seed * 1000 + k, device=self.device,
-                            autocast_dtype=self.autocast, on_step=on_step(k, self.rank, self.stop))
-        continual.after_stage(cfg, self.model, before)  # the checkpoint then holds what the method left
+                            autocast_dtype=self.autocast, on_step=on_step(k, self.rank, self.stop),
+                            method=self.method)
+        # the checkpoint then holds what the method left
+        self.method.after_stage(self.model, k, examples, lambda: plain_model(
+            cfg, self.plan, self.base_dir, self.model, None, self.probe_copy, self.device),
+            self.plan.kind, self.tok.pad_token_id, self.device)
         self.work["work/stage_trainings"] += 1
         return {"stage": k, "task": cfg.stages[k - 1], "train/loss": stats.loss, "train/steps": stats.steps,
                 "train/target_tokens": stats.tokens, "train/tokens_per_s": stats.seen_tokens / stats.seconds,
@@ -106,7 +113,7 @@ class StageRunner:
         def plain(sd):  # FSDP2 in bf16: its forward runs in the bf16 policy, the check reads the weights in fp32
             return plain_model(self.cfg, self.plan, self.base_dir, self.model, sd, self.probe_copy, self.device)
         return save_checkpoint(self.cfg, self.plan, k, self.model, self.tok, stats, examples, self.rank, self.device,
-                               plain if self.bf16 and is_fsdp(self.model) else None)
+                               plain if self.bf16 and is_fsdp(self.model) else None, self.method.state())
 
     def probe(self, k: int, state: dict | None) -> tuple[dict, int]:
         """Probe scores after stage k (k=0: before training), from the cache or measured now (all ranks);
