@@ -141,9 +141,27 @@ def resolve(cfg: ExperimentConfig) -> dict:
             problems.append(f"sweep.seeds: {cfg.sweep.seeds} seeds from seed {cfg.seed} end at {last}, above "
                             f"{MAX_INT}; lower seed or sweep.seeds")
         out["seed"] = ("grid", [cfg.seed + i for i in range(cfg.sweep.seeds)])
+    if cfg.sweep.search_alg == "optuna":
+        problems += optuna_problems(out)
     if problems:
         raise ConfigError(problems)
     return out
+
+
+def optuna_problems(resolved: dict) -> list[str]:
+    """Optuna samples every dimension: none may be a grid (sweep.seeds runs its seeds as one); and it must be
+    installed."""
+    problems = []
+    grids = [k for k, (name, _) in resolved.items() if name == "grid"]
+    if grids:
+        why = " (sweep.seeds > 1 makes seed one)" if "seed" in grids else ""
+        problems.append(f"search.{grids[0]}: a grid, but sweep.search_alg optuna samples every dimension{why}; "
+                        f"use choice for a list of values, sweep.seeds=1, or sweep.search_alg=basic")
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        problems.append("sweep.search_alg: optuna is not installed; pip install 'raycf[optuna]' (optuna>=4)")
+    return problems
 
 
 def sampled_bounds(cfg: ExperimentConfig, key: str, name: str, arg, problems: list[str]) -> list | None:

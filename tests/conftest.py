@@ -47,7 +47,9 @@ def warm_sweep(cache_dir, tmp_path_factory):
             "resources.workers": 1, "resources.cpus_per_worker": 1.5,
             "tracking.uri": uri, "tracking.experiment": "warm-sweep", "storage_path": str(d / "runs"),
             "search": {"warm_start.kind": {"grid": ["none", "general"]}}, "sweep.seeds": 2,
-            "sweep.register_best": "warm-best"}
+            "sweep.register_best": "warm-best",
+            # two objectives on a grid search: no sampler, but the summary and the report give their Pareto set
+            "sweep.objectives": {"headline/mean_FG": "min", "headline/tasks_gain": "max"}}
     with launch.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):  # 2 CPUs, as CI has
         space = Path(__file__).resolve().parents[1] / "search_spaces/default.yaml"
         assert sweep_driver.run(config.load(space, over), space_file=str(space)) == 0

@@ -66,10 +66,10 @@ CASES = [
     ("replay_ratio_moved", dry("moved_replay_ratio.yaml"),
      ["data.replay_ratio: moved to continual.replay.ratio, with continual.method: replay"]),
     ("method_typo", dry("base.yaml") + ["--set", "continual.method=replay_buffer"],
-     ["continual.method: 'replay_buffer' is not one of naive, replay, general_mix, average; did you mean 'replay'?"]),
+     ["continual.method: 'replay_buffer' is not one of naive, replay, general_mix, ewc, lwf, o_lora, merge, average; did you mean 'replay'?"]),
     ("key_of_another_method", dry("base.yaml") + ["--set", "continual.replay.alpha=0.3"],
-     ["continual.replay.alpha: alpha is a key of continual.average, not of continual.replay; set "
-      "continual.average.alpha (with continual.method: average)"]),
+     ["continual.replay.alpha: alpha is a key of continual.lwf and continual.average, not of continual.replay; set "
+      "continual.lwf.alpha (with continual.method: lwf) or continual.average.alpha (with continual.method: average)"]),
     ("lora_rank_above_hidden", dry("lora_rank_too_big.yaml"),
      ["finetune.lora_rank: 100 exceeds the model's hidden size 64; use a rank <= 64"]),
     ("batch_not_multiple", dry("batch_not_multiple.yaml"),
@@ -243,6 +243,23 @@ CLASS_CASES = [
      ["sweep.metric: 'forgetting/bias/FG' is not a metric the trials report; did you mean"]),
     ("metric_old_name", dry("base.yaml") + ["--set", "sweep.metric=objective"],
      ["sweep.metric: 'objective' is not a metric the trials report; did you mean 'headline/objective'?"]),
+    ("objective_unknown", dry("base.yaml") + ["--set", "sweep.objectives={headline/mean_FG: min, tasks_gain: max}"],
+     ["sweep.objectives.tasks_gain: 'tasks_gain' is not a metric the trials report; did you mean "
+      "'headline/tasks_gain'?"]),
+    ("objective_mode", dry("base.yaml") + ["--set", "sweep.objectives={headline/mean_FG: min, "
+                                                    "headline/tasks_gain: maximize}"],
+     ["sweep.objectives.headline/tasks_gain: 'maximize' is not min or max"]),
+    ("objective_alone", dry("base.yaml") + ["--set", "sweep.objectives={headline/mean_FG: min}"],
+     ["sweep.objectives: one objective (headline/mean_FG); give two or more, or set sweep.metric=headline/mean_FG "
+      "and sweep.mode=min for a single one"]),
+    ("optuna_with_a_grid", dry("base.yaml") + ["--set", "sweep.search_alg=optuna",
+                                                "--set", "search={optim.lr: {grid: [1.0e-3, 2.0e-3]}}"],
+     ["search.optim.lr: a grid, but sweep.search_alg optuna samples every dimension; use choice for a list of "
+      "values, sweep.seeds=1, or sweep.search_alg=basic"]),
+    ("objectives_with_asha", dry("base.yaml") + ["--set", "sweep.objectives={headline/mean_FG: min, "
+                                                          "headline/tasks_gain: max}", "--set", "sweep.scheduler=asha"],
+     ["sweep.objectives: ASHA stops trials on one metric (sweep.metric); with several objectives use "
+      "sweep.scheduler=fifo"]),
     ("register_best_slash", dry("base.yaml") + ["--set", "sweep.register_best=team/best"],
      ["sweep.register_best: 'team/best' is no MLflow model name (no '/', ':' or surrounding spaces)"]),
     ("system_metrics_not_bool", dry("base.yaml") + ["--set", "tracking.system_metrics=often"],

@@ -276,7 +276,7 @@ def test_every_method_on_fsdp2_and_ddp_gives_the_losses_of_one_process(tmp_path)
             assert ref[2] != pytest.approx(single["naive", lora][2], abs=1e-3), (m, lora)
 
 
-def _one_process_trial(tmp_path, method: str, lora: bool = True):
+def _one_process_trial(tmp_path, method: str, lora: bool = True, **over):
     """A trial's stages in this process, as its one Ray Train worker runs them; each stage's result.json."""
     import json
     from raycf.trial import plan as trial_plan
@@ -289,6 +289,7 @@ def _one_process_trial(tmp_path, method: str, lora: bool = True):
         "warm_start": {"kind": "none"}, "probes": {"suites": ["knowledge"], "limit": 2, "shots": 0},
         "resources": {"workers": 1, "cpus_per_worker": 1},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, "storage_path": str(tmp_path / "runs")})
+    c = c.with_overrides(over) if over else c
     plan = trial_plan.make_plan(c, preflight.check(c))
     stages.run_stages(c, plan, 0, 1, lambda k, metrics, checkpoint: None)
     return plan, [json.loads((plan.stage_dir(k) / "result.json").read_text()) for k in (1, 2)]

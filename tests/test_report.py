@@ -258,6 +258,12 @@ def test_report_tables_equal_the_metrics_in_mlflow(sweep_report):
         x, y = pts[row["run_name"]]
         beaten = any(x2 <= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in pts.values())
         assert (row["pareto"] == "yes") == (not beaten)
+    # the sweep's own objectives (sweep.objectives: mean FG min, learned-task gain max): the same definition
+    own = {r["run_name"]: (float(r["headline/mean_FG"]), float(r["headline/tasks_gain"])) for r in rows}
+    front = {n for n, (x, y) in own.items()
+             if not any(x2 <= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in own.values())}
+    assert {r["run_name"] for r in rows if r["objectives_pareto"] == "yes"} == front
+    assert set(json.loads(parent.data.tags["raycf.pareto"])) == {kids[n].info.run_id for n in front}
     md = (page.parent / "table.md").read_text()
     assert all(row["run_name"] in md for row in rows)
 

@@ -202,6 +202,31 @@ def test_asha_stops_a_worse_trial_after_stage_1_and_its_run_ends_killed(shared_p
     assert best[0].info.status == "FINISHED" and best[0].data.tags["raycf.stages_done"] == "3"
 
 
+def test_optuna_searches_two_objectives_and_the_summary_prints_their_pareto_set(shared_pool, tmp_path, capsys):
+    """sweep.objectives with search_alg optuna: Optuna's multi-objective sampler proposes the trials (seeded: the
+    same learning rates again on a rerun), and the Pareto set the parent run records is the brute-force set of the
+    finished trials' final metrics."""
+    import json
+
+    from tests.test_pareto import brute_force
+    objectives = {"headline/mean_FG": "min", "headline/tasks_average": "max"}
+    over = small(tmp_path, name="pareto", search={"optim.lr": {"loguniform": [1e-4, 1e-2]}},
+                 sweep={"search_alg": "optuna", "num_samples": 3, "objectives": objectives, "seeds": 1,
+                        "log_best_model": False})
+    assert sweep_driver.run(load(over), workers=shared_pool) == 0
+    out = capsys.readouterr().out
+    c, (parent,), kids = children(over["tracking.uri"], "sweep-test")
+    done = [k for k in kids if k.info.status == "FINISHED"]
+    assert len(done) == 3 and len({k.data.params["optim.lr"] for k in done}) == 3
+    points = [tuple(k.data.metrics[m] for m in objectives) for k in done]
+    front = {done[i].info.run_id for i in brute_force(points, list(objectives.values()))}
+    assert set(json.loads(parent.data.tags["raycf.pareto"])) == front
+    assert parent.data.metrics["sweep/pareto_size"] == len(front)
+    assert json.loads(parent.data.params["sweep.objectives"]) == objectives
+    assert (f"Pareto set of headline/mean_FG (min) and headline/tasks_average (max): {len(front)} of 3 finished "
+            f"trials") in out
+
+
 def sweep_with_a_kill(beats, over: dict, workers, beat: str, when, victim) -> tuple:
     """Run the sweep of `over` on `workers` while a thread SIGKILLs the pid victim(heartbeat) the first time
     when(heartbeat) holds for the heartbeat file `beat`; checks that the kill happened and that the one trial

@@ -45,6 +45,7 @@ RANGES = {
     "optim.grad_accum": (1, 4096, "microbatches per step"),
     "optim.max_length": (8, 1 << 20, "tokens"),
     "optim.max_grad_norm": (0.0, 1e6, "a gradient norm (0 = no clipping)"),
+    "optim.stage_lr_decay": ((0.0,), 100.0, "each stage's lr over the one before"),
     "data.examples_per_stage": (0, 10 ** 8, "a row count (0 = all)"),
     "continual.replay.ratio": ((0.0,), (1.0,), "a fraction of each stage's examples"),
     "continual.general_mix.ratio": ((0.0,), (1.0,), "a fraction of each stage's examples"),
@@ -112,7 +113,8 @@ def validate(cfg, problems: list[str]) -> None:
             line = range_problem(key, value, low, high, what)
             if line:
                 problems.append(line)
-    if cfg.optim.steps_per_stage == 0 and cfg.optim.epochs == 0:
+    problems += stage_schedule_problems(cfg)
+    if cfg.optim.steps_per_stage == 0 and cfg.optim.epochs == 0 and not cfg.optim.stage_steps:
         problems.append("optim: set optim.steps_per_stage > 0 or optim.epochs > 0, else no stage trains")
     if cfg.resources.cpus_per_worker == 0 and cfg.resources.gpus_per_worker == 0:
         problems.append("resources.cpus_per_worker: a worker needs some CPU or GPU; set it > 0 (fractions work)")
@@ -151,10 +153,53 @@ def validate(cfg, problems: list[str]) -> None:
         problems.append(f"continual.method: {method} works on LoRA adapters, but finetune.method is "
                         f"{cfg.finetune.method!r}; set finetune.method=lora or another continual.method")
     sc = cfg.sweep
+    problems += objective_problems(sc)
     if sc.scheduler == "asha" and isinstance(sc.grace_period, int) and isinstance(cfg.stages, list) \
             and cfg.stages and sc.grace_period > len(cfg.stages):
         problems.append(f"sweep.grace_period: {sc.grace_period} stages, but a trial has {len(cfg.stages)}; ASHA could "
                         f"never stop a trial: use a grace period <= {len(cfg.stages)}")
+
+
+def stage_schedule_problems(cfg) -> list[str]:
+    """optim.stage_lrs and optim.stage_steps: one value per stage, each a valid lr or step count."""
+    problems = []
+    n = len(cfg.stages) if isinstance(cfg.stages, list) else None
+    for key, (low, high, what), is_int in (("stage_lrs", RANGES["optim.lr"], False),
+                                           ("stage_steps", (1, 10 ** 7, "a step count"), True)):
+        values = getattr(cfg.optim, key)
+        if not isinstance(values, list) or not values:
+            continue
+        if n is not None and len(values) != n:
+            problems.append(f"optim.{key}: {len(values)} values for {n} stages; give one per stage, e.g. "
+                            f"optim.{key}=[{', '.join(str(v) for v in (values * n)[:n])}]")
+        for i, v in enumerate(values):
+            ok = isinstance(v, int) if is_int else isinstance(v, (int, float))
+            if not ok or isinstance(v, bool) or (not is_int and not math.isfinite(v)):
+                problems.append(f"optim.{key}[{i}]: {v!r} is not {'an integer' if is_int else 'a number'} ({what})")
+            else:
+                line = range_problem(f"optim.{key}[{i}]", v, low, high, what)
+                if line:
+                    problems.append(line)
+    if cfg.optim.stage_lrs and cfg.optim.stage_lr_decay != 1.0:
+        problems.append("optim.stage_lr_decay: given with optim.stage_lrs, which sets every stage's lr; drop one")
+    return problems
+
+
+def objective_problems(sc) -> list[str]:
+    """sweep.objectives: {metric: min | max}, two or more, not with ASHA (it stops trials on one metric). Whether
+    each is a metric the trials report is checked with sweep.metric (raycf.sweep.driver.metric_problem)."""
+    obj = sc.objectives
+    if not isinstance(obj, dict) or not obj:
+        return []
+    problems = [f"sweep.objectives.{k}: {v!r} is not min or max" for k, v in obj.items() if v not in ("min", "max")]
+    if len(obj) == 1:
+        (k, v), = obj.items()
+        problems.append(f"sweep.objectives: one objective ({k}); give two or more, or set sweep.metric={k} and "
+                        f"sweep.mode={v} for a single one")
+    if sc.scheduler == "asha":
+        problems.append("sweep.objectives: ASHA stops trials on one metric (sweep.metric); with several objectives "
+                        "use sweep.scheduler=fifo")
+    return problems
 
 
 def tracking_uri_problem(uri: str, key: str) -> str | None:

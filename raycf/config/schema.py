@@ -51,6 +51,19 @@ class OptimConfig:
     grad_accum: int = 1
     max_length: int = 256             # tokens; a longer example is an error, not silently cut
     max_grad_norm: float = 1.0        # 0 = no clipping
+    # per-stage schedules, each searchable: stage k trains at stage_lrs[k-1] if given, else at
+    # lr x stage_lr_decay^(k-1); for stage_steps[k-1] steps if given, else steps_per_stage (or epochs)
+    stage_lr_decay: float = 1.0
+    stage_lrs: list = field(default_factory=list)
+    stage_steps: list = field(default_factory=list)
+
+    def stage_lr(self, k: int) -> float:
+        """Stage k's learning rate (k = 1, 2, ...)."""
+        return float(self.stage_lrs[k - 1]) if self.stage_lrs else self.lr * self.stage_lr_decay ** (k - 1)
+
+    def stage_steps_given(self, k: int) -> int:
+        """Stage k's optimizer steps as configured (0 = from epochs)."""
+        return int(self.stage_steps[k - 1]) if self.stage_steps else self.steps_per_stage
 
 
 @dataclass
@@ -157,6 +170,9 @@ class SweepConfig:
     register_best: str = ""           # also register that model under this name in MLflow's model registry
     metric: str = "headline/objective"        # what ranks trials and drives ASHA / optuna
     mode: str = "min"
+    # several objectives at once, {metric: min | max}: Optuna's multi-objective sampler searches them
+    # (search_alg optuna), the summary prints their Pareto set; sweep.metric still ranks and picks the best
+    objectives: dict = field(default_factory=dict)
     task_floor: float = 0.0           # objective = mean FG + 100 x shortfall of learned-task average below this
     grace_period: int = 1             # ASHA: stages before a trial may be stopped
     reduction_factor: float = 2.0

@@ -13,6 +13,7 @@ from raycf import layout
 from raycf.forgetting import mean
 from raycf.layout import LEARNED_AVERAGE, MEAN_FG
 from raycf.report.trials import CATEGORIES, LOWER_IS_BETTER_SCORE, Trial
+from raycf.pareto import pareto_set
 
 
 @dataclass
@@ -68,8 +69,7 @@ def metric_columns(trials: list[Trial]) -> list[Column]:
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points (forgetting x, learning y) that no other point beats: x no higher and y no
     lower, better in one. Identical points are all on the front."""
-    return [i for i, (x, y) in enumerate(points)
-            if not any(x2 <= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points)]
+    return pareto_set(points, ["min", "max"])
 
 
 def on_front(trials: list[Trial]) -> set[int]:
@@ -79,20 +79,34 @@ def on_front(trials: list[Trial]) -> set[int]:
     return {ready[i].number for i in front}
 
 
+def objectives_front(trials: list[Trial]) -> set[int] | None:
+    """Numbers of the finished trials in the Pareto set of the sweep's own sweep.objectives; None without them."""
+    objectives = trials[0].objectives if trials else {}
+    if not objectives:
+        return None
+    ready = [t for t in trials if t.finished and all(m in t.metrics for m in objectives)]
+    front = pareto_set([tuple(t.metrics[m] for m in objectives) for t in ready], list(objectives.values()))
+    return {ready[i].number for i in front}
+
+
 def study_table(trials: list[Trial], searched: list[str], group_by: str | None = None) -> Table:
-    """One row per trial, or per value of `group_by` (see group_table)."""
+    """One row per trial, or per value of `group_by` (see group_table). With sweep.objectives, a column marks
+    the Pareto set of those objectives too."""
     if group_by:
         return group_table(trials, group_by)
     metrics = metric_columns(trials)
-    front = on_front(trials)
+    front, own = on_front(trials), objectives_front(trials)
+    said = " / ".join(f"{m.removeprefix('headline/')} {v}" for m, v in (trials[0].objectives if trials else {}).items())
     columns = [Column("trial", "#"), Column("run_name", "run"), Column("status", "status"),
                Column("stages_done", "stages done")] + [Column(p, p) for p in searched] + metrics + \
-        [Column("pareto", "Pareto front")]
+        [Column("pareto", "Pareto front")] + ([Column("objectives_pareto", f"Pareto set ({said})")] if own is not None
+                                             else [])
     rows = [{"trial": f"#{t.number}", "run_name": t.name, "status": t.status,
              "stages_done": t.progress,
              **{p: t.params.get(p, "-") for p in searched},
              **{c.key: t.metrics.get(c.key) for c in metrics},
-             "pareto": "yes" if t.number in front else ""} for t in trials]
+             "pareto": "yes" if t.number in front else "",
+             **({"objectives_pareto": "yes" if t.number in own else ""} if own is not None else {})} for t in trials]
     return Table(columns, rows)
 
 

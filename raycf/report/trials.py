@@ -34,6 +34,7 @@ class Trial:
     tags: dict = field(default_factory=dict)
     experiment_id: str = ""
     fg_by_stage: dict = field(default_factory=dict)  # stage -> mean FG so far (the metric history)
+    objectives: dict = field(default_factory=dict)   # the sweep's sweep.objectives ({metric: min | max}), if any
 
     @property
     def stages(self) -> list[str]:
@@ -60,8 +61,10 @@ def load_trials(client, experiment: str, sweep: str | None = None) -> tuple[str,
     names = [r.data.tags["raycf.sweep"] for r in sweeps]  # the sweep's name (its run is named with its space)
     if sweep is not None and sweep not in names:
         raise ReportError(f"--sweep {sweep!r}: experiment {experiment!r} has no such sweep{hint(sweep, names)}")
+    objectives = {}
     if sweeps:
         parent = [r for r in sweeps if r.data.tags["raycf.sweep"] == sweep][-1] if sweep else sweeps[-1]
+        objectives = json.loads(parent.data.params.get("sweep.objectives", "{}"))
         label = f"sweep {parent.data.tags['raycf.sweep']!r} ({parent.info.status})"
         chosen = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     else:
@@ -71,7 +74,8 @@ def load_trials(client, experiment: str, sweep: str | None = None) -> tuple[str,
         raise ReportError(f"experiment {experiment!r} has no trial runs yet" + (f" in {label}" if sweeps else ""))
     chosen.sort(key=lambda r: (r.info.start_time, r.info.run_name))
     trials = [Trial(i, r.info.run_id, r.info.run_name, r.info.status, dict(r.data.params), dict(r.data.metrics),
-                    tags=dict(r.data.tags), experiment_id=exp.experiment_id) for i, r in enumerate(chosen, 1)]
+                    tags=dict(r.data.tags), experiment_id=exp.experiment_id, objectives=objectives)
+              for i, r in enumerate(chosen, 1)]
     for t in trials:
         t.matrix = accuracy_matrix(client, t)
         for m in sorted(client.get_metric_history(t.run_id, layout.MEAN_FG), key=lambda m: m.timestamp):

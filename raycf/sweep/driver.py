@@ -26,7 +26,7 @@ from raycf.errors import ConfigError, Terminated, TrackingUnreachable, did_you_m
 from raycf.redact import redact_uri
 from raycf.space import count_trials, first_value, grid_points
 from raycf.sweep import best
-from raycf.sweep.summary import print_summary, summarize, verdict_metrics, work_counts
+from raycf.sweep.summary import pareto_rows, print_summary, summarize, verdict_metrics, work_counts
 from raycf.sweep.trainable import tune_trial
 from raycf.timeline import mark
 from raycf.trial import pool, record
@@ -98,17 +98,25 @@ def points_of(cfg: ExperimentConfig, resolved: dict) -> list[ExperimentConfig]:
 
 
 def metric_problem(sc: SweepConfig, points: list[ExperimentConfig]) -> None:
-    """sweep.metric must be a metric every trial reports (a typo would fail inside Tune after the first trial)."""
+    """sweep.metric and every sweep.objectives name must be a metric every trial reports (a typo would fail
+    inside Tune after the first trial)."""
     names = [set(metric_names(p, probe_task_names(p))) for p in points]
     common = set.intersection(*names) if names else set()
-    if sc.metric not in common:
-        tail = sc.metric.rsplit("/", 1)[-1].lower()  # an old name (forgetting/mean_FG): the same figure's new one
-        same = sorted((n for n in common if n.rsplit("/", 1)[-1].lower() == tail), key=lambda n: n[:8] != "headline")
-        hint = f"; did you mean {same[0]!r}?" if same else did_you_mean(sc.metric, sorted(common))
-        if not hint.startswith("; did you mean"):
-            hint = "; e.g. " + ", ".join(n for n in ("headline/objective", "headline/mean_FG", "headline/knowledge_FG",
-                                                     "headline/tasks_average") if n in common)
-        raise ConfigError([f"sweep.metric: {sc.metric!r} is not a metric the trials report{hint}"])
+    wanted = [("sweep.metric", sc.metric)] + [(f"sweep.objectives.{m}", m) for m in sc.objectives]
+    problems = [f"{key}: {name!r} is not a metric the trials report{metric_hint(name, common)}"
+                for key, name in wanted if name not in common]
+    if problems:
+        raise ConfigError(problems)
+
+
+def metric_hint(name: str, common: set) -> str:
+    tail = name.rsplit("/", 1)[-1].lower()  # an old name (forgetting/mean_FG): the same figure's new one
+    same = sorted((n for n in common if n.rsplit("/", 1)[-1].lower() == tail), key=lambda n: n[:8] != "headline")
+    hint = f"; did you mean {same[0]!r}?" if same else did_you_mean(name, sorted(common))
+    if not hint.startswith("; did you mean"):
+        hint = "; e.g. " + ", ".join(n for n in ("headline/objective", "headline/mean_FG", "headline/knowledge_FG",
+                                                 "headline/tasks_average") if n in common)
+    return hint
 
 
 def dry_run(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, points, fits: int) -> str:
@@ -238,6 +246,10 @@ def finish(cfg: ExperimentConfig, uri: str, root: str, parent_run_id: str, point
     stats = work_counts(rows, points, cfg.sweep)
     sweep = {f"sweep/{k}": v for k, v in {**stats, **bookkeeping}.items()}  # bookkeeping: one section
     top = best.best_row(cfg, rows)
+    front = pareto_rows(rows, cfg.sweep.objectives)
+    if cfg.sweep.objectives:
+        sweep["sweep/pareto_size"] = len(front)
+        tracking.client(uri).set_tag(parent_run_id, "raycf.pareto", json.dumps([r["run_id"] for r in front]))
     tracking.log_metrics(uri, parent_run_id, {**sweep, **verdict_metrics(cfg, rows),
                                               **best.mark_best(cfg, uri, parent_run_id, top)}, step=0)
     if cfg.sweep.log_best_model:
@@ -282,6 +294,8 @@ def open_parent(cfg: ExperimentConfig, uri: str, sweep_dir: str, resume: bool, s
     params = {f"search.{k}": json.dumps(v) for k, v in cfg.search.items()}
     params |= {f"sweep.{k}": getattr(sc, k) for k in ("seeds", "num_samples", "scheduler", "search_alg", "metric",
                                                       "mode")}
+    if sc.objectives:
+        params["sweep.objectives"] = json.dumps(sc.objectives)
     tracking.log_params(uri, parent_run_id, params)
     return parent_run_id
 
@@ -303,14 +317,18 @@ def tuner(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, sweep_dir: str
         from ray.tune.schedulers import ASHAScheduler
         scheduler = ASHAScheduler(time_attr="stage", max_t=len(cfg.stages), grace_period=sc.grace_period,
                                   reduction_factor=sc.reduction_factor)
-    search_alg = None
-    if sc.search_alg == "optuna":
+    search_alg, metric, mode = None, sc.metric, sc.mode
+    if sc.search_alg == "optuna" and sc.objectives:  # Optuna's multi-objective sampler (NSGA-II) on all of them
         from ray.tune.search.optuna import OptunaSearch
-        search_alg = OptunaSearch()
+        search_alg = OptunaSearch(metric=list(sc.objectives), mode=list(sc.objectives.values()), seed=cfg.seed)
+        metric = mode = None  # Tune would hand the searcher its single metric instead
+    elif sc.search_alg == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+        search_alg = OptunaSearch(seed=cfg.seed)
     return tune.Tuner(
         trainable,
         param_space=space.param_space(resolved),
-        tune_config=tune.TuneConfig(metric=sc.metric, mode=sc.mode, num_samples=sc.num_samples,
+        tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=sc.num_samples,
                                     scheduler=scheduler, search_alg=search_alg, max_concurrent_trials=fits,
                                     # FIFO: one trial actor serves trial after trial (no process start, no
                                     # re-import of tune/mlflow/raycf: ~7 s a trial on 2 CPUs, measured). Not

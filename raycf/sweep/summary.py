@@ -7,6 +7,7 @@ import re
 
 from raycf import tracking
 from raycf.config.schema import ExperimentConfig, SweepConfig
+from raycf.pareto import pareto_set
 from raycf.redact import redact_uri
 from raycf.seeds import CONFIDENCE, SEED, Verdict, by_setting, matched, short, spread, verdicts
 
@@ -132,10 +133,34 @@ def searched_keys(cfg: ExperimentConfig) -> list[str]:
     return list(cfg.search) + ([SEED] if cfg.sweep.seeds > 1 and SEED not in cfg.search else [])
 
 
+def pareto_rows(rows: list[dict], objectives: dict) -> list[dict]:
+    """The finished trials no other finished trial beats on every objective of sweep.objectives ({} -> none)."""
+    done = [r for r in rows if r["status"] == "FINISHED" and all(m in r["metrics"] for m in objectives)]
+    if not objectives:
+        return []
+    points = [tuple(r["metrics"][m] for m in objectives) for r in done]
+    return [done[i] for i in pareto_set(points, list(objectives.values()))]
+
+
+def pareto_lines(rows: list[dict], objectives: dict) -> list[str]:
+    """The Pareto set of sweep.objectives, best first by the first objective."""
+    if not objectives:
+        return []
+    front = pareto_rows(rows, objectives)
+    first, mode = next(iter(objectives.items()))
+    front.sort(key=lambda r: r["metrics"][first] * (1 if mode == "min" else -1))
+    done = sum(r["status"] == "FINISHED" for r in rows)
+    said = " and ".join(f"{m} ({v})" for m, v in objectives.items())
+    lines = [f"Pareto set of {said}: {len(front)} of {done} finished trials"]
+    lines += ["  " + r["run"] + ": " + ", ".join(f"{m.removeprefix('headline/')} {r['metrics'][m]:.4g}"
+                                                for m in objectives) for r in front]
+    return lines
+
+
 def findings(cfg: ExperimentConfig, rows: list[dict]) -> list[str]:
     """The per-setting figures over seeds and the verdicts: what the summary prints and the parent run keeps."""
     searched = searched_keys(cfg)
-    return settings_table(rows, searched) + effects(rows, searched)
+    return settings_table(rows, searched) + effects(rows, searched) + pareto_lines(rows, cfg.sweep.objectives)
 
 
 def verdict_metrics(cfg: ExperimentConfig, rows: list[dict]) -> dict[str, float]:

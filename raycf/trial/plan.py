@@ -91,7 +91,7 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     method = [cfg.continual.method, strengths(cfg)] if cfg.continual.method != "naive" else []
     if cfg.continual.method == "general_mix":  # its rows are part of every stage's
         method.append(data_key(cfg, GENERAL))
-    recipe = [asdict(cfg.finetune), asdict(cfg.optim), asdict(cfg.data), cfg.seed, *precision, *method]
+    recipe = [asdict(cfg.finetune), optim_key(cfg), asdict(cfg.data), cfg.seed, *precision, *method]
     stage_keys = [cache.key("stage", start, recipe, [data_key(cfg, s) for s in cfg.stages[:k]])
                   for k in range(1, len(cfg.stages) + 1)]
     probe_tasks = probe_task_names(cfg)
@@ -103,6 +103,16 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     return TrialPlan(model_dir=str(model_dir), kind=kind, storage=root, start_key=start, warm_key=warm_key,
                      stage_keys=stage_keys, probe_tasks=probe_tasks, probe_keys=probe_keys,
                      base_probe_key=cache.key("probe", base, probe_recipe), tracking_uri=tracking_uri, run_id=run_id)
+
+
+STAGE_SCHEDULE_DEFAULTS = {"stage_lr_decay": 1.0, "stage_lrs": [], "stage_steps": []}
+
+
+def optim_key(cfg: ExperimentConfig) -> dict:
+    """The optimizer settings that key a stage: the per-stage schedules only where set, so that the keys of
+    trials without them are what they were before those keys existed (their caches stay valid)."""
+    d = asdict(cfg.optim)
+    return {k: v for k, v in d.items() if k not in STAGE_SCHEDULE_DEFAULTS or v != STAGE_SCHEDULE_DEFAULTS[k]}
 
 
 def data_key(cfg: ExperimentConfig, stage: str) -> str:

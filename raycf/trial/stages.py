@@ -91,10 +91,10 @@ class StageRunner:
         """Stage k's training: its stats, and the examples it trained on."""
         cfg, o = self.cfg, self.cfg.optim
         examples = stage_examples(cfg, k, self.tok, self.plan.kind)
-        steps = num_steps(len(examples), o.batch_size, o.epochs, o.steps_per_stage)
+        steps, lr = num_steps(len(examples), o.batch_size, o.epochs, o.stage_steps_given(k)), o.stage_lr(k)
         self.method.before_stage(self.model)
         stats = train_stage(self.model, examples, kind=self.plan.kind, pad_id=self.tok.pad_token_id,
-                            batch_size=o.batch_size, steps=steps, grad_accum=o.grad_accum, lr=o.lr,
+                            batch_size=o.batch_size, steps=steps, grad_accum=o.grad_accum, lr=lr,
                             weight_decay=o.weight_decay, schedule=o.schedule, warmup=o.warmup_steps,
                             max_grad_norm=o.max_grad_norm, seed=cfg.seed * 1000 + k, device=self.device,
                             autocast_dtype=self.autocast, on_step=on_step(k, self.rank, self.stop),
@@ -105,6 +105,7 @@ class StageRunner:
             self.plan.kind, self.tok.pad_token_id, self.device)
         self.work["work/stage_trainings"] += 1
         return {"stage": k, "task": cfg.stages[k - 1], "train/loss": stats.loss, "train/steps": stats.steps,
+                "train/lr": lr,
                 "train/target_tokens": stats.tokens, "train/tokens_per_s": stats.seen_tokens / stats.seconds,
                 "train/seconds": stats.seconds}, examples
 
