@@ -330,7 +330,9 @@ def train_step(model, opt, sched, examples: list[Example], batch: list[int], *, 
                 teacher = method.teacher_logits(model, tensors, kind)  # first: it swaps weights in and out
                 logits, targets = target_logits(model, tensors, kind)
                 loss = torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum")
-                total = loss + method.distill_sum(logits, teacher, targets)
+                distill = method.distill_sum(logits, teacher, targets)
+                method.note(distill / n_targets)  # this rank's part of the step's per-token term
+                total = loss + distill
             else:
                 loss = total = loss_sum(model, tensors, kind)
         # DDP/FSDP average gradients over ranks: scale by world so the result is the global token mean

@@ -217,7 +217,8 @@ def _plain(model, lora, tok):
 
 
 def _method_losses(strategy: str, method: str, lora: bool) -> list[float]:
-    """Two 3-step stages under `method` (each stage's mean loss), then the loss of the weights the method left."""
+    """Two 3-step stages under `method` (each stage's mean loss and method term), then the loss of the weights the
+    method left."""
     from raycf import train as T
     from raycf.data.template import prompt
     from raycf.models.tiny import build_tokenizer
@@ -235,6 +236,7 @@ def _method_losses(strategy: str, method: str, lora: bool) -> list[float]:
         m.before_stage(model)
         out.append(T.train_stage(model, ex, kind="causal", pad_id=tok.pad_token_id,
                                  **{**HP, "steps": 3, "seed": k}, method=m).loss)
+        out.append(m.stage_loss() or 0.0)
         m.after_stage(model, k, ex, lambda: _plain(model, lora, tok), "causal", tok.pad_token_id,
                       torch.device("cpu"))
     return out + [T.eval_loss(_plain(model, lora, tok), ex[:8], "causal", tok.pad_token_id)]
@@ -256,7 +258,8 @@ def _method_worker(rank, world, out, port):
 @pytest.mark.slow
 def test_every_method_on_fsdp2_and_ddp_gives_the_losses_of_one_process(tmp_path):
     """Each method's two stages on 2 gloo ranks, FSDP2 (anchors, Fisher and adapters sharded) and DDP, give the
-    per-stage losses and the final weights' loss of one process to 1e-4; and every method changes them."""
+    per-stage losses, method terms and the final weights' loss of one process to 1e-4; and every method changes
+    them."""
     import torch.multiprocessing as mp
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -272,8 +275,12 @@ def test_every_method_on_fsdp2_and_ddp_gives_the_losses_of_one_process(tmp_path)
         for strategy in ("fsdp", "ddp"):
             assert got[strategy, m, lora] == pytest.approx(ref, abs=1e-4), (strategy, m, lora)
         if m != "naive":  # the method acts: stage 2 and the weights it leaves differ from naive's
-            assert ref[1] != pytest.approx(single["naive", lora][1], abs=1e-6), (m, lora)
-            assert ref[2] != pytest.approx(single["naive", lora][2], abs=1e-3), (m, lora)
+            assert ref[2] != pytest.approx(single["naive", lora][2], abs=1e-6), (m, lora)
+            assert ref[4] != pytest.approx(single["naive", lora][4], abs=1e-3), (m, lora)
+        if m in ("ewc", "o_lora"):  # their penalty starts with stage 2; LwF distils from the start
+            assert ref[1] == 0.0 and ref[3] > 0, (m, ref)
+        elif m == "lwf":
+            assert ref[1] > 0 and ref[3] > 0
 
 
 def _one_process_trial(tmp_path, method: str, lora: bool = True, **over):

@@ -41,7 +41,7 @@ import torch
 
 from raycf.config.schema import ExperimentConfig
 from raycf.continual import terms
-from raycf.continual.shards import add_to_grad, local, local_part, whole
+from raycf.continual.shards import add_to_grad, is_sharded, local, local_part, whole
 from raycf.train import collate, target_logits
 
 ADAPTER = "default"                  # PEFT's name of the one adapter a trial trains
@@ -117,14 +117,38 @@ class Method:
         self.fisher_local: dict = {}      # ewc: name -> this rank's part of F
         self.anchor: dict = {}            # ewc: name -> this rank's part of theta*
         self.earlier: list[dict] = []     # merge, o_lora: per finished stage, layer name -> (A, B), whole
+        self.added = None                 # this rank's part of the stage's method terms, summed over steps
+        self.steps = 0
 
     @property
     def distills(self) -> bool:
         return self.name == "lwf" and self.before is not None and self.c.lwf.alpha > 0
 
+    @property
+    def adds_loss(self) -> bool:
+        return self.name in ("ewc", "lwf", "o_lora")
+
     def before_stage(self, model) -> None:
+        self.added, self.steps = None, 0
         if self.name in ("average", "lwf"):
             self.before = trained(model)
+
+    def note(self, part: torch.Tensor) -> None:
+        """Add this rank's part of a step's method term (what the ranks' parts sum to)."""
+        part = part.detach().float()
+        self.added = part if self.added is None else self.added + part
+
+    def stage_loss(self) -> float | None:
+        """The stage's method term per optimizer step (EWC's penalty, LwF's distillation per target token,
+        O-LoRA's two losses), summed over the ranks (one collective); None for methods that add none."""
+        if not self.adds_loss or not self.steps:
+            return None
+        import torch.distributed as dist
+        total = self.added if self.added is not None else torch.zeros(())
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            total = total.clone()
+            dist.all_reduce(total)
+        return float(total) / self.steps
 
     def teacher_logits(self, model, batch: dict, kind: str) -> torch.Tensor:
         """LwF: the logits of the model as it was before the stage, on one microbatch (its weights swapped in for
@@ -149,12 +173,15 @@ class Method:
         return held
 
     def penalty_grads(self, model) -> None:
-        """Add the gradient of the method's penalty (EWC, O-LoRA) to this rank's part of every parameter's grad."""
+        """Once per optimizer step: add the gradient of the method's penalty (EWC, O-LoRA) to this rank's part of
+        every parameter's grad, and note the penalty (a rank holding whole parameters notes 1/world of it)."""
+        self.steps += 1
         if self.name == "ewc" and self.anchor and self.c.ewc.penalty > 0:
             for n, p in trainable(model):
                 x = local(p).detach().requires_grad_(True)
                 pen = terms.ewc_penalty(x, self.anchor[n], self.fisher_local[n], self.c.ewc.penalty)
                 add_to_grad(p, torch.autograd.grad(pen, x)[0])
+                self.note(pen * (1.0 if is_sharded(p) else 1.0 / _world()))
         elif self.name == "o_lora" and (self.earlier and self.c.o_lora.orth > 0 or self.c.o_lora.l2 > 0):
             for name, layer in lora_layers(model):
                 a, b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
@@ -164,7 +191,10 @@ class Method:
                 add_to_grad(a, torch.autograd.grad(pen, xa)[0])
                 if self.c.o_lora.l2 > 0:
                     xb = local(b).detach().requires_grad_(True)
-                    add_to_grad(b, torch.autograd.grad(self.c.o_lora.l2 * terms.squared_l2(xb), xb)[0])
+                    pen_b = self.c.o_lora.l2 * terms.squared_l2(xb)
+                    add_to_grad(b, torch.autograd.grad(pen_b, xb)[0])
+                    pen = pen + pen_b
+                self.note(pen * (1.0 if is_sharded(a) else 1.0 / _world()))
 
     def after_stage(self, model, k: int, examples: list, plain, kind: str, pad_id: int, device) -> None:
         """What the method does once stage k has trained, before its checkpoint is saved. plain(): the model
@@ -221,6 +251,11 @@ class Method:
             names = [n for n, _ in lora_layers(model)]
             self.earlier = [{n: (state[f"earlier/{j}/{n}/A"].to(dev), state[f"earlier/{j}/{n}/B"].to(dev))
                              for n in names} for j in _earlier_stages(state)]
+
+
+def _world() -> int:
+    import torch.distributed as dist
+    return dist.get_world_size() if dist.is_initialized() else 1
 
 
 def _device(model) -> torch.device:

@@ -86,6 +86,8 @@ def metric_names(cfg: ExperimentConfig, probe_names: list[str]) -> list[str]:
     figures are those of a made-up accuracy matrix of the trial's shape, so the names are exactly the real ones."""
     tasks = [probe_task(cfg, t) for t in probe_names]
     names = list(TRAIN_METRICS) + [layout.probe(t.name) for t in tasks]
+    if cfg.continual.method in ("ewc", "lwf", "o_lora"):  # raycf.continual.Method.adds_loss
+        names.append("train/method_loss")
     if tasks:
         R = AccuracyMatrix(scores=np.full((len(cfg.stages) + 1, len(tasks)), 0.5), tasks=[t.name for t in tasks],
                            categories=[t.category for t in tasks], stages=list(cfg.stages),
