@@ -23,6 +23,7 @@ def test_run_names_read_as_the_searched_values():
     assert record.run_name({"model.name": "/models/smollm2-135m"}, "tune_trial_70f2e_00003") == \
         "model=smollm2-135m #3"  # several samples share values: the Tune trial's number tells them apart
     assert record.run_name({}, "tune_trial_x_00001") == "trial #1"
+    assert record.run_name({"optim.lr": 0.001}, "tune_trial_3a5c077f") == "lr=1e-3 #3a5c077f"  # a searcher (Optuna)
 
 
 def test_the_description_gives_the_headline_figures_and_what_each_step_is(tmp_path):

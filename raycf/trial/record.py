@@ -57,8 +57,9 @@ def run_name(point: dict, tune_trial: str | None = None) -> str:
         return Path(str(value)).name if key == "model.name" else str(value)
     keys = sorted(point, key=lambda k: k == "seed")
     name = " ".join(f"{SHORT.get(k, k.split('.')[-1])}={text(k, point[k])}" for k in keys)
-    if tune_trial:
-        name = f"{name or 'trial'} #{int(tune_trial.rsplit('_', 1)[-1])}"
+    if tune_trial:  # tune_trial_70f2e_00003 (Tune's own grid and random search) -> #3; a searcher's
+        tail = tune_trial.rsplit("_", 1)[-1]  # tune_trial_3a5c077f (Optuna) -> #3a5c077f
+        name = f"{name or 'trial'} #{int(tail) if len(tail) == 5 and tail.isdigit() else tail}"
     return name or "trial"
 
 
