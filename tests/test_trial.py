@@ -163,6 +163,35 @@ def test_worker_killed_mid_stage_2_resumes_from_stage_1(ray_local, baseline, tmp
     assert sorted(losses) == [1, 2, 3]  # each stage logged once, no duplicate after the restart
 
 
+def test_an_ewc_trial_whose_worker_is_killed_in_stage_3_resumes_with_stage_2s_fisher(ray_local, workers, tmp_path):
+    """continual.method ewc on 2 FSDP2 workers: a worker SIGKILLed inside stage 3 (whose penalty needs the Fisher
+    and anchors stage 2 left) restarts the group, which reads them back from stage 2's checkpoint, each rank its
+    own shards, and ends with the uninterrupted trial's per-stage losses and penalties."""
+    over = {"continual.method": "ewc", "continual.ewc.penalty": 1e4, "continual.ewc.fisher_examples": 8}
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "killed").mkdir()
+    clean = make_cfg(tmp_path / "clean", **over)
+    trial_run.run(clean, workers=workers)
+    _, want = stage_results(clean)
+    cfg = make_cfg(tmp_path / "killed", **over)
+    killed = []
+
+    def kill():
+        pid = json.loads((ray_local / "rank1.json").read_text())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    watcher = when_rank0_reaches(ray_local, 3, kill)
+    final = trial_run.run(cfg)
+    watcher.join(timeout=1)
+    assert killed and final["stage"] == 3
+    _, got = stage_results(cfg)
+    assert [(r["train/loss"], r["train/method_loss"]) for r in got] == \
+        pytest.approx([(r["train/loss"], r["train/method_loss"]) for r in want], abs=1e-6)
+    assert got[2]["train/method_loss"] > 0
+    _, losses = history(cfg, "train/loss")
+    assert sorted(losses) == [1, 2, 3]
+
+
 def test_general_warm_start_is_computed_once_for_two_trials(workers, tmp_path):
     # one stage each: the shared warm start is what is tested
     a = make_cfg(tmp_path, **{"warm_start.kind": "general", "stages": STAGES[:1]})
