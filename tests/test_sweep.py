@@ -211,6 +211,7 @@ def test_optuna_searches_two_objectives_and_the_summary_prints_their_pareto_set(
     from tests.test_pareto import brute_force
     objectives = {"headline/mean_FG": "min", "headline/tasks_average": "max"}
     over = small(tmp_path, name="pareto", search={"optim.lr": {"loguniform": [1e-4, 1e-2]}},
+                 **{"probes.suites": ["knowledge", "tasks"]},
                  sweep={"search_alg": "optuna", "num_samples": 3, "objectives": objectives, "seeds": 1,
                         "log_best_model": False})
     assert sweep_driver.run(load(over), workers=shared_pool) == 0
