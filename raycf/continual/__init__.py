@@ -93,7 +93,7 @@ def load_state(folder: Path) -> dict:
 def restore_weights(model, state: dict) -> None:
     """Merge the adapters of the finished stages into a plain PEFT model's base weights, in stage order, the same
     operations the live model ran (merge, o_lora); nothing for other methods."""
-    for j in range(len(_earlier_stages(state))):
+    for j in _earlier_stages(state):
         with torch.no_grad():
             for name, layer in lora_layers(model):
                 w = layer.base_layer.weight
@@ -107,8 +107,8 @@ def _earlier_stages(state: dict) -> list[int]:
 
 class Method:
     """A trial's continual method on one rank, over its stages: before_stage, then in training teacher_logits and
-    distill_sum (each microbatch) and penalty_grads (each optimizer step), then after_stage; state() goes into the stage's
-    checkpoint, resume() reads it back."""
+    distill_sum (each microbatch) and penalty_grads (each optimizer step), then after_stage; state() goes into
+    the stage's checkpoint, resume() reads it back."""
 
     def __init__(self, cfg: ExperimentConfig):
         self.name, self.c, self.seed = cfg.continual.method, cfg.continual, cfg.seed

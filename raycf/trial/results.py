@@ -77,8 +77,9 @@ def objective(metrics: dict, task_floor: float) -> float:
 
 
 TRAIN_METRICS = (layout.OBJECTIVE, "train/loss", "train/steps", "train/lr", "train/target_tokens",
-                 "train/tokens_per_s", "train/seconds", "train/reload_loss", "train/live_loss", "work/probe_pass_seconds",
-                 "work/stage_trainings", "work/probe_passes", "work/train_seconds", "work/probe_seconds")
+                 "train/tokens_per_s", "train/seconds", "train/reload_loss", "train/live_loss",
+                 "work/probe_pass_seconds", "work/stage_trainings", "work/probe_passes", "work/train_seconds",
+                 "work/probe_seconds")
 
 
 def metric_names(cfg: ExperimentConfig, probe_names: list[str]) -> list[str]:

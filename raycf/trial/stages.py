@@ -105,8 +105,8 @@ class StageRunner:
             self.plan.kind, self.tok.pad_token_id, self.device)
         self.work["work/stage_trainings"] += 1
         added = self.method.stage_loss()  # a collective: every rank calls it
-        return {"stage": k, **({"train/method_loss": added} if added is not None else {}), "task": cfg.stages[k - 1], "train/loss": stats.loss, "train/steps": stats.steps,
-                "train/lr": lr,
+        return {"stage": k, "task": cfg.stages[k - 1], "train/loss": stats.loss, "train/steps": stats.steps,
+                "train/lr": lr, **({"train/method_loss": added} if added is not None else {}),
                 "train/target_tokens": stats.tokens, "train/tokens_per_s": stats.seen_tokens / stats.seconds,
                 "train/seconds": stats.seconds}, examples
 
