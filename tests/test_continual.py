@@ -316,6 +316,10 @@ def test_a_trial_resumed_after_stage_1_gives_the_clean_runs_stage_2(tmp_path, ca
     assert (plan.stage_dir(1) / continual.STATE_FILE).exists() == (method in ("ewc", "o_lora", "merge"))
     shutil.rmtree(plan.stage_dir(2))  # lost: the trial goes on from stage 1
     _, resumed = _one_process_trial(tmp_path, method, lora)
-    drop = ("train/seconds", "train/tokens_per_s")
+    drop = ("train/seconds", "train/tokens_per_s", "train/method_loss")
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed] == \
         [{k: v for k, v in r.items() if k not in drop} for r in clean]
+    # the penalty's value (not its gradient) reads the earlier adapters as reloaded, whose memory layout may pick
+    # another BLAS kernel: equal to float32's last digits
+    assert [r.get("train/method_loss") for r in resumed] == pytest.approx([r.get("train/method_loss") for r in clean],
+                                                                         rel=1e-6)

@@ -290,7 +290,7 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
     sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
              "--set", "search={}", "--set", "sweep.seeds=1", "--set", "sweep.log_best_model=false",
              "--set", "tracking.system_metrics=false", "--set", "finetune.method=lora",
-             "--set", "optim.steps_per_stage=200", "--set", "probes.limit=4",
+             "--set", "optim.steps_per_stage=100", "--set", "probes.limit=4",
              "--set", "probes.suites=[knowledge]", "--set", "resources.workers=1", "--set", "name=stopped",
              "--set", f"stages=[{','.join(stages)}]", "--set", "model.name=tiny-causal"]
     r = _job(url, env, "submit", "--no-wait", "--working-dir", str(REPO), "--runtime-env-json", runtime_env,
@@ -308,8 +308,10 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
     assert beat.get("stage") == 2, "no stage 2 within the time limit:\n" + _job(url, env, "logs", "raycf-stop-1").stdout
     assert _job(url, env, "stop", "raycf-stop-1").returncode == 0
     deadline = time.time() + 60
-    while time.time() < deadline and "STOPPED" not in _job(url, env, "status", "raycf-stop-1").stdout:
+    while time.time() < deadline and "stopped" not in (lambda r: r.stdout + r.stderr)(
+            _job(url, env, "status", "raycf-stop-1")).lower():  # "Job 'raycf-stop-1' was stopped", on stderr
         time.sleep(1)
+    assert time.time() < deadline, "the job never reached STOPPED"
     logs = _job(url, env, "logs", "raycf-stop-1").stdout
     first = next(x for x in logs.splitlines() if x.startswith("[raycf] results:"))
     assert f"in {home / 'raycf_runs'}, MLflow sqlite:///{db}" in first and "outlives the job" in first, first

@@ -164,8 +164,8 @@ def test_worker_killed_mid_stage_2_resumes_from_stage_1(ray_local, baseline, tmp
 
 
 def test_an_ewc_trial_whose_worker_is_killed_in_stage_3_resumes_with_stage_2s_fisher(ray_local, workers, tmp_path):
-    """continual.method ewc on 2 FSDP2 workers: a worker SIGKILLed inside stage 3 (whose penalty needs the Fisher
-    and anchors stage 2 left) restarts the group, which reads them back from stage 2's checkpoint, each rank its
+    """continual.method ewc on 2 FSDP2 workers of the pool: a worker SIGKILLed inside stage 3 (whose penalty needs
+    the Fisher and anchors stage 2 left) restarts the group, which reads them back from stage 2's checkpoint, each rank its
     own shards, and ends with the uninterrupted trial's per-stage losses and penalties."""
     over = {"continual.method": "ewc", "continual.ewc.penalty": 1e4, "continual.ewc.fisher_examples": 8}
     (tmp_path / "clean").mkdir()
@@ -181,7 +181,7 @@ def test_an_ewc_trial_whose_worker_is_killed_in_stage_3_resumes_with_stage_2s_fi
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
     watcher = when_rank0_reaches(ray_local, 3, kill)
-    final = trial_run.run(cfg)
+    final = trial_run.run(cfg, workers=workers)  # the pool restarts its worker group, as in a sweep
     watcher.join(timeout=1)
     assert killed and final["stage"] == 3
     _, got = stage_results(cfg)

@@ -135,7 +135,7 @@ class Method:
 
     def note(self, part: torch.Tensor) -> None:
         """Add this rank's part of a step's method term (what the ranks' parts sum to)."""
-        part = part.detach().float()
+        part = part.detach().double()
         self.added = part if self.added is None else self.added + part
 
     def stage_loss(self) -> float | None:
