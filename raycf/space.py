@@ -30,6 +30,7 @@ from raycf.config.dotted import get_dotted
 from raycf.config.schema import ExperimentConfig
 from raycf.data.registry import GENERAL, STAGES
 from raycf.errors import ConfigError, did_you_mean
+from raycf.sweep import pbt
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint", "orders")
 
@@ -143,6 +144,8 @@ def resolve(cfg: ExperimentConfig) -> dict:
         out["seed"] = ("grid", [cfg.seed + i for i in range(cfg.sweep.seeds)])
     if cfg.sweep.search_alg == "optuna":
         problems += optuna_problems(out)
+    if pbt.is_pbt(cfg):
+        problems += pbt.problems(cfg, out)
     if problems:
         raise ConfigError(problems)
     return out

@@ -19,7 +19,7 @@ CHOICES = {
     "resources.mixed_precision": ("auto", "bf16", "fp32"),
     "probes.precision": ("fp32", "bf16"),
     "sweep.search_alg": ("basic", "optuna"),
-    "sweep.scheduler": ("fifo", "asha"),
+    "sweep.scheduler": ("fifo", "asha", "pbt", "pb2"),
     "sweep.mode": ("min", "max"),
 }
 
@@ -73,6 +73,9 @@ RANGES = {
     "sweep.max_concurrent": (0, 100000, "trials at a time (0 = as many as fit)"),
     "sweep.trial_cpus": ((0.0,), 1024.0, "CPUs of a trial's driver"),
     "sweep.task_floor": (0.0, 1e6, "a learned-task score"),
+    "sweep.pbt.interval": (1, 100000, "stages between perturbations"),
+    "sweep.pbt.quantile": ((0.0,), 0.5, "the fraction of the population that exploits"),
+    "sweep.pbt.resample": (0.0, 1.0, "a probability"),
 }
 
 

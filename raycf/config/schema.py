@@ -162,10 +162,20 @@ class TrackingConfig:
 
 
 @dataclass
+class PbtConfig:
+    """Population-based training across stage boundaries (sweep.scheduler pbt | pb2): at every `interval`-th
+    boundary the `quantile` worst trials take a best trial's stage checkpoint and go on with perturbed values."""
+    keys: list = field(default_factory=list)  # searched keys it perturbs ([] = every searched key that may change)
+    interval: int = 1                 # stages between perturbations
+    quantile: float = 0.25            # fraction of the population that exploits (and that it exploits)
+    resample: float = 0.25            # PBT: chance that a value is drawn anew from its search domain
+
+
+@dataclass
 class SweepConfig:
     num_samples: int = 1              # samples of the sampled domains (grid domains multiply this)
     search_alg: str = "basic"         # basic (Tune's grid/random) | optuna
-    scheduler: str = "fifo"           # fifo | asha (time = stage index)
+    scheduler: str = "fifo"           # fifo | asha | pbt | pb2 (time = stage index)
     log_best_model: bool = True       # the best trial's last weights as an MLflow model of its run
     register_best: str = ""           # also register that model under this name in MLflow's model registry
     metric: str = "headline/objective"        # what ranks trials and drives ASHA / optuna
@@ -180,6 +190,8 @@ class SweepConfig:
     trial_cpus: float = 0.1           # the Tune trial's own driver (it only waits on its Train workers)
     seeds: int = 1                    # every setting runs with seeds seed, seed + 1, ..., seed + seeds - 1
     worker_pool: bool = True          # trials run on persistent Train worker groups (raycf.pool); false: a
+    #                                   TorchTrainer each
+    pbt: PbtConfig = field(default_factory=PbtConfig)
 
 
 @dataclass
