@@ -31,6 +31,8 @@ class TrialPlan:
     run_id: str | None = None
     logged: int = -1                    # last stage the MLflow run already holds (a retried or resumed trial)
     work: dict = field(default_factory=dict)  # record.WORK_KEYS counts of the trial's earlier attempts (carried on)
+    fixed: int = 0                      # leading stages another recipe trained (PBT: a donor's), never trained here
+    pinned: dict = field(default_factory=dict)  # stage -> SHA-256 its entry's manifest must have (PBT's donor's)
 
     def stage_entry(self, k: int) -> cache.Entry:
         return cache.Entry(self.storage, "stages", self.stage_keys[k - 1])
@@ -74,11 +76,13 @@ def bf16_training(cfg: ExperimentConfig) -> bool:
     return mp == "bf16" or (mp == "auto" and cfg.resources.gpus_per_worker > 0)
 
 
-def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = None,
-              tracking_uri: str = "") -> TrialPlan:
+def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = None, tracking_uri: str = "",
+              prefix: list | None = None) -> TrialPlan:
+    """prefix: the stage keys of the first stages when another recipe trained them (a PBT donor's checkpoint);
+    the later stages are then keyed on the last of them, this config's recipe and their own data."""
     kind = model_kind(model_dir) if cfg.model.kind == "auto" else cfg.model.kind
     root = storage.resolve(cfg.storage_path)
-    start = base = fingerprint(model_dir)
+    start = model_key = fingerprint(model_dir)
     precision = ["bf16"] if bf16_training(cfg) else []  # fp32 keys as before bf16 existed: caches stay valid
     warm_key = None
     if cfg.warm_start.kind == "general":
@@ -92,8 +96,10 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     if cfg.continual.method == "general_mix":  # its rows are part of every stage's
         method.append(data_key(cfg, GENERAL))
     recipe = [asdict(cfg.finetune), optim_key(cfg), asdict(cfg.data), cfg.seed, *precision, *method]
-    stage_keys = [cache.key("stage", start, recipe, [data_key(cfg, s) for s in cfg.stages[:k]])
-                  for k in range(1, len(cfg.stages) + 1)]
+    prefix = list(prefix or [])
+    base = prefix[-1] if prefix else start  # without a prefix: the keys every trial had before PBT existed
+    stage_keys = prefix + [cache.key("stage", base, recipe, [data_key(cfg, s) for s in cfg.stages[len(prefix):k]])
+                           for k in range(len(prefix) + 1, len(cfg.stages) + 1)]
     probe_tasks = probe_task_names(cfg)
     # the seed draws the few-shot examples only: 0-shot rows are shared by the trials of every seed
     shot_seed = [] if cfg.probes.shots == 0 else [cfg.seed]
@@ -102,7 +108,8 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     probe_keys = [cache.key("probe", w, probe_recipe) for w in [start] + stage_keys]
     return TrialPlan(model_dir=str(model_dir), kind=kind, storage=root, start_key=start, warm_key=warm_key,
                      stage_keys=stage_keys, probe_tasks=probe_tasks, probe_keys=probe_keys,
-                     base_probe_key=cache.key("probe", base, probe_recipe), tracking_uri=tracking_uri, run_id=run_id)
+                     base_probe_key=cache.key("probe", model_key, probe_recipe), tracking_uri=tracking_uri,
+                     run_id=run_id, fixed=len(prefix))
 
 
 STAGE_SCHEDULE_DEFAULTS = {"stage_lr_decay": 1.0, "stage_lrs": [], "stage_steps": []}

@@ -55,6 +55,7 @@ class Board:
         self.reported: dict[str, int] = {}  # trial id -> last stage whose result reached the board
         self.work: dict[str, dict] = {}     # trial id -> its work counts (WORK_KEYS) in that result
         self.ready: set[int] = set()
+        self.released: dict[str, int] = {}  # job id -> the last stage boundary its trial may go past (gated jobs)
         self.ready_at: float | None = None  # epoch seconds when every slot had asked for its first job
         self.dead: dict[int, str] = {}      # slot -> why its worker group is gone for good
         self.closed = False
@@ -105,6 +106,11 @@ class Board:
         for job in self.current.values():
             if job["trial"] == trial:
                 self.stopped.add(job["id"])
+        await self._notify()
+
+    async def release(self, job_id: str, k: int) -> None:
+        """A gated job may go on past stage k (its trial's scheduler decided to continue it)."""
+        self.released[job_id] = max(k, self.released.get(job_id, -1))
         await self._notify()
 
     # ------------------------------------------------------------------ the workers' side (rank 0)
@@ -159,6 +165,19 @@ class Board:
     def failed(self, job_id: str, error: str) -> None:
         """A worker raised inside the job; Ray Train restarts the worker group, which takes it again."""
         self.errors[job_id] = error
+
+    async def gate(self, job_id: str, k: int, timeout: float = 1.0) -> str:
+        """Whether a gated job, at the boundary after stage k, may go on: "go", "stop" (cancelled or lost), or
+        "wait" after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.released.get(job_id, -1) >= k:
+                return "go"
+            if self.stop_requested(job_id) or self.closed:
+                return "stop"
+            if time.monotonic() >= deadline:
+                return "wait"
+            await self._wait(deadline - time.monotonic())
 
     def stop_requested(self, job_id: str) -> bool:
         lost = time.monotonic() - self.asked.get(job_id, time.monotonic()) > LEASE_S
@@ -231,6 +250,8 @@ def run_job(job: dict, board, slot: int, rank: int, world: int) -> None:
             if checkpoint:
                 item["checkpoint"] = plan.stage_entry(k).location
             ray.get(board.put.remote(job["id"], item))
+            if job.get("gated") and checkpoint and k < len(cfg.stages):
+                wait_at_gate(board, job["id"], k, stop)
     try:
         run_stages(cfg, plan, rank, world, report, reported=reported, prepare_only=bool(job.get("prepare_only")),
                    stop=stop)
@@ -246,6 +267,16 @@ def run_job(job: dict, board, slot: int, rank: int, world: int) -> None:
         ray.get(board.finish.remote(slot, job["id"], end))
 
 
+def wait_at_gate(board, job_id: str, k: int, stop) -> None:
+    """Rank 0 of a gated job (PBT): wait after stage k until the trial may go on; if it may not, the next stop
+    check stops every rank (the others wait for rank 0 in that check's broadcast)."""
+    import ray
+    while (answer := ray.get(board.gate.remote(job_id, k))) == "wait":
+        pass
+    if answer == "stop":
+        stop.stop = True
+
+
 class StopCheck:
     """Called before each stage and optimizer step: raises Cancelled on every rank at the same step once the
     board says the job is stopped (rank 0 asks at most every POLL_S and broadcasts the answer)."""
@@ -259,7 +290,7 @@ class StopCheck:
         import torch
         import torch.distributed as dist
         if self.rank == 0 and time.monotonic() - self.asked >= POLL_S:
-            self.stop = ray.get(self.board.stop_requested.remote(self.job_id))
+            self.stop = self.stop or ray.get(self.board.stop_requested.remote(self.job_id))
             self.asked = time.monotonic()
         flag = self.stop
         if self.world > 1 and dist.is_initialized():
@@ -338,7 +369,8 @@ def run_slot(cfg, board, slot: int, root: str, name: str) -> None:
         raise
 
 
-def job(cfg, plan, trial: str, prepare_only: bool = False) -> dict:
-    """What the board hands a slot: the trial's config and plan, and how many worker-group restarts it may cost."""
+def job(cfg, plan, trial: str, prepare_only: bool = False, gated: bool = False) -> dict:
+    """What the board hands a slot: the trial's config and plan, and how many worker-group restarts it may cost.
+    gated: the job waits at each stage boundary until its trial releases it (Board.release)."""
     return {"trial": trial, "config": cfg, "plan": plan, "prepare_only": prepare_only,
-            "max_failures": cfg.resources.max_failures}
+            "max_failures": cfg.resources.max_failures, "gated": gated}

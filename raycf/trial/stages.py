@@ -16,14 +16,16 @@ import time
 from pathlib import Path
 
 from raycf import cache, continual
+from raycf.config.dotted import get_dotted
 from raycf.config.schema import ExperimentConfig
 from raycf.data.sources import probe_task, stage_train_rows
 from raycf.probe.run import run_probes
+from raycf.sweep import pbt
 from raycf.timeline import mark
 from raycf.train import encode, num_steps, train_stage, wrap
 from raycf.trial import record
-from raycf.trial.checkpoint import (build_model, cached_prefix, fetched, is_fsdp, last_reported_stage, load_base,
-                                    plain_model, save_checkpoint)
+from raycf.trial.checkpoint import (build_model, cached_prefix, check_lineage, fetched, is_fsdp, last_reported_stage,
+                                    load_base, plain_model, save_checkpoint)
 from raycf.trial.collective import agree, barrier
 from raycf.trial.plan import TrialPlan, bf16_training
 from raycf.trial.results import stage_metrics
@@ -61,6 +63,7 @@ class StageRunner:
         self.base_dir, self.warm_seconds = ensure_warm_start(cfg, self.plan, self.rank, self.world, self.device,
                                                              self.bf16, self.stop)
         self.done = agree(cached_prefix(self.plan))
+        check_lineage(self.plan, self.done)
         model, self.tok = build_model(cfg, self.plan, self.base_dir, self.done, self.device)
         self.model = wrap(model, cfg.resources.strategy, self.device, self.bf16)
         self.method = continual.Method(cfg)
@@ -167,6 +170,9 @@ class StageRunner:
                    "work/train_seconds": stats.get("train/seconds", 0.0) if trained else
                    self.warm_seconds if k == 0 else 0.0,
                    "work/probe_seconds": row.get("seconds", 0.0) if fresh else 0.0}
+        if k > 0 and pbt.is_pbt(self.cfg):  # the values PBT perturbs, as this stage trained with them
+            values = {f"pbt/{key}": get_dotted(self.cfg, key) for key in pbt.perturbed_keys(self.cfg)}
+            metrics |= {m: float(v) for m, v in values.items() if isinstance(v, (int, float))}
         if k <= self.reported:  # a restarted or resumed run: MLflow and Tune already have this stage
             if k == len(self.cfg.stages):  # ...but the caller (Tune) still needs a final result from this run
                 self.report(k, metrics, False)
