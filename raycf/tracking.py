@@ -155,11 +155,12 @@ def log_artifact(uri: str, run_id: str, path: str | Path, artifact_path: str | N
 
 
 def log_text(uri: str, run_id: str, file_name: str, text: str) -> None:
-    """`text` as the artifact `file_name` of the run."""
+    """`text` as the artifact `file_name` of the run (`folder/name`: the file name in that artifact folder)."""
     import tempfile
+    folder, _, name = file_name.rpartition("/")
     with tempfile.TemporaryDirectory() as d:
-        (Path(d) / file_name).write_text(text)
-        log_artifact(uri, run_id, Path(d) / file_name)
+        (Path(d) / name).write_text(text)
+        log_artifact(uri, run_id, Path(d) / name, folder or None)
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED", *, spool: str | Path | None = None) -> None:

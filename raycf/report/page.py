@@ -16,6 +16,7 @@ from raycf.report.plots import category_lines_png, data_uri, effect_png, fg_by_s
 from raycf.report.tables import Table, study_table, to_html, to_markdown, write_csv
 from raycf.report.trials import Trial, hint, load_trials, searched_params
 from raycf.seeds import CONFIDENCE
+from raycf.sweep.pbt import SCHEDULE_TAG
 from raycf.sweep.summary import effects, settings_table
 
 
@@ -110,6 +111,10 @@ def trial_html(t: Trial, searched: list[str], url: str = "") -> list[str]:
     params = "; " + ", ".join(f"{p}={t.params.get(p, '-')}" for p in searched) if searched else ""
     name = f'<a href="{html.escape(url)}">{html.escape(t.name)}</a>' if url else html.escape(t.name)
     head = f"<h3>#{t.number} {name}: {t.status}, stage {t.progress}{html.escape(params)}</h3>"
+    schedule = t.tags.get(SCHEDULE_TAG)
+    if schedule:  # a PBT trial: who trained each stage, with which values (the searched values are its start)
+        head += (f'<p class="note">Population-based training: {t.tags.get("raycf.pbt.exploits", "0")} exploit(s); '
+                 f'each stage as it was trained:</p><pre>{html.escape(schedule)}</pre>')
     if t.matrix is None:
         return [head, '<p class="note">No probe scores logged yet.</p>']
     return [head, '<div class="trial">', _img(f"accuracy matrix #{t.number}", data_uri(t.matrix.heatmap_png)),

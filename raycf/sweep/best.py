@@ -40,13 +40,14 @@ def mark_best(cfg: ExperimentConfig, uri: str, parent_run_id: str, best: dict | 
     return {f"best/{cfg.sweep.metric.replace('/', '_')}": best["metrics"][cfg.sweep.metric]}
 
 
-def trial_config(cfg: ExperimentConfig, sweep_dir: str, run_id: str) -> ExperimentConfig | None:
-    """The config the trial of MLflow run `run_id` ran (its Tune point, kept under <sweep>/runs/)."""
+def trial_config(cfg: ExperimentConfig, sweep_dir: str, run_id: str) -> tuple[ExperimentConfig, list] | None:
+    """The config the trial of MLflow run `run_id` ran last (its Tune point, kept under <sweep>/runs/; a PBT trial's
+    latest values) and the stage keys it took from a PBT donor."""
     runs = storage.join(sweep_dir, "runs")
     for name in storage.listdir(runs) if storage.exists(runs) else []:
         kept = json.loads(storage.read_text(storage.join(runs, name)))
         if kept.get("run_id") == run_id:
-            return cfg.with_overrides({**kept.get("params", {}), "search": {}})
+            return cfg.with_overrides({**kept.get("params", {}), "search": {}}), kept.get("prefix", [])
     return None
 
 
@@ -55,13 +56,14 @@ def log_best_model(cfg: ExperimentConfig, uri: str, sweep_dir: str, best: dict |
     set); the model's URI, or None (no finished trial, or its stage no longer in the stage cache: said)."""
     if best is None:
         return None
-    tc = trial_config(cfg, sweep_dir, best["run_id"])
-    if tc is None:
+    kept = trial_config(cfg, sweep_dir, best["run_id"])
+    if kept is None:
         print(f"[raycf] best trial {best['run']}: its point is not under {sweep_dir}/runs; no model logged")
         return None
+    tc, prefix = kept
     model_dir = resolve_model_dir(tc.model.name, allow_download=tc.model.allow_download,
                                   cache_dir=Path(tc.cache_dir) if tc.cache_dir else None)
-    plan = make_plan(tc, model_dir)
+    plan = make_plan(tc, model_dir, prefix=prefix)
     last = cache.lookup(plan.stage_entry(len(tc.stages)))
     if last is None:
         print(f"[raycf] best trial {best['run']}: its last stage is gone from the stage cache; no model logged")

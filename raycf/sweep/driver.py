@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 
 from raycf import cache, space, storage, tracking
 from raycf.config.files import to_yaml
@@ -25,7 +26,7 @@ from raycf.data.sources import probe_task_names
 from raycf.errors import ConfigError, Terminated, TrackingUnreachable, did_you_mean, sigterm_interrupts
 from raycf.redact import redact_uri
 from raycf.space import count_trials, first_value, grid_points
-from raycf.sweep import best
+from raycf.sweep import best, pbt
 from raycf.sweep.summary import pareto_rows, print_summary, summarize, verdict_metrics, work_counts
 from raycf.sweep.trainable import tune_trial
 from raycf.timeline import mark
@@ -36,10 +37,23 @@ from raycf.trial.preflight import check, local_cluster
 from raycf.trial.results import metric_names
 
 
-def fit_resources(cfg: ExperimentConfig, sc: SweepConfig, cluster: dict) -> tuple[ExperimentConfig, int]:
+def fit_resources(cfg: ExperimentConfig, sc: SweepConfig, cluster: dict,
+                  drivers: int = 0) -> tuple[ExperimentConfig, int]:
     """Worker CPUs that leave room for the trial driver (the naive 1 + 2 x 1 CPUs on 2 CPUs deadlocks),
-    and how many trials fit at once. Raises ConfigError if one trial can never fit."""
+    and how many trials fit at once. drivers: trial drivers that wait beside the workers whatever runs (a PBT
+    population: all of its trials are live at once), their CPUs set aside first. Raises ConfigError if one trial
+    can never fit."""
     r = cfg.resources
+    if drivers:  # the drivers' CPUs first, the workers' share shrunk to what is left if need be
+        rest = cluster.get("CPU", 0.0) - drivers * sc.trial_cpus
+        if r.workers * r.cpus_per_worker > rest + 1e-9:
+            share = round(rest / r.workers - 0.005, 2)
+            if share <= 0:
+                raise ConfigError([f"sweep.trial_cpus: {drivers} live trials x {sc.trial_cpus:g} CPU leave no CPU of "
+                                   f"{cluster.get('CPU', 0.0):g} for their workers; lower sweep.trial_cpus"])
+            cfg = cfg.with_overrides({"resources.cpus_per_worker": share})
+        cfg, fits = fit_resources(cfg, replace(sc, trial_cpus=0.0), {**cluster, "CPU": rest})
+        return cfg, fits
     total_cpu, total_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     need = sc.trial_cpus + r.workers * r.cpus_per_worker
     if r.workers * r.gpus_per_worker > total_gpu + 1e-9:
@@ -169,7 +183,7 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
     for p in points:  # every problem of every grid point, before training (models built after a dry run)
         check(p, cluster=cluster, build=False)
     metric_problem(sc, points)
-    cfg, fits = fit_resources(cfg, sc, cluster)
+    cfg, fits = fit_resources(cfg, sc, cluster, count_trials(resolved, sc.num_samples) if pbt.is_pbt(cfg) else 0)
     share = {"resources.cpus_per_worker": cfg.resources.cpus_per_worker}
     points = [p.with_overrides(share) for p in points]
     uri, root = tracking.resolve_uri(cfg.tracking.uri), storage.resolve(cfg.storage_path)
@@ -312,11 +326,8 @@ def tuner(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, sweep_dir: str
     path = storage.join(sweep_dir, "tune")
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-    scheduler = None
-    if sc.scheduler == "asha":
-        from ray.tune.schedulers import ASHAScheduler
-        scheduler = ASHAScheduler(time_attr="stage", max_t=len(cfg.stages), grace_period=sc.grace_period,
-                                  reduction_factor=sc.reduction_factor)
+    from raycf.sweep import schedulers
+    scheduler = schedulers.make(cfg, resolved, board)
     search_alg, metric, mode = None, sc.metric, sc.mode
     if sc.search_alg == "optuna" and sc.objectives:  # Optuna's multi-objective sampler (NSGA-II) on all of them
         from ray.tune.search.optuna import OptunaSearch
@@ -329,7 +340,10 @@ def tuner(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, sweep_dir: str
         trainable,
         param_space=space.param_space(resolved),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=sc.num_samples,
-                                    scheduler=scheduler, search_alg=search_alg, max_concurrent_trials=fits,
+                                    scheduler=scheduler, search_alg=search_alg,
+                                    # PBT compares its whole population at each boundary: every trial is live
+                                    # (their jobs wait their turn on the pool's board)
+                                    max_concurrent_trials=None if pbt.is_pbt(cfg) else fits,
                                     # FIFO: one trial actor serves trial after trial (no process start, no
                                     # re-import of tune/mlflow/raycf: ~7 s a trial on 2 CPUs, measured). Not
                                     # with ASHA: a stopped trial's fit() would keep running in the kept actor

@@ -9,6 +9,7 @@ from raycf import tracking
 from raycf.config.schema import ExperimentConfig, SweepConfig
 from raycf.pareto import pareto_set
 from raycf.redact import redact_uri
+from raycf.sweep import pbt
 from raycf.seeds import CONFIDENCE, SEED, Verdict, by_setting, matched, short, spread, verdicts
 
 
@@ -19,7 +20,7 @@ def summarize(uri: str, parent_run_id: str, sc: SweepConfig) -> list[dict]:
     for r in c.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_run_id}'"):
         rows.append({"run": r.info.run_name, "status": r.info.status, "params": r.data.params,
                      "metrics": r.data.metrics, "run_id": r.info.run_id,
-                     "stages_done": int(r.data.tags.get("raycf.stages_done", 0))})
+                     "stages_done": int(r.data.tags.get("raycf.stages_done", 0)), "tags": r.data.tags})
     return rows
 
 
@@ -158,13 +159,33 @@ def pareto_lines(rows: list[dict], objectives: dict) -> list[str]:
 
 
 def findings(cfg: ExperimentConfig, rows: list[dict]) -> list[str]:
-    """The per-setting figures over seeds and the verdicts: what the summary prints and the parent run keeps."""
+    """The per-setting figures over seeds and the verdicts: what the summary prints and the parent run keeps.
+    A PBT population's trials exchange weights: no verdict compares them, the best trial's schedule is shown."""
     searched = searched_keys(cfg)
+    if pbt.is_pbt(cfg):
+        return pbt_lines(cfg, rows)
     return settings_table(rows, searched) + effects(rows, searched) + pareto_lines(rows, cfg.sweep.objectives)
+
+
+def pbt_lines(cfg: ExperimentConfig, rows: list[dict]) -> list[str]:
+    """The best finished trial's per-stage schedule and the population's exploits."""
+    done = [r for r in rows if r["status"] == "FINISHED" and cfg.sweep.metric in r["metrics"]]
+    exploits = sum(int(r.get("tags", {}).get("raycf.pbt.exploits", 0)) for r in rows)
+    lines = [f"{cfg.sweep.scheduler}: {exploits} exploit(s) in a population of {len(rows)}; the searched values above "
+             f"are where each trial started (they exchanged weights, so no verdict compares them)"]
+    if done:
+        sign = 1 if cfg.sweep.mode == "min" else -1
+        best = min(done, key=lambda r: sign * r["metrics"][cfg.sweep.metric])
+        table = best.get("tags", {}).get(pbt.SCHEDULE_TAG, "")
+        lines += [f"the schedule of the best trial, {best['run']} ({cfg.sweep.metric} "
+                  f"{best['metrics'][cfg.sweep.metric]:.4g}):", *table.splitlines()]
+    return lines
 
 
 def verdict_metrics(cfg: ExperimentConfig, rows: list[dict]) -> dict[str, float]:
     """The verdicts as parent-run metrics: `verdict/<key>/<worse>-<better>/{mean,ci_low,ci_high,every_pair}`."""
+    if pbt.is_pbt(cfg):  # the population exchanged weights: no two trials are independent samples
+        return {}
     params = ["task_order" if k == "stages" else k for k in searched_keys(cfg)]
     found = verdicts(rows, params, "headline/mean_FG", skip=("warm_start.kind",))
     if "warm_start.kind" in params:
