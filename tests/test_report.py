@@ -167,6 +167,24 @@ def test_partial_sweep_shows_every_trial_with_its_status(hand_store, tmp_path):
     assert "3 unfinished trials are left out" in text
 
 
+def test_a_pbt_population_gets_its_schedules_and_no_verdict_by_starting_values(tmp_path):
+    """PBT trials exchange weights: the report shows each one's schedule and compares none by its searched
+    (starting) values, as the sweep's summary does."""
+    from raycf import tracking
+    from raycf.sweep.pbt import SCHEDULE_TAG
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = tracking.start_run(uri, "hand", "sweep-pbt", tags={"raycf.sweep": "sweep-pbt"})
+    for name, lr, exploits in [("lr=1e-3", "0.001", "0"), ("lr=2e-3", "0.002", "1")]:
+        run_id = log_trial(uri, parent, name, "FINISHED", lr, 2)
+        table = f"stage  task  trained by  optim.lr\n1  simplification  {name}  {lr}"
+        tracking.client(uri).set_tag(run_id, SCHEDULE_TAG, table)
+        tracking.client(uri).set_tag(run_id, "raycf.pbt.exploits", exploits)
+    text = report_page.build(uri, "hand", tmp_path / "out").read_text()
+    assert "1 exploit(s) in a population of 2" in text and text.count("each stage as it was trained") == 2
+    assert "simplification  lr=2e-3  0.002" in text
+    assert "Settings over seeds" not in text and "verdict on" not in text and "Effect of the searched params" not in text
+
+
 def test_matrix_from_the_metric_history_has_nan_rows_for_stages_not_run(hand_store):
     from raycf import tracking
     _, trials = report_trials.load_trials(tracking.client(hand_store), "hand")

@@ -38,12 +38,14 @@ def render_html(experiment: str, uri: str, label: str, trials: list[Trial], tabl
              f'{html.escape(uri)}; generated {time.strftime("%Y-%m-%d %H:%M")}</p>',
              "<h2>Study table</h2>", to_html(table, {t.name: run_url(uri, t) for t in trials}),
              f'<p class="note">{TABLE_NOTE} Run names link to the runs in MLflow{served(uri)}.</p>']
-    parts += findings_html(trials, searched)
+    population = [t for t in trials if SCHEDULE_TAG in t.tags]  # a PBT sweep: its trials exchanged weights
+    parts += population_html(population) if population else findings_html(trials, searched)
     if any(MEAN_FG in t.metrics and LEARNED_AVERAGE in t.metrics for t in trials):
         parts += ["<h2>Learning vs forgetting</h2>", _img("trade-off", data_uri(tradeoff_png, trials))]
     if any(t.fg_by_stage for t in trials):
         parts += ["<h2>Forgetting after each stage</h2>", _img("FG per stage", data_uri(fg_by_stage_png, trials))]
-    parts += effects_html(trials, [p for p in searched if p != "seed"])
+    if not population:
+        parts += effects_html(trials, [p for p in searched if p != "seed"])
     parts.append("<h2>Trials</h2>")
     for t in trials:
         parts += trial_html(t, searched, run_url(uri, t))
@@ -73,6 +75,17 @@ def findings_html(trials: list[Trial], searched: list[str]) -> list[str]:
     return ["<h2>Settings over seeds, and verdicts</h2>", f"<pre>{html.escape(chr(10).join(lines))}</pre>",
             f'<p class="note">Finished trials only. A verdict compares matched pairs (the same other values and '
             f'seed); "on the interval" means the {CONFIDENCE:.0%} t interval of the paired differences excludes 0.</p>']
+
+
+def population_html(population: list[Trial]) -> list[str]:
+    """A PBT sweep in place of the verdicts and the per-value effects: its trials are not independent samples
+    of their searched values (they are where each trial started), so nothing compares them by those values."""
+    exploits = sum(int(t.tags.get("raycf.pbt.exploits", 0)) for t in population)
+    return ["<h2>Population-based training</h2>",
+            f'<p class="note">{exploits} exploit(s) in a population of {len(population)}: at stage boundaries the '
+            f"weakest trials took a strong trial's stage checkpoint and went on with perturbed values. The searched "
+            f"values in the study table are where each trial started, so no verdict or per-value effect compares "
+            f"the trials by them; each trial's per-stage schedule is under Trials.</p>"]
 
 
 def _img(alt: str, src: str) -> str:
