@@ -182,7 +182,8 @@ def test_a_pbt_population_gets_its_schedules_and_no_verdict_by_starting_values(t
     text = report_page.build(uri, "hand", tmp_path / "out").read_text()
     assert "1 exploit(s) in a population of 2" in text and text.count("each stage as it was trained") == 2
     assert "simplification  lr=2e-3  0.002" in text
-    assert "Settings over seeds" not in text and "verdict on" not in text and "Effect of the searched params" not in text
+    assert "Settings over seeds" not in text and "verdict on" not in text
+    assert "Effect of the searched params" not in text
 
 
 def test_matrix_from_the_metric_history_has_nan_rows_for_stages_not_run(hand_store):

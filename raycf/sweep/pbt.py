@@ -116,7 +116,14 @@ def clipped(config: dict, resolved: dict, keys: list[str], kinds: dict) -> dict:
 
 def manifest_digest(location: str) -> str:
     """The SHA-256 of a stage-cache entry's manifest (it lists every file's SHA-256: it pins the whole entry)."""
-    return hashlib.sha256(storage.read_text(storage.join(location, "manifest.json")).encode()).hexdigest()
+    from raycf import cache
+    return hashlib.sha256(storage.read_text(storage.join(str(location), cache.MANIFEST)).encode()).hexdigest()
+
+
+def values(cfg) -> dict:
+    """The perturbed keys' values in `cfg`."""
+    from raycf.config.dotted import get_dotted
+    return {k: get_dotted(cfg, k) for k in perturbed_keys(cfg)}
 
 
 def stage_record(k: int, trial: str, run_id: str, name: str, key: str, digest: str, values: dict) -> dict:
@@ -167,7 +174,6 @@ class Lineage:
 
     def __init__(self, cfg, trial: str, run_id: str, name: str, uri: str, sweep_dir: str):
         self.cfg, self.trial, self.run_id, self.name, self.uri = cfg, trial, run_id, name, uri
-        self.keys = perturbed_keys(cfg)
         self.events_file = storage.join(sweep_dir, "pbt", f"{trial}.json")
         self.own_file = storage.join(sweep_dir, "pbt", "lineage", f"{trial}.json")
         self.events: list[dict] = []
@@ -175,8 +181,7 @@ class Lineage:
         self.restored: dict | None = None
 
     def values(self) -> dict:
-        from raycf.config.dotted import get_dotted
-        return {k: get_dotted(self.cfg, k) for k in self.keys}
+        return values(self.cfg)
 
     def restore(self, given: dict | None) -> dict:
         """Where the trial starts: `given`, the lineage of the Tune checkpoint Tune restores it from (a donor's

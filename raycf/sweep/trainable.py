@@ -65,10 +65,7 @@ def tune_trial(params: dict, *, base: ExperimentConfig, sweep_dir: str, parent_r
         # that stage again, so PBT hears of it here (else its synchronisation waits on this trial forever)
         from raycf import tracking
         latest = tracking.client(uri).get_run(run_id).data.metrics
-        with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / pbt.LINEAGE_FILE).write_text(json.dumps(lineage.state(plan)))
-            ray.tune.report({**latest, "stage": plan.logged, "stage_checkpoint": ""},
-                            checkpoint=ray.tune.Checkpoint.from_directory(folder))
+        report_lineage({**latest, "stage": plan.logged, "stage_checkpoint": ""}, lineage.state(plan))
     if lineage is not None and lineage.restored is not None:  # its latest values and lineage: for its best model
         storage.write_text(runs, json.dumps({"run_id": run_id, "params": params, "name": name,
                                              "prefix": plan.stage_keys[:plan.fixed]}))
@@ -92,7 +89,13 @@ def tune_trial(params: dict, *, base: ExperimentConfig, sweep_dir: str, parent_r
         # from report() once its scheduler lets the trial go on, and the job waits for that at the boundary
         state = lineage.stage_done(item["stage"], plan, item["checkpoint"])
         lineage.log(state)
-        with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / pbt.LINEAGE_FILE).write_text(json.dumps(state))
-            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
+        report_lineage(metrics, state)
         board.release.remote(job, item["stage"])
+
+
+def report_lineage(metrics: dict, state: dict) -> None:
+    """A stage's result to Tune with the PBT lineage as its Tune checkpoint (the weights stay in the stage cache)."""
+    import ray.tune
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / pbt.LINEAGE_FILE).write_text(json.dumps(state))
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))

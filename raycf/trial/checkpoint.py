@@ -26,15 +26,14 @@ def cached_prefix(plan: TrialPlan) -> int:
 def check_lineage(plan: TrialPlan, done: int) -> None:
     """A trial restored from a PBT donor holds the donor's stages, never trains them, and finds each pinned to
     the manifest the donor published."""
-    import hashlib
+    from raycf.sweep.pbt import manifest_digest
     if done < plan.fixed:
         entry = plan.stage_entry(done + 1)
         raise RuntimeError(f"stage {done + 1} of this trial's lineage (a PBT donor's, stage cache entry "
                            f"{entry.location}) is gone from the stage cache: it was removed while the sweep ran")
     for k, digest in sorted(plan.pinned.items()):
         if k <= done:
-            text = (fetched(plan.stage_entry(k)) / cache.MANIFEST).read_text()
-            if hashlib.sha256(text.encode()).hexdigest() != digest:
+            if manifest_digest(str(fetched(plan.stage_entry(k)))) != digest:
                 raise RuntimeError(f"stage {k}'s checkpoint {plan.stage_entry(k).location} is not the one its PBT "
                                    f"donor published (manifest SHA-256 {digest[:12]}...)")
 

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from raycf import cache, continual
-from raycf.config.dotted import get_dotted
 from raycf.config.schema import ExperimentConfig
 from raycf.data.sources import probe_task, stage_train_rows
 from raycf.probe.run import run_probes
@@ -171,8 +170,7 @@ class StageRunner:
                    self.warm_seconds if k == 0 else 0.0,
                    "work/probe_seconds": row.get("seconds", 0.0) if fresh else 0.0}
         if k > 0 and pbt.is_pbt(self.cfg):  # the values PBT perturbs, as this stage trained with them
-            values = {f"pbt/{key}": get_dotted(self.cfg, key) for key in pbt.perturbed_keys(self.cfg)}
-            metrics |= {m: float(v) for m, v in values.items() if isinstance(v, (int, float))}
+            metrics |= {f"pbt/{k}": float(v) for k, v in pbt.values(self.cfg).items() if isinstance(v, (int, float))}
         if k <= self.reported:  # a restarted or resumed run: MLflow and Tune already have this stage
             if k == len(self.cfg.stages):  # ...but the caller (Tune) still needs a final result from this run
                 self.report(k, metrics, False)
