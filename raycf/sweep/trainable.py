@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from raycf import storage
+from raycf import storage, tracking
 from raycf.config.files import flat_params
 from raycf.config.schema import ExperimentConfig
 from raycf.models.resolve import resolve_model_dir
@@ -36,6 +36,12 @@ def tune_trial(params: dict, *, base: ExperimentConfig, sweep_dir: str, parent_r
         run_id, name = opened["run_id"], opened.get("name", trial_name)
         logged, work = record.reopen_run(uri, run_id)
     else:
+        if parent_run_id:  # a driver killed while it opened this trial's run, before it kept the id: nothing logged
+            c = tracking.client(uri)
+            exp = c.get_run(parent_run_id).info.experiment_id
+            for r in c.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                          f"tags.`raycf.trial_id` = '{trial_id}'"):
+                c.delete_run(r.info.run_id)
         order = " > ".join(cfg.stages)
         name = record.run_name(params, trial_name if base.sweep.num_samples > 1 else None)
         run_id = record.open_run(uri, cfg, name, {**flat_params(cfg), "task_order": order},
@@ -63,7 +69,6 @@ def tune_trial(params: dict, *, base: ExperimentConfig, sweep_dir: str, parent_r
     if lineage is not None and (given or {}).get("stage", 0) < plan.logged < len(cfg.stages):
         # the sweep was killed after the run logged a stage and before Tune saved it: the pool does not report
         # that stage again, so PBT hears of it here (else its synchronisation waits on this trial forever)
-        from raycf import tracking
         latest = tracking.client(uri).get_run(run_id).data.metrics
         report_lineage({**latest, "stage": plan.logged, "stage_checkpoint": ""}, lineage.state(plan))
     if lineage is not None and lineage.restored is not None:  # its latest values and lineage: for its best model
