@@ -60,6 +60,7 @@ MEAN_FG_CATEGORIES = ("knowledge", "reasoning", "reading")
 # Names become MLflow key parts, so they may not hold "/" (the key separator) or other symbols.
 HEADER = re.compile(r"([^()]+) \(([^()/]+)(?:/([^()/]+))?\)")  # `task (category/metric)`: one CSV header
 NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
+TASK_NAME = re.compile(r"^[A-Za-z0-9_.\- ]+(:[A-Za-z0-9_.\-]+)?$")  # lm_eval:TASK too (raycf.data.lm_eval_tasks)
 RESERVED_ROWS = ("before", "category", "metric")
 # Scores a relative FG (Eq. 1) may divide: accuracies in [0, 1], and only from FG_FLOOR up.
 RELATIVE_METRICS = ("acc", "acc_norm")
@@ -181,8 +182,9 @@ def matrix_problems(R: AccuracyMatrix) -> list[str]:
             problems.append(f"{kind} {name!r} appears twice: names must be unique")
     for kind, names in (("task", R.tasks), ("category", R.categories), ("stage", R.stages)):
         for name in names:
-            if not NAME.match(name):
-                problems.append(f"{kind} name {name!r}: use only letters, digits, _ - . and space")
+            if not (TASK_NAME if kind == "task" else NAME).match(name):
+                problems.append(f"{kind} name {name!r}: use only letters, digits, _ - . and space"
+                                + (" (and lm_eval: before an lm-eval task's name)" if kind == "task" else ""))
     for name in set(R.stages) & set(RESERVED_ROWS):
         problems.append(f"stage name {name!r} is reserved for the CSV header; rename the stage")
     for task, category in zip(R.tasks, R.categories):

@@ -76,7 +76,8 @@ PAIRS_TASK = {"output_type": "multiple_choice", "doc_to_text": "", "doc_to_choic
               "target_delimiter": ""}
 
 
-def run_lm_eval(model_dir, tmp, test_rows, fewshot_rows, shots: int, batch_size: int = 1, spec=None):
+def run_lm_eval(model_dir, tmp, test_rows, fewshot_rows, shots: int, batch_size: int = 1, spec=None,
+                sampler: str = "first_n"):
     """lm-eval on a YAML task over local JSONL files; returns (metrics, per-doc list of choice lls)."""
     import yaml
     from lm_eval import simple_evaluate
@@ -87,7 +88,7 @@ def run_lm_eval(model_dir, tmp, test_rows, fewshot_rows, shots: int, batch_size:
     task = {
         "task": TASK, "dataset_path": "json",
         "dataset_kwargs": {"data_files": {"test": str(tmp / "test.jsonl"), "fewshot": str(tmp / "fewshot.jsonl")}},
-        "test_split": "test", "fewshot_split": "fewshot", "fewshot_config": {"sampler": "first_n"},
+        "test_split": "test", "fewshot_split": "fewshot", "fewshot_config": {"sampler": sampler},
         **(spec or MC_TASK),
         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
                         {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
@@ -140,3 +141,72 @@ def test_same_pair_likelihoods_as_lm_evals_crows_pairs(model_dir, tmp_path):
     assert [ll for p in ours for ll in p] == pytest.approx([ll for p in their_lls for ll in p], abs=1e-4)
     # lm-eval's acc here is "sent_more more likely" (crows_pairs' pct_stereotype; ties would go to sent_more)
     assert probe_tasks.pair_metrics(rows, ours)["pct_stereotype"] == theirs["acc"]
+
+
+@pytest.mark.parametrize("shots,sampler", [(0, "first_n"), (3, "first_n"), (3, "default")])
+def test_an_lm_eval_task_as_a_probe_scores_what_simple_evaluate_does(model_dir, tmp_path, shots, sampler):
+    """`lm_eval:TASK` from a folder of one's own lm-eval YAMLs (probes.lm_eval_include): lm-eval builds the
+    contexts (its few-shot sampler, first_n or its seeded default), raycf scores them: the same acc, acc_norm
+    and per-choice log-likelihoods as simple_evaluate on the same YAML."""
+    from raycf.data import load_task
+    from raycf.probe.run import probe_task
+
+    test_rows, pool = questions(40, seed=2), questions(12, seed=3)
+    theirs, their_lls = run_lm_eval(model_dir, tmp_path, test_rows, pool, shots, sampler=sampler)
+    task = load_task(f"lm_eval:{TASK}", shots=shots, lm_eval_include=(str(tmp_path / "tasks"),))
+    assert (task.name, task.category, task.shots, len(task.rows)) == (f"lm_eval:{TASK}", "lm_eval", shots, 40)
+    if shots:  # the k examples are in every context, once
+        assert task.rows[0]["context"].count("Answer:") == shots + 1
+    model, tok = load_model(model_dir)
+    ours = probe_task(model, tok, task, batch_size=8)
+    assert ours.metrics == theirs  # identical, not approximately
+    lls = probe_tasks.multiple_choice_lls(model, tok, task.template, task.rows, batch_size=8)
+    assert [ll for q in lls for ll in q] == pytest.approx([ll for q in their_lls for ll in q], abs=1e-4)
+
+
+def _lm_eval_yaml(folder, name: str, data, **spec) -> None:
+    import yaml
+    folder.mkdir(exist_ok=True)
+    write_jsonl(folder / f"{name}.jsonl", data)
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump({
+        "task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(folder / f"{name}.jsonl")}},
+        "test_split": "test", **spec, "metadata": {"version": 2.0}}))
+
+
+def test_an_lm_eval_group_expands_to_its_tasks_and_other_output_types_are_refused_by_name(tmp_path):
+    from raycf.data import DataError, load_task, suite
+    folder = tmp_path / "tasks"
+    _lm_eval_yaml(folder, "peer_a", questions(6, seed=5), **MC_TASK)
+    _lm_eval_yaml(folder, "peer_b", questions(4, seed=6), **MC_TASK)
+    _lm_eval_yaml(folder, "peer_gen", questions(4, seed=7), output_type="generate_until",
+                  doc_to_text="{{question}}", doc_to_target="{{choices[answer]}}")
+    import yaml
+    (folder / "peer_group.yaml").write_text(yaml.safe_dump({"group": "peer_group", "task": ["peer_a", "peer_b"]}))
+    inc = (str(folder),)
+    assert suite(["lm_eval:peer_group", "lm_eval:peer_a"], inc) == ["lm_eval:peer_a", "lm_eval:peer_b"]
+    b = load_task("lm_eval:peer_b", lm_eval_include=inc)
+    assert (b.version, b.shots, [r["answer"] for r in b.rows]) == (2, 0, [r["answer"] for r in questions(4, 6)])
+    assert b.rows[0]["context"] == "Question: " + questions(4, 6)[0]["question"] + "\nAnswer:"
+    with pytest.raises(DataError, match=r"^lm_eval:peer_gen: output_type 'generate_until' is not probed by raycf"):
+        load_task("lm_eval:peer_gen", lm_eval_include=inc)
+    with pytest.raises(DataError, match=r"^lm_eval:peer_group is a group; name one of its tasks: lm_eval:peer_a, "):
+        load_task("lm_eval:peer_group", lm_eval_include=inc)
+
+
+def test_the_probe_cli_scores_an_lm_eval_task_from_an_include_folder(model_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    rows = questions(40, seed=2)
+    theirs, _ = run_lm_eval(model_dir, tmp_path, rows, questions(12, seed=3), 2)
+    r = subprocess.run([sys.executable, "-m", "raycf.probe", "--model", str(model_dir), "--suite", f"lm_eval:{TASK}",
+                        "--lm-eval-include", str(tmp_path / "tasks"), "--shots", "2"], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = {tuple(line.split()[:3]): float(line.split()[3]) for line in r.stdout.splitlines()[1:]}
+    assert table == {(f"lm_eval:{TASK}", "lm_eval", "acc"): round(theirs["acc"], 4),
+                     (f"lm_eval:{TASK}", "lm_eval", "acc_norm"): round(theirs["acc_norm"], 4)}
+    bad = subprocess.run([sys.executable, "-m", "raycf.probe", "--model", str(model_dir), "--suite", "lm_eval:x",
+                          "--lm-eval-include", str(tmp_path / "nope")], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "is not a folder" in bad.stderr, bad.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 from raycf.config.dotted import get_dotted
 from raycf.errors import did_you_mean
@@ -151,6 +152,12 @@ def validate(cfg, problems: list[str]) -> None:
             not all(isinstance(x, str) and x for x in cfg.probes.suites):
         problems.append(f"probes.suites: expected a non-empty list of categories, task names or task YAMLs, got "
                         f"{cfg.probes.suites!r}; e.g. [knowledge, reasoning, tasks]")
+    inc = cfg.probes.lm_eval_include
+    if not isinstance(inc, list) or not all(isinstance(d, str) and d for d in inc):
+        problems.append(f"probes.lm_eval_include: expected a list of folders of lm-eval task YAMLs, got {inc!r}")
+    else:
+        problems += [f"probes.lm_eval_include: {d} is not a folder; give folders of lm-eval task YAMLs"
+                     for d in inc if not Path(d).is_dir()]
     method = cfg.continual.method
     if method in LORA_METHODS and cfg.finetune.method != "lora":
         problems.append(f"continual.method: {method} works on LoRA adapters, but finetune.method is "

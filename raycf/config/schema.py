@@ -142,6 +142,7 @@ class ProbeConfig:
     limit: int = 0                    # items per task, 0 = all
     max_new_tokens: int = 32          # generation probes (learned tasks)
     precision: str = "fp32"           # fp32 (lm-eval's numbers exactly) | bf16 (autocast: faster, scores move a little)
+    lm_eval_include: list = field(default_factory=list)  # folders of lm-eval task YAMLs for lm_eval:NAME in suites
 
 
 @dataclass
@@ -278,6 +279,9 @@ def absolute_paths(cfg: ExperimentConfig) -> None:
     cfg.probes.suites = [str(Path(s).expanduser().absolute()) if isinstance(s, str) and
                          s.endswith((".yaml", ".yml")) and Path(s).expanduser().is_file() else s
                          for s in cfg.probes.suites]
+    if isinstance(cfg.probes.lm_eval_include, list):
+        cfg.probes.lm_eval_include = [str(Path(d).expanduser().absolute()) if isinstance(d, str) else d
+                                      for d in cfg.probes.lm_eval_include]
     if cfg.model.name not in BUILTIN and Path(cfg.model.name).expanduser().is_dir():
         cfg.model.name = str(Path(cfg.model.name).expanduser().absolute())
     if cfg.warm_start.path and Path(cfg.warm_start.path).expanduser().is_dir():

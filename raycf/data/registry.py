@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+from raycf.data import lm_eval_tasks
 from raycf.data.hub import HUB_KEYS, HUB_MAPS, hub_rows, hub_split
 from raycf.data.rows import TYPES, check_row, load_rows, template_fields
 from raycf.errors import DataError, cli, did_you_mean, parser
 from raycf.yamlfile import read_yaml
+
+is_lm_eval = lm_eval_tasks.is_lm_eval
 
 CLOSE = dict(n=3, cutoff=0.7)  # how close a "did you mean" must be, and how many it offers
 
@@ -66,7 +69,9 @@ class Task:
     version: int
     rows: list
     fewshot_rows: list     # disjoint from rows
-    source: str            # "shipped", "hub:<dataset>" or a file path
+    source: str            # "shipped", "hub:<dataset>", a file path or "lm_eval:<task>"
+    target_delimiter: str = " "       # between a context and each choice (lm-eval's target_delimiter)
+    fewshot_in_context: bool = False  # the rows' contexts hold their k-shot examples (lm-eval tasks)
 
 
 @lru_cache(maxsize=None)
@@ -187,14 +192,20 @@ def task_names(category: str | None = None) -> list[str]:
     return [s["name"] for s in specs if category in (None, s["category"])]
 
 
-def suite(names_or_categories) -> list[str]:
-    """Task names for a list of task and category names (categories expand), de-duplicated in order."""
+def suite(names_or_categories, lm_eval_include: tuple = ()) -> list[str]:
+    """Task names for a list of task and category names (categories and lm-eval groups expand), de-duplicated in
+    order. lm_eval_include: folders of lm-eval task YAMLs for `lm_eval:NAME` items."""
     if isinstance(names_or_categories, str):
         names_or_categories = [names_or_categories]
     known = task_names()
     out, errors = [], []
     for item in names_or_categories:
-        if item in CATEGORIES:
+        if is_lm_eval(item):
+            try:
+                out += lm_eval_tasks.expand(item, tuple(lm_eval_include))
+            except DataError as e:
+                errors.append(str(e))
+        elif item in CATEGORIES:
             out += task_names(item)
         elif item in known:
             out.append(item)
@@ -213,7 +224,7 @@ def suite(names_or_categories) -> list[str]:
 
 
 def load_task(name: str, source: str | None = None, fewshot_source: str | None = None,
-              shots: int | None = None, limit: int | None = None) -> Task:
+              shots: int | None = None, limit: int | None = None, lm_eval_include: tuple = ()) -> Task:
     """The probe task `name` (or a task YAML path) with its rows.
 
     source: None = the YAML's `source` (default "shipped"); "shipped"; "hub" (the study's dataset via
@@ -222,7 +233,12 @@ def load_task(name: str, source: str | None = None, fewshot_source: str | None =
     fewshot_source: a file for the k-shot pool when `source` is a file (else the pool is empty).
     shots: override the YAML's default k. limit: keep the first `limit` rows.
     A name that is no registered task, given with a file `source`, is a stage of the user's own (stage_spec).
+    `lm_eval:TASK`: an lm-evaluation-harness task (raycf.data.lm_eval_tasks; lm_eval_include: folders of its
+    YAMLs), its k-shot contexts built by lm-eval at `shots` (None: the task's own).
     """
+    if is_lm_eval(name):
+        task = Task(**lm_eval_tasks.load(name, tuple(lm_eval_include), shots))
+        return replace(task, rows=task.rows[:limit]) if limit else task
     own_stage = source not in (None, "shipped", "hub") and not is_task_file(name) and name not in _registry()
     spec = stage_spec(name) if own_stage else _spec(name)
     template = resolve_template(spec)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from raycf.config.schema import ExperimentConfig
-from raycf.data.registry import GENERAL, load_stage, load_task, suite
+from raycf.data.registry import GENERAL, is_lm_eval, load_stage, load_task, suite
 
 
 def stage_rows(cfg: ExperimentConfig, name: str, split: str = "train") -> list[dict]:
@@ -19,14 +19,16 @@ def stage_rows(cfg: ExperimentConfig, name: str, split: str = "train") -> list[d
 
 def probe_task(cfg: ExperimentConfig, name: str):
     """The probe task `name`; a stage with an eval file in data.sources is probed on those rows, and with
-    data.hub the study's dataset is."""
+    data.hub the study's dataset is; an lm-eval task (lm_eval:NAME) is built at probes.shots."""
+    if is_lm_eval(name):
+        return load_task(name, shots=cfg.probes.shots, lm_eval_include=tuple(cfg.probes.lm_eval_include))
     return load_task(name, source=cfg.data.sources.get(name, {}).get("eval") or ("hub" if cfg.data.hub else None))
 
 
 def probe_task_names(cfg: ExperimentConfig) -> list[str]:
     """General-ability probes from the suites, plus the trial's own stages when `tasks` is asked for."""
     general = [s for s in cfg.probes.suites if s != "tasks"]
-    names = suite(general) if general else []
+    names = suite(general, tuple(cfg.probes.lm_eval_include)) if general else []
     if "tasks" in cfg.probes.suites:
         names += [s for s in cfg.stages]
     return names

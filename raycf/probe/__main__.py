@@ -82,7 +82,9 @@ def probe(args) -> int:
         raise ModelError(problems[0])
     check_adapter(args.adapter, args.allow_pickle)
     try:  # bad rows are reported before the model loads
-        tasks = [load_task(n) for n in suite([s.strip() for s in args.suite.split(",") if s.strip()])]
+        include = tuple(str(Path(d).expanduser().absolute()) for d in args.lm_eval_include)
+        tasks = [load_task(n, shots=args.shots, lm_eval_include=include)
+                 for n in suite([s.strip() for s in args.suite.split(",") if s.strip()], include)]
     except DataError as e:
         raise DataError(f"--suite: {e}") from None
     t_imports = time.perf_counter()
@@ -116,7 +118,9 @@ def main(argv=None) -> int:
                               "and print one row per task and metric")
     p.add_argument("--model", required=True, help="model folder or built-in name (see raycf.models)")
     p.add_argument("--adapter", default=None, help="PEFT adapter folder, scored without merging")
-    p.add_argument("--suite", required=True, help="comma-separated task names, task YAML paths or categories")
+    p.add_argument("--suite", required=True, help="comma-separated task names, task YAML paths, categories or lm_eval:TASK (lm-eval's tasks)")
+    p.add_argument("--lm-eval-include", action="append", default=[], metavar="DIR",
+                   help="a folder of lm-eval task YAMLs for lm_eval:NAME in --suite (repeatable)")
     p.add_argument("--shots", type=int, default=None, help="few-shot examples (default: each task's own)")
     p.add_argument("--limit", type=int, default=None, help="first N rows of each task")
     p.add_argument("--seed", type=int, default=0, help="seed of the few-shot draw")

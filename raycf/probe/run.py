@@ -31,10 +31,15 @@ def probe_task(model, tok, task, *, shots: int | None = None, limit: int | None 
     rows = list(task.rows)[:limit] if limit is not None else list(task.rows)
     counts = {}
     if task.type == "multiple_choice":
-        k = task.shots if shots is None else shots
+        baked = getattr(task, "fewshot_in_context", False)  # lm-eval tasks: the k shots are in each context
+        if baked and shots not in (None, task.shots):
+            raise DataError(f"task {task.name} was loaded at {task.shots} shots, not {shots}: load it with "
+                            f"load_task(name, shots={shots})")
+        k = 0 if baked else task.shots if shots is None else shots
         examples = fewshot_examples(task.fewshot_rows, k, seed)
         lls = on_all_ranks(lambda idx: multiple_choice_lls(model, tok, task.template, [rows[i] for i in idx],
-                                                            examples, batch_size=batch_size),
+                                                            examples, batch_size=batch_size,
+                                                            delimiter=getattr(task, "target_delimiter", " ")),
                             len(rows), [_cost(task.template.format(**r), r["choices"]) for r in rows],
                             rank, world_size)
         metrics = multiple_choice_metrics(rows, lls)

@@ -39,13 +39,13 @@ def choice_metrics(lls, choices, answer: int) -> dict[str, float]:
 
 
 def multiple_choice_lls(model, tok, template: str, rows, examples=(), *, batch_size: int = 16,
-                        fast: bool = True) -> list[list[float]]:
-    """Per question, the log-likelihood of each choice after the shared few-shot prefix."""
+                        fast: bool = True, delimiter: str = TARGET_DELIMITER) -> list[list[float]]:
+    """Per question, the log-likelihood of each choice (after `delimiter`) after the shared few-shot prefix."""
     prefix = fewshot_prefix(template, examples)
     requests, sizes = [], []
     for row in rows:
         context = prefix + template.format(**row)
-        requests += [(context, TARGET_DELIMITER + c) for c in row["choices"]]
+        requests += [(context, delimiter + c) for c in row["choices"]]
         sizes.append(len(row["choices"]))
     flat = loglikelihood(model, tok, requests, prefix=prefix, batch_size=batch_size, fast=fast)
     out, start = [], 0

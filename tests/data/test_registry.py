@@ -42,7 +42,8 @@ def test_every_yaml_is_registered_and_loads():
 def test_task_is_frozen_and_has_the_contract_fields():
     t = load_task("boolq_toy")
     assert [f.name for f in dataclasses.fields(Task)] == ["name", "category", "type", "template", "shots", "metric",
-                                                          "version", "rows", "fewshot_rows", "source"]
+                                                          "version", "rows", "fewshot_rows", "source",
+                                                          "target_delimiter", "fewshot_in_context"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         t.shots = 3
     assert t.template == "{passage}\nQuestion: {question}?\nAnswer:"

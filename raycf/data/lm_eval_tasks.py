@@ -1,0 +1,162 @@
+"""lm-evaluation-harness tasks as raycf probes: `lm_eval:NAME` in probes.suites (or `python -m raycf.probe
+--suite lm_eval:NAME`), NAME a task or group that lm-eval's TaskManager knows (its shipped task configs, plus the
+YAMLs under probes.lm_eval_include / --lm-eval-include).
+
+lm-eval reads the documents and builds every request itself (`Task.build_all_requests`: its doc_to_text,
+doc_to_choice, doc_to_target, description, few-shot sampler with simple_evaluate's seed 1234, delimiters), so the
+contexts and continuations raycf scores are the ones `simple_evaluate` would score; raycf's own engine computes
+the log-likelihoods (sharded over the trial's workers) and acc / acc_norm as lm-eval does. Multiple-choice tasks
+only (output_type multiple_choice with one context per document); other output types are refused by name.
+
+lm-eval is an optional dependency (`pip install 'raycf[peer]'`); a shipped lm-eval task reads its dataset from
+the Hugging Face hub or its cache, a YAML of one's own can read local files (`dataset_path: json`).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from functools import lru_cache
+
+from raycf.errors import DataError, did_you_mean
+
+PREFIX = "lm_eval:"
+CATEGORY = "lm_eval"   # reported as its own category (FG_lm_eval), outside mean FG unless mapped to one
+FEWSHOT_SEED = 1234    # simple_evaluate's fewshot_random_seed
+
+
+def is_lm_eval(name) -> bool:
+    return isinstance(name, str) and name.startswith(PREFIX)
+
+
+@lru_cache(maxsize=None)
+def _manager(include: tuple, defaults: bool):
+    try:
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise DataError("lm_eval: tasks need lm-evaluation-harness; install it with pip install 'raycf[peer]' "
+                        "(lm-eval 0.4.13)") from None
+    missing = [d for d in include if not os.path.isdir(d)]
+    if missing:
+        raise DataError(f"probes.lm_eval_include: {missing[0]} is not a folder; give folders of lm-eval task YAMLs")
+    return TaskManager(include_path=list(include) or None, include_defaults=defaults, verbosity="ERROR")
+
+
+def manager_for(name: str, include: tuple = ()):
+    """The TaskManager that knows `name`: the include folders alone first (indexing lm-eval's ~15k shipped
+    configs takes seconds), then with lm-eval's own tasks."""
+    if include:
+        tm = _manager(include, False)
+        if name in tm.all_tasks:
+            return tm
+    tm = _manager(include, True)
+    if name not in tm.all_tasks:
+        raise DataError(f"lm_eval:{name}: lm-eval knows no task or group {name!r}"
+                        f"{did_you_mean(name, tm.all_tasks, n=3, cutoff=0.7)}; name one of `lm_eval --tasks list`, "
+                        f"or give the folder of its YAML with probes.lm_eval_include (--lm-eval-include DIR)")
+    return tm
+
+
+def expand(name: str, include: tuple = ()) -> list[str]:
+    """`lm_eval:NAME` -> the `lm_eval:TASK` names of its tasks (a group expands to its subtasks, in order)."""
+    return [PREFIX + t for t in _tasks(name[len(PREFIX):] if is_lm_eval(name) else name, include)]
+
+
+@lru_cache(maxsize=None)
+def _tasks(name: str, include: tuple) -> tuple:
+    return tuple(_leaves(_task_dict(name, include)))
+
+
+def _task_dict(name: str, include: tuple) -> dict:
+    from lm_eval.tasks import get_task_dict
+    try:
+        return get_task_dict([name], manager_for(name, include))
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - lm-eval's own error (dataset not found, bad YAML), in one line
+        raise DataError(f"lm_eval:{name}: lm-eval could not load it: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def _leaves(tree: dict):
+    from lm_eval.api.task import Task as LmTask
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value)
+        elif isinstance(value, LmTask):
+            yield value.config.task
+        elif isinstance(value, tuple) and value and isinstance(value[-1], LmTask):
+            yield value[-1].config.task
+
+
+def _find(tree: dict, task: str):
+    from lm_eval.api.task import Task as LmTask
+    for value in tree.values():
+        if isinstance(value, dict):
+            found = _find(value, task)
+            if found is not None:
+                return found
+        elif isinstance(value, tuple) and value and isinstance(value[-1], LmTask):
+            value = value[-1]
+        if isinstance(value, LmTask) and value.config.task == task:
+            return value
+    return None
+
+
+@lru_cache(maxsize=None)
+def load(name: str, include: tuple = (), shots: int | None = None, category: str = CATEGORY):
+    """The fields of the raycf Task (raycf.data.registry.Task) of the lm-eval task `lm_eval:TASK` at `shots`
+    (None: the task's own num_fewshot, else 0, as simple_evaluate): one row per document with lm-eval's full
+    context (description and few-shot examples included), its choices and the index of the gold one."""
+    task_name = name[len(PREFIX):] if is_lm_eval(name) else name
+    where = f"lm_eval:{task_name}"
+    lm = _find(_task_dict(task_name, include), task_name)
+    if lm is None:
+        raise DataError(f"{where} is a group; name one of its tasks: {', '.join(expand(task_name, include))}")
+    kind = lm.config.output_type
+    if kind != "multiple_choice":
+        raise DataError(f"{where}: output_type {kind!r} is not probed by raycf (multiple_choice only); pick a "
+                        f"multiple-choice task, or run it with lm_eval itself")
+    if lm.multiple_input:
+        raise DataError(f"{where}: one context per choice (multiple inputs, e.g. winogrande) is not probed by "
+                        f"raycf; pick a task whose choices are continuations")
+    default = lm.get_config("num_fewshot")  # simple_evaluate's rule: a task whose YAML fixes 0 shots stays at 0
+    k = shots if shots is not None and default != 0 else (default or 0)
+    lm.set_config(key="num_fewshot", value=k)
+    lm.set_fewshot_seed(seed=FEWSHOT_SEED)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # lm-eval's progress bar: stderr is for one error line
+            lm.build_all_requests(limit=None, rank=0, world_size=1)
+    except Exception as e:  # noqa: BLE001 - e.g. more shots than the few-shot split holds
+        raise DataError(f"{where}: lm-eval could not build its {k}-shot requests: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    delimiter = lm.config.target_delimiter
+    by_doc: dict[int, list] = {}
+    for inst in lm.instances:
+        by_doc.setdefault(inst.doc_id, []).append(inst)
+    rows = []
+    for doc_id in sorted(by_doc):
+        insts = sorted(by_doc[doc_id], key=lambda i: i.idx)
+        doc = insts[0].doc
+        choices = lm.doc_to_choice(doc)
+        contexts = {i.arguments[0] for i in insts}
+        conts = [i.arguments[1] for i in insts]
+        if len(contexts) != 1 or conts[:len(choices)] != [delimiter + c for c in choices]:
+            raise DataError(f"{where}: document {doc_id}: lm-eval's requests are not one context with "
+                            f"'{delimiter}' + each choice; raycf cannot score this task the same way")
+        if len(conts) != len(choices):
+            raise DataError(f"{where}: metric acc_mutual_info is not computed by raycf; drop it from the "
+                            f"task's metric_list")
+        gold = lm.doc_to_target(doc)
+        if isinstance(gold, str):
+            gold = choices.index(gold) if gold in choices else -1
+        if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
+            raise DataError(f"{where}: document {doc_id}: its target {lm.doc_to_target(doc)!r} is not one of its "
+                            f"{len(choices)} choices (raycf scores one gold index per document)")
+        rows.append({"context": contexts.pop(), "choices": list(choices), "answer": gold})
+    if not rows:
+        raise DataError(f"{where}: lm-eval found no documents")
+    version = lm.config.metadata.get("version", 0) if isinstance(lm.config.metadata, dict) else 0
+    return dict(name=where, category=category, type="multiple_choice", template="{context}", shots=k,
+                metric=("acc", "acc_norm"), version=int(float(version or 0)), rows=rows, fewshot_rows=[],
+                source=f"lm_eval:{task_name}", target_delimiter=delimiter, fewshot_in_context=True)
