@@ -345,9 +345,11 @@ def tuner(cfg: ExperimentConfig, sc: SweepConfig, resolved: dict, sweep_dir: str
                                     # (their jobs wait their turn on the pool's board)
                                     max_concurrent_trials=None if pbt.is_pbt(cfg) else fits,
                                     # FIFO: one trial actor serves trial after trial (no process start, no
-                                    # re-import of tune/mlflow/raycf: ~7 s a trial on 2 CPUs, measured). Not
-                                    # with ASHA: a stopped trial's fit() would keep running in the kept actor
-                                    reuse_actors=sc.scheduler == "fifo"),
+                                    # re-import of tune/mlflow/raycf: ~7 s a trial on 2 CPUs, measured); PBT:
+                                    # a paused trial's actor serves the next one (its job is cancelled on the
+                                    # board, and its thread ends in report()). Not with ASHA: a stopped
+                                    # trial's fit() would keep running in the kept actor
+                                    reuse_actors=sc.scheduler == "fifo" or pbt.is_pbt(cfg)),
         run_config=tune.RunConfig(name="tune", storage_path=sweep_dir,
                                   callbacks=[Progress(sweep_dir, storage.join(cfg.storage_path, "spool"), uri,
                                                       len(cfg.stages), board)],
