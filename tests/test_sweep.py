@@ -73,7 +73,7 @@ def ray_local(cache_dir, tmp_path_factory):
     del os.environ["RAYCF_HEARTBEAT_DIR"]
 
 
-# the point of the fault tests below and of tests/test_sweep_resume.py: their clean run is shared
+# the point of the fault tests below and of tests/test_sweep_interrupt.py: their clean run is shared
 def second_trial_in_stage(records, beats, stage: int, proc=None, timeout_s: float = 300) -> tuple:
     """Wait until the sweep's second trial (the second record under `records`) is in `stage` by rank 0's heartbeat
     in `beats` (RAYCF_HEARTBEAT_DIR); (its trial id or None, the last heartbeat). Stops early if `proc` ends."""
