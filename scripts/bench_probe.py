@@ -16,6 +16,10 @@ on the same questions (one lm-eval task of the same contexts and choices); wall 
 medians of --repeat runs alternating, and both overall accuracies (the same, or the line says NO). raycf's
 time is split by its --timings line (imports, model load, scoring).
 
+Also `raycf lm_eval:`: raycf probing the same questions as an lm-eval task of their own (probes.suites
+lm_eval:NAME), lm-eval building the contexts (its first_n sampler over the same k examples): the same accuracy
+expected, its time an upper bound (the log-likelihoods are scored twice, once for the metrics, once to compare).
+
 Prints, for each k: both accuracies (acc, acc_norm), both wall times and the speed ratio, and the same for the
 process's CPU time (all threads; stalled threads' spin-waits count too); times include loading the model for both
 (lm-eval loads it inside simple_evaluate), after one untimed warm-up. One run each, torch.set_num_threads(2)
@@ -114,6 +118,22 @@ def run_raycf(model_dir, test, examples, batch_size: int, fast: bool = True):
     model.eval()
     lls = probe_tasks.multiple_choice_lls(model, tok, "{query}", test, examples, batch_size=batch_size, fast=fast)
     metrics = probe_tasks.multiple_choice_metrics(test, lls)
+    return metrics, lls, time.perf_counter() - t0, time.process_time() - c0
+
+
+def run_raycf_on_lm_eval_task(model_dir, test, examples, shots: int, batch_size: int, tmp: Path):
+    """raycf on the same questions as an lm-eval task (`lm_eval:NAME` with the task's folder included): lm-eval
+    builds the contexts, raycf scores them; the time includes lm-eval reading the task and building them."""
+    from raycf.data import load_task
+    from raycf.models.load import load_model
+    from raycf.probe.run import probe_task
+    tasks = lm_eval_task(test, examples, tmp, "raycf_bench_mc")
+    t0, c0 = time.perf_counter(), time.process_time()
+    task = load_task("lm_eval:raycf_bench_mc", shots=shots, lm_eval_include=(str(tasks),))
+    model, tok = load_model(model_dir)
+    model.eval()
+    metrics = probe_task(model, tok, task, batch_size=batch_size).metrics
+    lls = probe_tasks.multiple_choice_lls(model, tok, task.template, task.rows, batch_size=batch_size)
     return metrics, lls, time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -309,12 +329,17 @@ def main(argv=None) -> int:
         if args.plain:
             plain, plain_lls, *plain_t = run_raycf(model_dir, test, examples, args.batch_size, fast=False)
             rows.append((shots, "raycf plain", "-", plain, plain_t, our_t, _maxdiff(our_lls, plain_lls)))
+        with tempfile.TemporaryDirectory() as tmp:  # the lm_eval:NAME path (lls scored twice: the time is an upper bound)
+            via, via_lls, *via_t = run_raycf_on_lm_eval_task(model_dir, test, examples, shots, args.batch_size,
+                                                             Path(tmp))
+        rows.append((shots, "raycf lm_eval:", "yes" if via == ours else "NO", via, via_t, our_t,
+                     _maxdiff(our_lls, via_lls)))
         for bs in [int(b) for b in args.lm_eval_batch_sizes.split(",")]:
             with tempfile.TemporaryDirectory() as tmp:
                 theirs, their_lls, *their_t = run_lm_eval(model_dir, test, examples, shots, bs, Path(tmp))
             rows.append((shots, f"lm-eval bs={bs}", "yes" if theirs == ours else "NO", theirs, their_t, our_t,
                          _maxdiff(our_lls, their_lls)))
-        print_rows(rows[-(1 + args.plain + len(args.lm_eval_batch_sizes.split(","))):])
+        print_rows(rows[-(2 + args.plain + len(args.lm_eval_batch_sizes.split(","))):])
         print(f"# load average after: {_load()}")
     print("\nsummary")
     print_rows(rows)
