@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from raycf.data import chat
 from raycf.data.template import prompt
 from raycf.errors import DataError
 from raycf.lora import frozen_casts
@@ -43,11 +44,15 @@ class Example:
         return max(len(self.input_ids), len(self.labels))
 
 
-def encode(rows: list[dict], tok, kind: str, max_length: int, source: str = "stage") -> list[Example]:
-    """Alpaca prompt -> context, `output` -> response; loss on response tokens only."""
+def encode(rows: list[dict], tok, kind: str, max_length: int, source: str = "stage", template: str = "alpaca",
+           system: str = "") -> list[Example]:
+    """Alpaca prompt -> context, `output` -> response; loss on response tokens only. template chat: each row in
+    the tokenizer's chat template, the loss on every assistant turn (raycf.data.chat)."""
     examples, too_long = [], []
+    if template == "chat":
+        chat.check_template(tok, source)
     for i, row in enumerate(rows):
-        ex = encode_row(row, tok, kind)
+        ex = encode_row(row, tok, kind, template, system)
         if ex.longest > max_length:
             too_long.append(i + 1)
         examples.append(ex)
@@ -57,8 +62,18 @@ def encode(rows: list[dict], tok, kind: str, max_length: int, source: str = "sta
     return examples
 
 
-def encode_row(row: dict, tok, kind: str) -> Example:
-    """One row as the model trains on it: Alpaca prompt -> context, `output` + EOS -> response."""
+def encode_row(row: dict, tok, kind: str, template: str = "alpaca", system: str = "") -> Example:
+    """One row as the model trains on it: Alpaca prompt -> context, `output` + EOS -> response; template chat:
+    the chat template's rendering (of a conversation row, or of an instruction row as one exchange), the loss on
+    the assistant turns."""
+    if template == "chat" or chat.is_conversation(row):
+        if template != "chat":
+            raise DataError("conversation rows (messages, conversations) train in a chat template; set "
+                            "data.template: chat")
+        if kind == "seq2seq":
+            raise DataError("data.template chat is for causal models; use data.template: alpaca with seq2seq")
+        turns = chat.messages(row) if chat.is_conversation(row) else chat.instruction_messages(row)
+        return Example(*chat.encode(tok, chat.with_system(turns, system)))
     ctx = tok(prompt(row), add_special_tokens=True)["input_ids"]
     resp = tok(row["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     if kind == "seq2seq":

@@ -19,6 +19,7 @@ CHOICES = {
     "resources.strategy": ("fsdp", "ddp"),
     "resources.mixed_precision": ("auto", "bf16", "fp32"),
     "probes.precision": ("fp32", "bf16"),
+    "data.template": ("alpaca", "chat"),
     "sweep.search_alg": ("basic", "optuna"),
     "sweep.scheduler": ("fifo", "asha", "pbt", "pb2"),
     "sweep.mode": ("min", "max"),

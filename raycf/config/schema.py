@@ -75,6 +75,8 @@ class DataConfig:
     # the study's own datasets from the Hugging Face hub (each task YAML's `hub:`), for stages without a file
     # in `sources` and for the probes; needs the network. false: raycf's offline sets
     hub: bool = False
+    template: str = "alpaca"          # alpaca (the study's) | chat: the tokenizer's chat template, loss on assistant turns
+    system_prompt: str = ""           # data.template chat: a system turn before rows that have none
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 import string
 from pathlib import Path
 
+from raycf.data.chat import conversation_problem, is_conversation
 from raycf.errors import DataError, did_you_mean
 
 
@@ -22,6 +23,8 @@ def template_fields(template: str) -> list[str]:
 
 
 def infer_type(row: dict) -> str | None:
+    if is_conversation(row):
+        return "generation"
     if "choices" in row:
         return "multiple_choice"
     if "sent_more" in row:
@@ -35,6 +38,8 @@ def check_row(row, type: str, fields=()) -> str | None:
     """The problem with one row (and its fix), or None when it is fine."""
     if not isinstance(row, dict):
         return f"a row must be a JSON object, got {type_name(row)}; write one {{...}} object per line"
+    if type == "generation" and is_conversation(row):  # the messages or ShareGPT format (raycf.data.chat)
+        return conversation_problem(row)
     need = list(dict.fromkeys([*fields, *REQUIRED[type]]))
     missing = [f for f in need if f not in row]
     if missing:

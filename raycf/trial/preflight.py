@@ -145,6 +145,15 @@ def long_row_problems(cfg: ExperimentConfig, model_dir: Path | None) -> list[str
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.model.trust_remote_code)
     kind = model_kind(model_dir) if cfg.model.kind == "auto" else cfg.model.kind
     problems = []
+    template, system = cfg.data.template, cfg.data.system_prompt
+    if template == "chat":
+        from raycf.data import chat
+        try:
+            chat.check_template(tok, f"model.name {cfg.model.name}")
+        except DataError as e:
+            return [str(e)]
+        if kind == "seq2seq":
+            return ["data.template: chat is for causal models; use data.template: alpaca with a seq2seq model"]
     names = [*cfg.stages, *([GENERAL] if cfg.warm_start.kind == "general" else [])]
     for name in names:
         file = cfg.data.sources.get(name, {}).get("train")
@@ -154,7 +163,15 @@ def long_row_problems(cfg: ExperimentConfig, model_dir: Path | None) -> list[str
             continue  # the study's dataset: checked as it loads, offline checks do not download it
         else:
             rows, where = list(enumerate(stage_rows(cfg, name), 1)), f"stage {name}: shipped row "
-        long = [(line, n) for line, row in rows if (n := encode_row(row, tok, kind).longest) > cfg.optim.max_length]
+        long = []
+        for line, row in rows:
+            try:
+                n = encode_row(row, tok, kind, template, system).longest
+            except DataError as e:  # a conversation row without data.template chat, a template that cannot be cut
+                problems.append(f"{where}{line}: {e}")
+                break
+            if n > cfg.optim.max_length:
+                long.append((line, n))
         if long:
             more = f" (and {len(long) - 1} more rows)" if len(long) > 1 else ""
             (line, n), m = long[0], cfg.optim.max_length

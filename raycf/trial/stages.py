@@ -184,7 +184,8 @@ class StageRunner:
 
 def stage_examples(cfg: ExperimentConfig, k: int, tok, kind: str) -> list:
     """Stage k's training examples: its rows (with replay, raycf.data.sources) encoded for the model."""
-    return encode(stage_train_rows(cfg, k), tok, kind, cfg.optim.max_length, source=cfg.stages[k - 1])
+    return encode(stage_train_rows(cfg, k), tok, kind, cfg.optim.max_length, source=cfg.stages[k - 1],
+                  template=cfg.data.template, system=cfg.data.system_prompt)
 
 
 def run_stages(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: int, report, *, reported: int = -1,

@@ -33,7 +33,8 @@ def ensure_warm_start(cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: 
     model.to(device)
     model = wrap(model, cfg.resources.strategy, device, bf16)
     ws = cfg.warm_start
-    examples = encode(stage_rows(cfg, GENERAL), tok, plan.kind, cfg.optim.max_length, source=GENERAL)
+    examples = encode(stage_rows(cfg, GENERAL), tok, plan.kind, cfg.optim.max_length, source=GENERAL,
+                      template=cfg.data.template, system=cfg.data.system_prompt)
     stats = train_stage(model, examples, kind=plan.kind, pad_id=tok.pad_token_id, batch_size=ws.batch_size,
                         steps=ws.steps, grad_accum=1, lr=ws.lr, weight_decay=0.0, schedule="constant", warmup=0,
                         max_grad_norm=cfg.optim.max_grad_norm, seed=cfg.seed, device=device,

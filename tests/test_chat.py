@@ -1,0 +1,101 @@
+"""Conversation rows (messages, ShareGPT) and chat-template training rows: the loss mask token by token on a tiny
+byte-level tokenizer given a ChatML-like template (raycf.data.chat, raycf.train.encode_row)."""
+import json
+
+import pytest
+
+from raycf.data import DataError, load_rows
+from raycf.data import chat
+from raycf.train import IGNORE, encode, encode_row
+
+TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+TURNS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the quick fox"},
+         {"role": "assistant", "content": "a lazy dog"}, {"role": "user", "content": "near the river"},
+         {"role": "assistant", "content": "bank today"}]
+
+
+@pytest.fixture
+def tok(toy_tokenizer):
+    toy_tokenizer.chat_template = TEMPLATE
+    yield toy_tokenizer
+    toy_tokenizer.chat_template = None
+
+
+def ids(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_a_multi_turn_conversation_has_the_loss_on_every_assistant_turn_token_by_token(tok):
+    pieces = [("<|system|>\nBe brief.</s>\n<|user|>\nthe quick fox</s>\n<|assistant|>\n", False),
+              ("a lazy dog</s>\n", True), ("<|user|>\nnear the river</s>\n<|assistant|>\n", False),
+              ("bank today</s>\n", True)]  # the template's text, cut by hand at the assistant turns
+    want_ids = [t for text, _ in pieces for t in ids(tok, text)]
+    want_labels = [t if target else IGNORE for text, target in pieces for t in ids(tok, text)]
+    ex = encode_row({"messages": TURNS}, tok, "causal", "chat")
+    assert (ex.input_ids, ex.labels) == (want_ids, want_labels)
+    assert "".join(p for p, _ in pieces) == tok.apply_chat_template(TURNS, tokenize=False)
+    assert ex.targets == len(ids(tok, "a lazy dog</s>\n")) + len(ids(tok, "bank today</s>\n"))
+    sharegpt = {"conversations": [{"from": {"user": "human", "assistant": "gpt"}.get(t["role"], t["role"]),
+                                   "value": t["content"]} for t in TURNS]}
+    assert encode_row(sharegpt, tok, "causal", "chat") == ex  # the same conversation in ShareGPT's keys
+
+
+def test_an_instruction_row_in_the_chat_template_is_one_exchange_after_the_system_prompt(tok):
+    row = {"instruction": "Repeat the input.", "input": "the quick fox", "output": "the quick fox"}
+    ex = encode_row(row, tok, "causal", "chat", system="Be brief.")
+    context = "<|system|>\nBe brief.</s>\n<|user|>\nRepeat the input.\n\nthe quick fox</s>\n<|assistant|>\n"
+    answer = "the quick fox</s>\n"
+    assert ex.input_ids == ids(tok, context) + ids(tok, answer)
+    assert ex.labels == [IGNORE] * len(ids(tok, context)) + ids(tok, answer)
+    # without an input: the instruction alone; a conversation's own system turn wins over data.system_prompt
+    assert encode_row({**row, "input": ""}, tok, "causal", "chat").input_ids[:len(ids(tok, "<|user|>\nRepeat"))] \
+        == ids(tok, "<|user|>\nRepeat")
+    assert encode_row({"messages": TURNS}, tok, "causal", "chat", system="Other.") == \
+        encode_row({"messages": TURNS}, tok, "causal", "chat")
+
+
+def test_conversation_rows_are_checked_row_by_row(tmp_path):
+    bad = [{"messages": [{"role": "user", "content": "hi"}]},
+           {"messages": [{"role": "bot", "content": "hi"}]},
+           {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": 3}]},
+           {"messages": []},
+           {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                         {"role": "user", "content": "c"}]},
+           {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "s"},
+                         {"role": "assistant", "content": "b"}]},
+           {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    f = tmp_path / "conv.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in bad))
+    with pytest.raises(DataError) as e:
+        load_rows(f, "generation")
+    assert str(e.value).splitlines() == [
+        f"{f}:1: 'messages' has no assistant turn: nothing to train on; add the assistant's answer",
+        f"{f}:2: 'messages'[0].role is 'bot'; give one of system, user, assistant",
+        f"{f}:3: 'conversations'[1].value must be a string, got int",
+        f"{f}:4: 'messages' must be a non-empty list of turns, e.g. [{{\"role\": ..., \"content\": ...}}]",
+        f"{f}:5: 'messages' ends with a user turn; end the conversation with the assistant's answer",
+        f"{f}:6: 'messages': a system turn after the first; put the system prompt first"]
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(bad[-1]) + "\n")
+    assert load_rows(good) == [bad[-1]]  # the type is inferred: a generation (training) row
+
+
+def test_conversations_need_the_chat_template_and_a_tokenizer_that_has_one(toy_tokenizer, tok):
+    with pytest.raises(DataError, match=r"^conversation rows \(messages, conversations\) train in a chat template; "
+                                        r"set data.template: chat$"):
+        encode_row({"messages": TURNS}, tok, "causal")
+    tok.chat_template = None
+    with pytest.raises(DataError, match=r"^simplification: data.template is chat, but this tokenizer has no chat "
+                                        r"template; use an instruct model's tokenizer"):
+        encode([{"messages": TURNS}], toy_tokenizer, "causal", 512, source="simplification", template="chat")
+    with pytest.raises(DataError, match="for causal models"):
+        tok.chat_template = TEMPLATE
+        encode_row({"messages": TURNS}, tok, "seq2seq", "chat")
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused(tok):
+    tok.chat_template = ("{% for m in messages %}{{ m['content'] }}{% if loop.last %} [{{ messages|length }}]"
+                         "{% endif %}\n{% endfor %}{% if add_generation_prompt %}>{% endif %}")
+    with pytest.raises(DataError, match="a shorter one is not a prefix of a longer one"):
+        chat.encode(tok, TURNS)
