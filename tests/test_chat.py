@@ -99,3 +99,26 @@ def test_a_template_that_rewrites_earlier_turns_is_refused(tok):
                          "{% endif %}\n{% endfor %}{% if add_generation_prompt %}>{% endif %}")
     with pytest.raises(DataError, match="a shorter one is not a prefix of a longer one"):
         chat.encode(tok, TURNS)
+
+
+def test_generation_probes_prompt_in_the_chat_template_as_training_does(tok):
+    from raycf.data.registry import Task
+    from raycf.models.tiny import tiny_model
+    from raycf.data.template import PROMPT_WITH_INPUT
+    from raycf.probe import tasks as probe_tasks
+    from raycf.probe.run import generation_prompts, probe_task
+    rows = [{"instruction": "Repeat the input.", "input": w, "output": w} for w in ("the quick fox", "a lazy dog")]
+    task = Task(name="mine", category="tasks", type="generation", template=PROMPT_WITH_INPUT, shots=0,
+                metric=("rouge1",), version=1, rows=rows, fewshot_rows=[], source="test")
+    model = tiny_model("causal", tok, seed=0)
+    by_hand = [f"<|system|>\nBe brief.</s>\n<|user|>\nRepeat the input.\n\n{r['input']}</s>\n<|assistant|>\n"
+               for r in rows]
+    assert generation_prompts(task, rows, tok, "Be brief.") == by_hand
+    assert generation_prompts(task, rows)[1] == PROMPT_WITH_INPUT.format(instruction="Repeat the input.",
+                                                                         input="a lazy dog")
+    want = probe_tasks.generation_metrics(("rouge1",), rows, probe_tasks.generate(model, tok, by_hand,
+                                                                                 max_new_tokens=6))
+    got = probe_task(model, tok, task, max_new_tokens=6, chat_system="Be brief.").metrics
+    alpaca = probe_task(model, tok, task, max_new_tokens=6).metrics
+    assert got == want and set(got) == {"rouge1"}
+    print(f"chat {got}, alpaca {alpaca}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from raycf.data import Task, load_task
+from raycf.data import Task, chat, load_task
 from raycf.data.template import PROMPT_WITH_INPUT, prompt
 from raycf.errors import DataError
 from raycf.probe.shard import on_all_ranks, probing
@@ -26,8 +26,11 @@ class ProbeResult:
 
 
 def probe_task(model, tok, task, *, shots: int | None = None, limit: int | None = None, seed: int = 0,
-               rank: int = 0, world_size: int = 1, batch_size: int = 16, max_new_tokens: int = 64) -> ProbeResult:
-    """Score one raycf.data Task. shots None = the task's own default; limit = its first N rows."""
+               rank: int = 0, world_size: int = 1, batch_size: int = 16, max_new_tokens: int = 64,
+               chat_system: str | None = None) -> ProbeResult:
+    """Score one raycf.data Task. shots None = the task's own default; limit = its first N rows. chat_system
+    not None: generation probes prompt in the tokenizer's chat template (data.template chat), after that system
+    prompt if it is not empty."""
     rows = list(task.rows)[:limit] if limit is not None else list(task.rows)
     counts = {}
     if task.type == "multiple_choice":
@@ -51,9 +54,7 @@ def probe_task(model, tok, task, *, shots: int | None = None, limit: int | None 
         counts = {f"pct_stereotype/{k}": sum(r.get("bias_type") == k for r in rows)
                   for k in {r.get("bias_type", "") for r in rows} - {""}}
     elif task.type == "generation":
-        # the Alpaca template as training builds it (no "### Input" block for an empty input); a task's own
-        # template otherwise
-        prompts = [prompt(r) if task.template == PROMPT_WITH_INPUT else task.template.format(**r) for r in rows]
+        prompts = generation_prompts(task, rows, tok, chat_system)
         preds = on_all_ranks(lambda idx: generate(model, tok, [prompts[i] for i in idx],
                                                    max_new_tokens=max_new_tokens, batch_size=batch_size),
                               len(rows), [len(p) + 4 * max_new_tokens for p in prompts], rank, world_size)
@@ -62,6 +63,18 @@ def probe_task(model, tok, task, *, shots: int | None = None, limit: int | None 
         raise DataError(f"task {task.name}: unknown type {task.type!r} "
                          f"(expected multiple_choice, pairs or generation)")
     return ProbeResult(task.name, task.category, metrics, len(rows), counts)
+
+
+def generation_prompts(task, rows, tok=None, chat_system: str | None = None) -> list[str]:
+    """The prompts of a generation task's rows: the Alpaca template as training builds it (no "### Input" block
+    for an empty input), or the task's own template; chat_system not None: that text as the user turn of the
+    tokenizer's chat template (as training builds it, raycf.data.chat), then the assistant's generation prompt."""
+    alpaca = task.template == PROMPT_WITH_INPUT
+    if chat_system is None:
+        return [prompt(r) if alpaca else task.template.format(**r) for r in rows]
+    users = [chat.instruction_messages({**r, "output": ""})[0] if alpaca else
+             {"role": "user", "content": task.template.format(**r)} for r in rows]
+    return [chat.render(tok, chat.with_system([u], chat_system), generation_prompt=True) for u in users]
 
 
 def _cost(context: str, continuations) -> int:
@@ -81,7 +94,8 @@ def probe_tasks(model, tok, task_names, precision: str = "fp32", **kwargs) -> li
 
 def run_probes(model, tok, task_names, *, shots: int | None = None, limit: int | None = None, seed: int = 0,
                rank: int = 0, world_size: int = 1, batch_size: int = 16,
-               max_new_tokens: int = 64, precision: str = "fp32") -> dict[str, dict[str, float]]:
+               max_new_tokens: int = 64, precision: str = "fp32",
+               chat_system: str | None = None) -> dict[str, dict[str, float]]:
     """task -> metric -> value, e.g. {"facts_capitals": {"acc": 0.9, "acc_norm": 0.85}}. Identical on all ranks.
 
     shots: few-shot examples for multiple choice (None = each task's default), drawn with `seed`.
@@ -92,7 +106,7 @@ def run_probes(model, tok, task_names, *, shots: int | None = None, limit: int |
     """
     results = probe_tasks(model, tok, task_names, shots=shots, limit=limit, seed=seed, rank=rank,
                           world_size=world_size, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                          precision=precision)
+                          precision=precision, chat_system=chat_system)
     return {r.task: dict(r.metrics) for r in results}
 
 

@@ -84,18 +84,21 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     root = storage.resolve(cfg.storage_path)
     start = model_key = fingerprint(model_dir)
     precision = ["bf16"] if bf16_training(cfg) else []  # fp32 keys as before bf16 existed: caches stay valid
+    # data.template chat changes every row's tokens; alpaca keys as before the chat template existed
+    chat = ["chat", cfg.data.system_prompt] if cfg.data.template == "chat" else []
+    data = {k: v for k, v in asdict(cfg.data).items() if chat or k not in ("template", "system_prompt")}
     warm_key = None
     if cfg.warm_start.kind == "general":
         ws = cfg.warm_start
         warm_key = cache.key("warm", start, data_key(cfg, GENERAL), ws.lr, ws.steps,
-                             ws.batch_size, cfg.optim.max_length, ws.seed, *precision)
+                             ws.batch_size, cfg.optim.max_length, ws.seed, *precision, *chat)
         start = warm_key
     elif cfg.warm_start.kind == "checkpoint":
         start = fingerprint(Path(cfg.warm_start.path))
     method = [cfg.continual.method, strengths(cfg)] if cfg.continual.method != "naive" else []
     if cfg.continual.method == "general_mix":  # its rows are part of every stage's
         method.append(data_key(cfg, GENERAL))
-    recipe = [asdict(cfg.finetune), optim_key(cfg), asdict(cfg.data), cfg.seed, *precision, *method]
+    recipe = [asdict(cfg.finetune), optim_key(cfg), data, cfg.seed, *precision, *method]
     prefix = list(prefix or [])
     base = prefix[-1] if prefix else start  # without a prefix: the keys every trial had before PBT existed
     stage_keys = prefix + [cache.key("stage", base, recipe, [data_key(cfg, s) for s in cfg.stages[len(prefix):k]])
@@ -104,7 +107,8 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     # the seed draws the few-shot examples only: 0-shot rows are shared by the trials of every seed
     shot_seed = [] if cfg.probes.shots == 0 else [cfg.seed]
     probe_recipe = [task_key(probe_task(cfg, t)) for t in probe_tasks], cfg.probes.shots, cfg.probes.limit, \
-        cfg.probes.max_new_tokens, *shot_seed, *([cfg.probes.precision] if cfg.probes.precision != "fp32" else [])
+        cfg.probes.max_new_tokens, *shot_seed, *([cfg.probes.precision] if cfg.probes.precision != "fp32" else []), \
+        *chat  # generation probes prompt in the chat template too
     probe_keys = [cache.key("probe", w, probe_recipe) for w in [start] + stage_keys]
     return TrialPlan(model_dir=str(model_dir), kind=kind, storage=root, start_key=start, warm_key=warm_key,
                      stage_keys=stage_keys, probe_tasks=probe_tasks, probe_keys=probe_keys,
