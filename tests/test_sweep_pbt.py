@@ -38,7 +38,10 @@ def test_pbt_exploits_at_stage_boundaries_and_a_killed_driver_resumes_it(tmp_pat
     is killed once the first exploit is recorded; --resume finishes every trial, nothing left RUNNING, each
     stage of each run logged once."""
     over = small(tmp_path, name="pbt", stages=["simplification", "headline", "explanation"],
-                 **{"optim.steps_per_stage": 4, "search": {"optim.lr": {"grid": LRS}}, "sweep.scheduler": "pbt"})
+                 **{"optim.steps_per_stage": 4, "search": {"optim.lr": {"grid": LRS}}, "sweep.scheduler": "pbt",
+                    # one Train worker: PBT's logic is under test, not FSDP (tests/test_sweep.py); fewer processes
+                    # to start beside the population's four trial actors
+                    "resources.workers": 1, "resources.cpus_per_worker": 1.5})
     cmd = [sys.executable, "-m", "raycf.sweep", *[f"--set={k}={json.dumps(v)}" for k, v in over.items()]]
     env = {**os.environ, "RAYCF_CACHE": cache_dir}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
