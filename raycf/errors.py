@@ -21,6 +21,7 @@ from typing import Callable
 class UserError(Exception):
     """Bad user input or environment; str(e) is the whole message, one problem per line."""
     in_config = False  # a problem of the config file: a CLI's lines name that file
+    located = False    # each line names where it comes from already (a file or a --set flag)
     exit_status = 2
     def __init__(self, problems: list[str] | str, source: str | None = None):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
@@ -31,7 +32,7 @@ class UserError(Exception):
     def lines(self, source: str | None = None) -> str:
         """What a CLI prints: `error: <file>: <key or line>: <problem>; <fix>`, one line per problem;
         `source` (the YAML the run came from) names the file when the error does not already."""
-        where = "" if self.source or not source else f"{source}: "
+        where = "" if self.source or self.located or not source else f"{source}: "
         return "\n".join(f"error: {where}{line}" for line in str(self).splitlines())
 
 

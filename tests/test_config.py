@@ -84,7 +84,19 @@ def test_cli_error_is_one_line_without_traceback():
     r = subprocess.run([sys.executable, "-m", "raycf.config", "--set", "optim.lr=-1"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == ["error: search_spaces/default.yaml: optim.lr: -1.0 is outside (0, 1] (a learning rate)"]
+    # the problem names where the bad value was given: the --set flag, not the space file
+    assert r.stderr.strip().splitlines() == ["error: --set optim.lr: -1.0 is outside (0, 1] (a learning rate)"]
+
+
+def test_each_problem_names_the_flag_or_the_file_that_gave_its_value(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("optim: {lr: 2.0}\n")
+    r = subprocess.run([sys.executable, "-m", "raycf.config", "--space", str(space), "--set", "optim.warmup_steps=-3"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert sorted(r.stderr.strip().splitlines()) == sorted([
+        f"error: {space}: optim.lr: 2.0 is outside (0, 1] (a learning rate)",
+        "error: --set optim.warmup_steps: -3 is outside [0, 10000000] (a step count)"])
 
 
 @pytest.mark.parametrize("override,line", [

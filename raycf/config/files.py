@@ -55,7 +55,23 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> Exper
             continue
         data.get("search", {}).pop(key, None)  # a --set fixes a searched dimension
         set_dotted(data, key, value)
-    return from_dict(data, source=str(path) if path else None)
+    try:
+        return from_dict(data, source=str(path) if path else None)
+    except ConfigError as e:
+        if not overrides:
+            raise
+        raise located(e, overrides) from None
+
+
+def located(e: ConfigError, overrides: dict) -> ConfigError:
+    """The config's problems, each naming where its key was given: `--set KEY` for an override, else the file."""
+    def where(problem: str) -> str:
+        key = next((k for k in sorted(overrides, key=len, reverse=True)
+                    if problem.startswith((f"{k}:", f"{k} ", f"{k}.", f"{k}["))), None)
+        return f"--set {problem}" if key else (f"{e.source}: {problem}" if e.source else problem)
+    out = ConfigError([where(p) for p in e.problems])
+    out.located = True
+    return out
 
 
 def public_dict(cfg: ExperimentConfig) -> dict:
