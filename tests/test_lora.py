@@ -48,8 +48,10 @@ def test_fused_lora_equals_peft(toy_tokenizer, dropout):
     loss, grads = _loss_and_grads(fused_model, batch)
     assert loss == pytest.approx(ref_loss, rel=1e-6)
     assert grads.keys() == ref_grads.keys() and len(grads) == 28  # A and B of 14 layers, nothing else
-    for name in grads:
-        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-7)
+    for name in grads:  # float32 sums in another order: an element near 0 may differ by ~1e-7 (seen with
+        # transformers 5.24 / peft 0.21.2 at dropout 0.2); tensors here peak at 0.06 to 7
+        scale = ref_grads[name].abs().max().item()
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-5 * scale)
     assert fused_model.state_dict().keys() == peft_model.state_dict().keys()
 
 

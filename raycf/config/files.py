@@ -70,7 +70,7 @@ def located(e: ConfigError, overrides: dict) -> ConfigError:
                     if problem.startswith((f"{k}:", f"{k} ", f"{k}.", f"{k}["))), None)
         return f"--set {problem}" if key else (f"{e.source}: {problem}" if e.source else problem)
     out = ConfigError([where(p) for p in e.problems])
-    out.located = True
+    out.problems, out.located = list(e.problems), True  # the problems themselves as before; the lines located
     return out
 
 
