@@ -154,7 +154,9 @@ def validate(cfg, problems: list[str]) -> None:
         problems.append(f"probes.suites: expected a non-empty list of categories, task names or task YAMLs, got "
                         f"{cfg.probes.suites!r}; e.g. [knowledge, reasoning, tasks]")
     inc = cfg.probes.lm_eval_include
-    if not isinstance(inc, list) or not all(isinstance(d, str) and d for d in inc):
+    if not isinstance(inc, list):
+        pass  # its type is reported already
+    elif not all(isinstance(d, str) and d for d in inc):
         problems.append(f"probes.lm_eval_include: expected a list of folders of lm-eval task YAMLs, got {inc!r}")
     else:
         problems += [f"probes.lm_eval_include: {d} is not a folder; give folders of lm-eval task YAMLs"

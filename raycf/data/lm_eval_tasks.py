@@ -14,11 +14,13 @@ the Hugging Face hub or its cache, a YAML of one's own can read local files (`da
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import os
+from pathlib import Path
 from functools import lru_cache
 
-from raycf.errors import DataError, did_you_mean
+from raycf.errors import DataError
 
 PREFIX = "lm_eval:"
 CATEGORY = "lm_eval"   # reported as its own category (FG_lm_eval), outside mean FG unless mapped to one
@@ -49,12 +51,32 @@ def manager_for(name: str, include: tuple = ()):
         tm = _manager(include, False)
         if name in tm.all_tasks:
             return tm
+    if not name:
+        raise DataError("lm_eval: names no task; write lm_eval:TASK, e.g. lm_eval:arc_easy")
+    unreadable = yaml_problem(name, include)
+    if unreadable:
+        raise DataError(f"lm_eval:{name}: {unreadable}")
     tm = _manager(include, True)
     if name not in tm.all_tasks:
-        raise DataError(f"lm_eval:{name}: lm-eval knows no task or group {name!r}"
-                        f"{did_you_mean(name, tm.all_tasks, n=3, cutoff=0.7)}; name one of `lm_eval --tasks list`, "
-                        f"or give the folder of its YAML with probes.lm_eval_include (--lm-eval-include DIR)")
+        close = difflib.get_close_matches(name, tm.all_tasks, n=3, cutoff=0.7)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise DataError(f"lm_eval:{name}: lm-eval knows no task or group {name!r}{hint}; name one of `lm_eval "
+                        f"--tasks list`, or give the folder of its YAML with probes.lm_eval_include "
+                        f"(--lm-eval-include DIR)")
     return tm
+
+
+def yaml_problem(name: str, include: tuple) -> str | None:
+    """A NAME.yaml in the include folders that is not YAML (lm-eval skips such a file without a word)."""
+    import yaml
+    for folder in include:
+        for path in sorted(Path(folder).rglob(f"{name}.y*ml")):
+            try:
+                yaml.load(path.read_text(), Loader=yaml.BaseLoader)  # lm-eval's own tags (!function) load too
+            except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                return f"{path} is not valid YAML ({first}); fix the file"
+    return None
 
 
 def expand(name: str, include: tuple = ()) -> list[str]:
