@@ -86,9 +86,10 @@ def expand(name: str, include: tuple = ()) -> list[str]:
 
 @lru_cache(maxsize=None)
 def _tasks(name: str, include: tuple) -> tuple:
-    return tuple(_leaves(_task_dict(name, include)))
+    return tuple(t.config.task for t in _walk(_task_dict(name, include)))
 
 
+@lru_cache(maxsize=None)  # the task objects, their documents read once (load() sets shots before each build)
 def _task_dict(name: str, include: tuple) -> dict:
     from lm_eval.tasks import get_task_dict
     try:
@@ -100,29 +101,16 @@ def _task_dict(name: str, include: tuple) -> dict:
                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
 
 
-def _leaves(tree: dict):
-    from lm_eval.api.task import Task as LmTask
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _leaves(value)
-        elif isinstance(value, LmTask):
-            yield value.config.task
-        elif isinstance(value, tuple) and value and isinstance(value[-1], LmTask):
-            yield value[-1].config.task
-
-
-def _find(tree: dict, task: str):
+def _walk(tree: dict):
+    """The lm-eval Task objects of get_task_dict's (nested, for groups) answer, in order."""
     from lm_eval.api.task import Task as LmTask
     for value in tree.values():
-        if isinstance(value, dict):
-            found = _find(value, task)
-            if found is not None:
-                return found
-        elif isinstance(value, tuple) and value and isinstance(value[-1], LmTask):
+        if isinstance(value, tuple) and value:
             value = value[-1]
-        if isinstance(value, LmTask) and value.config.task == task:
-            return value
-    return None
+        if isinstance(value, dict):
+            yield from _walk(value)
+        elif isinstance(value, LmTask):
+            yield value
 
 
 @lru_cache(maxsize=None)
@@ -132,7 +120,7 @@ def load(name: str, include: tuple = (), shots: int | None = None, category: str
     context (description and few-shot examples included), its choices and the index of the gold one."""
     task_name = name[len(PREFIX):] if is_lm_eval(name) else name
     where = f"lm_eval:{task_name}"
-    lm = _find(_task_dict(task_name, include), task_name)
+    lm = next((t for t in _walk(_task_dict(task_name, include)) if t.config.task == task_name), None)
     if lm is None:
         raise DataError(f"{where} is a group; name one of its tasks: {', '.join(expand(task_name, include))}")
     kind = lm.config.output_type
