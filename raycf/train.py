@@ -50,7 +50,7 @@ def encode(rows: list[dict], tok, kind: str, max_length: int, source: str = "sta
     the tokenizer's chat template, the loss on every assistant turn (raycf.data.chat)."""
     examples, too_long = [], []
     if template == "chat":
-        chat.check_template(tok, source)
+        chat.check_template(tok, source, kind)
     for i, row in enumerate(rows):
         ex = encode_row(row, tok, kind, template, system)
         if ex.longest > max_length:

@@ -68,8 +68,10 @@ def render(tok, turns: list[dict], generation_prompt: bool) -> str:
     return tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def check_template(tok, where: str) -> None:
-    """One line when the tokenizer has no chat template (data.template: chat needs one)."""
+def check_template(tok, where: str, kind: str = "causal") -> None:
+    """One line when data.template chat cannot work: a seq2seq model, or a tokenizer without a chat template."""
+    if kind == "seq2seq":
+        raise DataError(f"{where}: data.template chat is for causal models; use data.template: alpaca with seq2seq")
     if not getattr(tok, "chat_template", None):
         raise DataError(f"{where}: data.template is chat, but this tokenizer has no chat template; use an instruct "
                         f"model's tokenizer (e.g. smollm2-135m) or data.template: alpaca")

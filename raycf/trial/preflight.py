@@ -149,11 +149,9 @@ def long_row_problems(cfg: ExperimentConfig, model_dir: Path | None) -> list[str
     if template == "chat":
         from raycf.data import chat
         try:
-            chat.check_template(tok, f"model.name {cfg.model.name}")
+            chat.check_template(tok, f"model.name {cfg.model.name}", kind)
         except DataError as e:
             return [str(e)]
-        if kind == "seq2seq":
-            return ["data.template: chat is for causal models; use data.template: alpaca with a seq2seq model"]
     names = [*cfg.stages, *([GENERAL] if cfg.warm_start.kind == "general" else [])]
     for name in names:
         file = cfg.data.sources.get(name, {}).get("train")
