@@ -71,7 +71,7 @@ def encode_row(row: dict, tok, kind: str, template: str = "alpaca", system: str 
             raise DataError("conversation rows (messages, conversations) train in a chat template; set "
                             "data.template: chat")
         if kind == "seq2seq":
-            raise DataError("data.template chat is for causal models; use data.template: alpaca with seq2seq")
+            raise DataError(chat.SEQ2SEQ)
         turns = chat.messages(row) if chat.is_conversation(row) else chat.instruction_messages(row)
         return Example(*chat.encode(tok, chat.with_system(turns, system)))
     ctx = tok(prompt(row), add_special_tokens=True)["input_ids"]

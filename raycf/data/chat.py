@@ -12,6 +12,7 @@ from __future__ import annotations
 from raycf.errors import DataError
 
 ROLES = ("system", "user", "assistant")
+SEQ2SEQ = "data.template chat is for causal models; use data.template: alpaca with seq2seq"
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
@@ -71,7 +72,7 @@ def render(tok, turns: list[dict], generation_prompt: bool) -> str:
 def check_template(tok, where: str, kind: str = "causal") -> None:
     """One line when data.template chat cannot work: a seq2seq model, or a tokenizer without a chat template."""
     if kind == "seq2seq":
-        raise DataError(f"{where}: data.template chat is for causal models; use data.template: alpaca with seq2seq")
+        raise DataError(f"{where}: {SEQ2SEQ}")
     if not getattr(tok, "chat_template", None):
         raise DataError(f"{where}: data.template is chat, but this tokenizer has no chat template; use an instruct "
                         f"model's tokenizer (e.g. smollm2-135m) or data.template: alpaca")
