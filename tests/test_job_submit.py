@@ -2,11 +2,11 @@
 
     python -m pytest tests/test_job_submit.py -q -m slow        # a few minutes on 2 CPUs
 
-A local head (`ray start --head --block`, own temp dir and ports, token auth on), an MLflow server from
-scripts/mlflow_server.sh on a free loopback port, then `ray job submit --working-dir <repo> -- python -m
-raycf.sweep ...` with a one-stage sweep of the tiny model. The tracking URI reaches the job only through the
-job's runtime env (MLFLOW_TRACKING_URI), so runs found on the server prove the env got there. The sweep's
-parent and child runs are read back over MLflow's REST API.
+A local head (`ray start --head --block`, own temp dir and ports, token auth on), then `ray job submit
+--working-dir <repo> -- python -m raycf.sweep ...` with a two-stage sweep of the tiny model, stopped with `ray job
+stop` mid stage 2 and submitted again with --resume. The tracking URI reaches the job only through the job's
+runtime env (MLFLOW_TRACKING_URI, a relative sqlite file), so runs found in that file under the durable job home
+prove both the env and the home got there. The sweep's parent and child runs are read back from that store.
 
 Token auth: the head and the submitting CLI run with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH pointing to a
 token made for this test, so ~/.ray/auth_token is neither read nor written; the test also checks that the job
@@ -15,8 +15,7 @@ API refuses a request without the token.
 Cleanup: every process this test starts carries a marker variable in its environment (Ray's workers inherit
 it) or holds a log file in the cluster's own temp dir (Ray's agents, whose process title overwrites their
 environment); at the end the head is stopped by its pid, then any such process left is ended by its pid
-(TERM, then KILL), and the MLflow server by the pid in its PID file. `ray stop` is not used: it would stop
-every Ray cluster on the machine, not only this one.
+(TERM, then KILL). `ray stop` is not used: it would stop every Ray cluster on the machine, not only this one.
 """
 from __future__ import annotations
 
@@ -41,7 +40,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 JOB_TIMEOUT_S = 480
-STAGES = ["simplification"]
 
 
 def _cli(name: str) -> str | None:
@@ -193,80 +191,11 @@ def cluster(workdir, cache_dir, kept_after_ray_stop):
         assert not left, f"processes of this test's Ray cluster still running: {left}"
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(workdir, cluster):
-    """scripts/mlflow_server.sh on a free loopback port; yields its URL; stopped by its PID file."""
-    if shutil.which("bash") is None or shutil.which("setsid") is None:
-        pytest.skip("scripts/mlflow_server.sh needs bash and setsid")
-    mlflow_cli = _cli("mlflow")
-    assert mlflow_cli, "mlflow CLI not found"
-    (port,) = _free_ports(1)
-    env = {**cluster[2], "HOST": "127.0.0.1", "PORT": str(port), "DATA_DIR": str(workdir / "mlflow"),
-           "MLFLOW": mlflow_cli, "WAIT_S": "120"}
-    script = REPO / "scripts" / "mlflow_server.sh"
-    pid_file = workdir / "mlflow" / f"mlflow-{port}.pid"
-    try:
-        r = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True, timeout=180)
-        assert r.returncode == 0, f"mlflow_server.sh start failed:\n{r.stdout}\n{r.stderr}"
-        assert pid_file.exists()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        pid = int(pid_file.read_text()) if pid_file.exists() else None
-        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, text=True, timeout=60)
-        if pid is not None and _alive(pid):
-            _end_pids([pid], grace_s=5)
-        assert pid is None or not _alive(pid), f"mlflow server pid {pid} still running"
-
-
 def test_job_api_refuses_a_request_without_the_token(cluster):
     url, token, _ = cluster
     assert _get(f"{url}/api/jobs/", token)[0] == 200
     assert _get(f"{url}/api/jobs/")[0] in (401, 403)
     assert _get(f"{url}/api/jobs/", "not-the-token")[0] in (401, 403)
-
-
-def test_sweep_submitted_as_a_ray_job_logs_nested_runs(cluster, mlflow_server, workdir):
-    url, _, env = cluster
-    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": mlflow_server}}
-    sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
-             "--set", "search={}", "--set", "sweep.seeds=1", "--set", "sweep.log_best_model=false",
-             "--set", "tracking.system_metrics=false", "--set", "finetune.method=lora",
-             "--set", "optim.steps_per_stage=2", "--set", "probes.limit=4",
-             "--set", "probes.suites=[knowledge]", "--set", "resources.workers=1",
-             "--set", f"stages=[{','.join(STAGES)}]", "--set", "model.name=tiny-causal",
-             "--set", "name=jobtest", "--set", f"storage_path={workdir / 'runs'}"]
-    submit = [_cli("ray"), "job", "submit", "--address", url, "--working-dir", str(REPO),
-              "--runtime-env-json", json.dumps(runtime_env), "--", *sweep]
-    t0 = time.time()
-    try:
-        r = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        pytest.fail(f"job did not finish in {JOB_TIMEOUT_S} s; last output:\n{out[-4000:]}")
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, f"`{' '.join(submit[:6])} ... -- {' '.join(sweep)}` exited {r.returncode}:\n{out[-6000:]}"
-    print(f"job finished in {time.time() - t0:.0f} s; its last lines:\n" + "\n".join(r.stdout.splitlines()[-12:]))
-
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(tracking_uri=mlflow_server)
-    exp = client.get_experiment_by_name("raycf-default")  # tracking.experiment of search_spaces/default.yaml
-    assert exp is not None, f"no experiment raycf-default on {mlflow_server}; job output:\n{out[-3000:]}"
-    runs = client.search_runs([exp.experiment_id], max_results=100)
-    parents = [r for r in runs if r.data.tags.get("raycf.sweep") == "jobtest"]
-    assert [r.info.run_name for r in parents] == ["jobtest (default.yaml)"]  # named after the sweep and its space
-    assert len(parents) == 1, [(r.info.run_name, r.data.tags.get("mlflow.parentRunId")) for r in runs]
-    parent = parents[0]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert children, "the sweep's parent run has no child run"
-    assert parent.info.status == "FINISHED"
-    for child in children:
-        assert child.info.status == "FINISHED", child.info
-        histories = {key: client.get_metric_history(child.info.run_id, key) for key in child.data.metrics}
-        staged = {key for key, h in histories.items() if sorted(m.step for m in h) == list(range(len(STAGES) + 1))}
-        assert staged, f"no metric logged once per stage 0..{len(STAGES)}: { {k: [m.step for m in h] for k, h in histories.items()} }"
-        if "stage" in histories:
-            assert [(m.step, m.value) for m in sorted(histories["stage"], key=lambda m: m.step)] == \
-                [(k, float(k)) for k in range(len(STAGES) + 1)]
 
 
 def _job(url: str, env: dict, command: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -275,29 +204,34 @@ def _job(url: str, env: dict, command: str, *args: str, timeout: float = 120) ->
                           text=True, timeout=timeout)
 
 
-def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, workdir, kept_after_ray_stop):
-    """A sweep submitted with the default storage_path and tracking.uri keeps its results in the durable job home
-    (RAYCF_JOB_HOME, by default ~/raycf), not in the job's unpacked working directory, and says so in its first
-    and last lines. `ray job stop` mid-trial ends every MLflow run (nothing RUNNING, the parent KILLED); a second
-    submission with --resume (a new working directory) finds the first job's work and trains no finished stage
-    again."""
+def test_a_stopped_jobs_results_outlive_it_and_a_resubmitted_job_finishes_its_nested_runs(cluster, workdir,
+                                                                                            kept_after_ray_stop):
+    """A sweep submitted with the default storage_path and a relative sqlite MLFLOW_TRACKING_URI in its runtime env
+    keeps its results in the durable job home (RAYCF_JOB_HOME, by default ~/raycf), not in the job's unpacked
+    working directory, and says so in its first and last lines. `ray job stop` mid-trial ends every MLflow run
+    (nothing RUNNING, the parent KILLED); a second submission with --resume (a new working directory) finds the
+    first job's work, trains no finished stage again, and leaves one parent run named after the sweep and its
+    space with a FINISHED child that logged each stage once."""
     url, _, env = cluster
     home = workdir / "jobhome"
     beats = workdir / "beats"  # each Train worker's stage and step (raycf.trial.stages.on_step)
     beats.mkdir()
-    runtime_env = json.dumps({"env_vars": {"RAYCF_JOB_HOME": str(home), "RAYCF_HEARTBEAT_DIR": str(beats)}})
+    tracking = {"MLFLOW_TRACKING_URI": "sqlite:///jobs.db"}  # relative: under the job home, not the package
+    runtime_env = json.dumps({"env_vars": {"RAYCF_JOB_HOME": str(home), "RAYCF_HEARTBEAT_DIR": str(beats),
+                                           **tracking}})
     stages = ["simplification", "headline"]
     sweep = ["python", "-m", "raycf.sweep", "--space", "search_spaces/default.yaml",
              "--set", "search={}", "--set", "sweep.seeds=1", "--set", "sweep.log_best_model=false",
              "--set", "tracking.system_metrics=false", "--set", "finetune.method=lora",
-             "--set", "optim.steps_per_stage=100", "--set", "probes.limit=4",
+             "--set", "optim.stage_steps=[2,100]",  # stage 2 long enough to stop it midway
+             "--set", "probes.limit=4",
              "--set", "probes.suites=[knowledge]", "--set", "resources.workers=1", "--set", "name=stopped",
              "--set", f"stages=[{','.join(stages)}]", "--set", "model.name=tiny-causal"]
     r = _job(url, env, "submit", "--no-wait", "--working-dir", str(REPO), "--runtime-env-json", runtime_env,
              "--submission-id", "raycf-stop-1", "--", *sweep)
     assert r.returncode == 0, r.stdout + r.stderr
     from mlflow.tracking import MlflowClient
-    db = home / "mlflow.db"
+    db = home / "jobs.db"
     deadline, beat = time.time() + JOB_TIMEOUT_S, {}
     while time.time() < deadline and beat.get("stage") != 2:  # stop the job in the middle of stage 2
         time.sleep(0.1)
@@ -324,9 +258,9 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
     assert parent.info.status == "KILLED" and parent.data.tags.get("raycf.ended", "").startswith("interrupted ("), \
         (parent.info.status, logs[-4000:])
     assert list((home / "raycf_runs" / "cache" / "stages").iterdir()), "no stage checkpoint kept"
-    assert not list((workdir / "ray").glob("**/_ray_pkg_*/mlflow.db")), "MLflow store written into the job's package"
+    assert not list((workdir / "ray").glob("**/_ray_pkg_*/*.db")), "MLflow store written into the job's package"
 
-    resumed_env = json.dumps({"env_vars": {"RAYCF_JOB_HOME": str(home)}})
+    resumed_env = json.dumps({"env_vars": {"RAYCF_JOB_HOME": str(home), **tracking}})
     r = _job(url, env, "submit", "--working-dir", str(REPO), "--runtime-env-json", resumed_env,
              "--submission-id", "raycf-stop-2", "--", *sweep, "--resume", timeout=JOB_TIMEOUT_S)
     assert r.returncode == 0 and "Job 'raycf-stop-2' succeeded" in r.stdout, (r.stdout + r.stderr)[-4000:]
@@ -336,8 +270,13 @@ def test_a_jobs_results_outlive_it_and_ray_job_stop_ends_every_run(cluster, work
                                f"?workflowType=machine_learning"), sweep_lines[-3:]
     assert sweep_lines[-2] == f"stage cache and sweep records: {home / 'raycf_runs'}"
     runs = c.search_runs([c.get_experiment_by_name("raycf-default").experiment_id])
+    (parent,) = [x for x in runs if x.data.tags.get("raycf.sweep") == "stopped"]
+    assert parent.info.run_name == "stopped (default.yaml)" and parent.info.status == "FINISHED"
     kids = [x for x in runs if "mlflow.parentRunId" in x.data.tags]
     assert len(kids) == 1 and kids[0].info.status == "FINISHED"
+    assert kids[0].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    steps = {key: sorted(m.step for m in c.get_metric_history(kids[0].info.run_id, key)) for key in kids[0].data.metrics}
+    assert [k for k, v in steps.items() if v == [0, 1, 2]], steps  # the probes: before any training, after each stage
     assert sorted(m.step for m in c.get_metric_history(kids[0].info.run_id, "train/loss")) == [1, 2]
     # stage 1 trained once, before the stop: the resumed job took it from the first job's stage cache
     assert c.get_metric_history(kids[0].info.run_id, "work/stage_trainings")[-1].value == 2

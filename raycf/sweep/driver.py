@@ -215,7 +215,7 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
             print(f"[raycf] starting the worker pool: {fits} Train worker group(s) of {cfg.resources.workers} "
                   f"worker(s), kept for every trial")
         fits = workers.slots if workers is not None else fits
-        parent_run_id, interrupted = None, False
+        parent_run_id, pool_open = None, own
         try:
             parent_run_id = open_parent(cfg, uri, sweep_dir, resume, space_file)
             # no waiting for the pool: Tune starts its trials meanwhile, their jobs wait on the board
@@ -223,27 +223,26 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
             prepared = prepare_shared(points, uri, board) if fits > 1 else 0  # one at a time: the cache shares
             grid = tuner(cfg, sc, resolved, sweep_dir, parent_run_id, uri, fits, resume,
                          workers.name if workers else None).fit()
-        except BaseException as e:
-            interrupted = isinstance(e, KeyboardInterrupt)
-            if parent_run_id is not None:
-                end_parent(uri, parent_run_id, e)
-            raise
-        finally:
             startup = 0.0
-            if own:  # interrupted: Ray's shutdown ends what is left (a clean pool stop can take a minute)
-                ready = None if interrupted else workers.ready_at()
+            if own:
+                ready = workers.ready_at()
                 startup = ready - t_start if ready else 0.0
-                workers.close(timeout_s=5.0 if interrupted else 60.0)
-        mark("sweep_trials_done")
-        try:
+                workers.close(timeout_s=60.0)  # a clean stop can take a minute: a signal meanwhile ends the parent
+                pool_open = False
+            mark("sweep_trials_done")
             return finish(cfg, uri, root, parent_run_id, points, grid,
                           {"wall_seconds": time.perf_counter() - t0, "prepare_jobs": prepared,
                            "pool_startup_seconds": startup})
         except TrackingUnreachable:
             raise  # nothing can be ended there: --resume does it
         except BaseException as e:
-            end_parent(uri, parent_run_id, e)
+            # the parent first: `ray job stop` sends SIGKILL 3 s after its SIGTERM, the pool's stop comes after
+            if parent_run_id is not None:
+                end_parent(uri, parent_run_id, e)
             raise
+        finally:
+            if pool_open:  # stopped early: Ray's shutdown ends what is left
+                workers.close(timeout_s=5.0)
 
 
 def finish(cfg: ExperimentConfig, uri: str, root: str, parent_run_id: str, points, grid, bookkeeping: dict) -> int:
