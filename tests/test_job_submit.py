@@ -198,6 +198,15 @@ def test_job_api_refuses_a_request_without_the_token(cluster):
     assert _get(f"{url}/api/jobs/", "not-the-token")[0] in (401, 403)
 
 
+def _post(url: str, token: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=b"", method="POST", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 def _job(url: str, env: dict, command: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """`ray job COMMAND --address URL ARGS...`"""
     return subprocess.run([_cli("ray"), "job", command, "--address", url, *args], env=env, capture_output=True,
@@ -240,13 +249,15 @@ def test_a_stopped_jobs_results_outlive_it_and_a_resubmitted_job_finishes_its_ne
         except (OSError, ValueError):
             beat = {}
     assert beat.get("stage") == 2, "no stage 2 within the time limit:\n" + _job(url, env, "logs", "raycf-stop-1").stdout
-    assert _job(url, env, "stop", "raycf-stop-1").returncode == 0
+    # the stop over the job API (what `ray job stop` sends), so it lands within ~0.1 s of the beat, mid stage 2
+    status, body = _post(f"{url}/api/jobs/raycf-stop-1/stop", cluster[1])
+    assert status == 200 and json.loads(body).get("stopped") is True, (status, body)
     deadline = time.time() + 60
-    while time.time() < deadline and "stopped" not in (lambda r: r.stdout + r.stderr)(
-            _job(url, env, "status", "raycf-stop-1")).lower():  # "Job 'raycf-stop-1' was stopped", on stderr
-        time.sleep(1)
+    while time.time() < deadline and json.loads(_get(f"{url}/api/jobs/raycf-stop-1", cluster[1])[1]).get(
+            "status") != "STOPPED":
+        time.sleep(0.5)
     assert time.time() < deadline, "the job never reached STOPPED"
-    logs = _job(url, env, "logs", "raycf-stop-1").stdout
+    logs = json.loads(_get(f"{url}/api/jobs/raycf-stop-1/logs", cluster[1])[1])["logs"]
     first = next(x for x in logs.splitlines() if x.startswith("[raycf] results:"))
     assert f"in {home / 'raycf_runs'}, MLflow sqlite:///{db}" in first and "outlives the job" in first, first
     c = MlflowClient(tracking_uri=f"sqlite:///{db}")
@@ -254,7 +265,8 @@ def test_a_stopped_jobs_results_outlive_it_and_a_resubmitted_job_finishes_its_ne
     assert runs and not [x for x in runs if x.info.status == "RUNNING"], [(x.info.run_name, x.info.status)
                                                                           for x in runs]
     (parent,) = [x for x in runs if x.data.tags.get("raycf.sweep") == "stopped"]
-    # `ray job stop` sends SIGINT (then SIGTERM and SIGKILL): each is an interruption, never a failure
+    # the job's driver gets SIGTERM, then SIGKILL 3 s later (Ray's RAY_JOB_STOP_WAIT_TIME_S): an interruption,
+    # never a failure, and the parent ends within those 3 s whatever the driver was doing (even closing its pool)
     assert parent.info.status == "KILLED" and parent.data.tags.get("raycf.ended", "").startswith("interrupted ("), \
         (parent.info.status, logs[-4000:])
     assert list((home / "raycf_runs" / "cache" / "stages").iterdir()), "no stage checkpoint kept"
