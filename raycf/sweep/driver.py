@@ -183,7 +183,9 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
     for p in points:  # every problem of every grid point, before training (models built after a dry run)
         check(p, cluster=cluster, build=False)
     metric_problem(sc, points)
-    cfg, fits = fit_resources(cfg, sc, cluster, count_trials(resolved, sc.num_samples) if pbt.is_pbt(cfg) else 0)
+    trials = count_trials(resolved, sc.num_samples)
+    cfg, fits = fit_resources(cfg, sc, cluster, trials if pbt.is_pbt(cfg) else 0)
+    fits = min(fits, trials)  # no worker group that no trial would use (each costs a start-up: ~30 s on 2 CPUs)
     share = {"resources.cpus_per_worker": cfg.resources.cpus_per_worker}
     points = [p.with_overrides(share) for p in points]
     uri, root = tracking.resolve_uri(cfg.tracking.uri), storage.resolve(cfg.storage_path)

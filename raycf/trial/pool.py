@@ -218,10 +218,12 @@ def serve(args: dict) -> None:
     board, slot = args["board"], args["slot"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    mark("pool_worker_start")
     import peft  # noqa: F401 - imported once here, not inside the first trial
     import transformers  # noqa: F401
     if rank == 0:
         import mlflow  # noqa: F401
+    mark("pool_worker_imported")
     while True:
         job = agree(ray.get(board.take.remote(slot)) if rank == 0 else None)
         if job is None:
@@ -361,6 +363,7 @@ def results(board, job_id: str):
 def run_slot(cfg, board, slot: int, root: str, name: str) -> None:
     """A Ray task: one slot's TorchTrainer, until the board closes; an error that ends it goes to the board."""
     import ray
+    mark("pool_slot_start")
     try:
         torch_trainer(cfg, serve, {"board": board, "slot": slot}, name, root,
                             max_failures=-1).fit()
