@@ -79,3 +79,20 @@ def test_only_rank_0_samples(tmp_path):
     with record.system_metrics(c, plan, rank=1):
         pass
     assert tracking.client(c.tracking.uri).get_run(run_id).data.metrics == {}
+
+
+def test_a_reopened_run_counts_the_work_its_spool_kept_back(tmp_path):
+    """A stage logged while the store refused writes (a locked sqlite file, a server away) waits in the spool; a
+    resumed trial reopening the run sends it first and carries its work counts on, not the counts before it."""
+    c = cfg(tmp_path)
+    uri, spool = c.tracking.uri, str(tmp_path / "spool")
+    run_id = record.open_run(uri, c, "r", {})
+    tracking.log_metrics(uri, run_id, {"work/stage_trainings": 1.0, "work/probe_passes": 2.0}, step=1)
+    kept = {"op": "metrics", "metrics": {"work/stage_trainings": 2.0, "work/probe_passes": 3.0, "train/loss": 0.5},
+            "step": 2, "timestamp": int(time.time() * 1000)}
+    tracking._write_pending(spool, run_id, [kept])
+    assert record.reopen_run(uri, run_id) == (1, {"work/stage_trainings": 1.0, "work/probe_passes": 2.0})
+    assert record.reopen_run(uri, run_id, spool) == (2, {"work/stage_trainings": 2.0, "work/probe_passes": 3.0})
+    assert tracking.pending(spool, run_id) == []  # sent
+    history = tracking.client(uri).get_metric_history(run_id, "train/loss")
+    assert [(m.step, m.value, m.timestamp) for m in history] == [(2, 0.5, kept["timestamp"])]

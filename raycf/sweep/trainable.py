@@ -34,7 +34,7 @@ def tune_trial(params: dict, *, base: ExperimentConfig, sweep_dir: str, parent_r
     if storage.exists(runs):  # a retried trial or a resumed sweep: same MLflow run, stages it holds not logged again
         opened = json.loads(storage.read_text(runs))
         run_id, name = opened["run_id"], opened.get("name", trial_name)
-        logged, work = record.reopen_run(uri, run_id)
+        logged, work = record.reopen_run(uri, run_id, storage.join(storage.resolve(cfg.storage_path), "spool"))
     else:
         if parent_run_id:  # a driver killed while it opened this trial's run, before it kept the id: nothing logged
             c = tracking.client(uri)

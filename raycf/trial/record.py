@@ -84,18 +84,21 @@ def datasets(cfg: ExperimentConfig, probes: list) -> list:
     return out
 
 
-def reopen_run(uri: str, run_id: str) -> tuple[int, dict]:
+def reopen_run(uri: str, run_id: str, spool: str | None = None) -> tuple[int, dict]:
     """The run of a retried trial or a resumed sweep, RUNNING again: the last stage it holds (-1: none) and the
-    work counts it logged there (carried on, so that the counts cover every attempt)."""
+    work counts it logged there (carried on, so that the counts cover every attempt). spool: the outage spool,
+    sent first; what it still holds (the server down) counts as logged."""
     c = tracking.client(uri)
+    if spool is not None:  # e.g. a stage kept back by a locked sqlite file when the sweep was stopped
+        tracking.flush(uri, spool, run_id=run_id)
     c.update_run(run_id, status="RUNNING")
-    logged, work = -1, {}
-    for key in WORK_KEYS:
-        history = c.get_metric_history(run_id, key)
-        logged = max([logged] + [m.step for m in history])
-        if history:
-            work[key] = max(history, key=lambda m: (m.step, m.timestamp)).value
-    return logged, work
+    points = {key: [(m.step, m.timestamp, m.value) for m in c.get_metric_history(run_id, key)] for key in WORK_KEYS}
+    for op in tracking.pending(spool, run_id) if spool is not None else []:
+        for key in WORK_KEYS:
+            if op["op"] == "metrics" and key in op["metrics"]:
+                points[key].append((op["step"], op["timestamp"], op["metrics"][key]))
+    logged = max([-1] + [step for history in points.values() for step, _, _ in history])
+    return logged, {key: max(history)[2] for key, history in points.items() if history}
 
 
 def log_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, metrics: dict, rows: list[dict],
