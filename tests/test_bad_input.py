@@ -369,6 +369,17 @@ CLASS_CASES = [
      ["--adapter tests/bad_inputs/models/bad_adapter: adapter_config.json is not valid JSON"]),
     ("probe_hub_model_names_the_flag", ["probe", "--model", "org/some-model", "--suite", "knowledge"],
      ["for a hub model (org/name) give --allow-download"]),
+    ("probe_system_instruction_alone", probe_cli("--suite", "knowledge", "--system-instruction", "Be brief."),
+     ["--system-instruction: used only with --apply-chat-template"]),
+    ("probe_chat_template_without_one", probe_cli("--suite", "knowledge", "--apply-chat-template"),
+     ["--model raycf-tiny: --apply-chat-template is given, but this tokenizer has no chat template",
+      "or no --apply-chat-template"]),
+    # a chat template asked of a tokenizer without one
+    ("data_chat_template_without_one", dry("base.yaml") + ["--set", "data.template=chat"],
+     ["model.name tiny-causal: data.template is chat, but this tokenizer has no chat template"]),
+    ("probes_chat_template_without_one", dry("base.yaml") + ["--set", "probes.apply_chat_template=true"],
+     ["model.name tiny-causal: probes.apply_chat_template is true, but this tokenizer has no chat template",
+      "or probes.apply_chat_template: false"]),
     # 12. space files
     ("space_empty", dry("space_empty.yaml"), ["space_empty.yaml: the file is empty (or only comments)"]),
     ("space_comments_only", dry("space_comments_only.yaml"), ["the file is empty (or only comments)"]),

@@ -122,3 +122,71 @@ def test_generation_probes_prompt_in_the_chat_template_as_training_does(tok):
     alpaca = probe_task(model, tok, task, max_new_tokens=6).metrics
     assert got == want and set(got) == {"rouge1"}
     print(f"chat {got}, alpaca {alpaca}")
+
+
+SMOL_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+
+
+@pytest.mark.slow
+def test_smollm2s_own_template_puts_the_loss_on_its_assistant_turns_and_training_lowers_hfs_loss(
+        smollm2_tokenizer_dir):
+    """SmolLM2-135M-Instruct's tokenizer and ChatML template (which adds its own system turn when a conversation
+    has none): a two-exchange conversation cut by hand at the assistant turns gives encode_row's ids and labels
+    token by token; a tiny LLaMA of SmolLM2's vocabulary trained by raycf.train on such rows has, before and after,
+    the loss that HF computes from the hand-cut labels, and training lowers it; a generation probe's prompt is
+    the hand-written ChatML up to the assistant's turn."""
+    import torch
+    from transformers import AutoTokenizer
+    from raycf import train as T
+    from raycf.data.registry import Task
+    from raycf.data.template import PROMPT_WITH_INPUT
+    from raycf.models.tiny import tiny_model
+    from raycf.probe.run import generation_prompts
+    tok = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    words = ["the quick fox", "a lazy dog", "near the river", "bank today", "over the hill", "under a tree"]
+
+    def conversation(i):
+        a, b, c, d = (words[(i + j) % len(words)] for j in range(4))
+        turns = [{"role": "user", "content": a}, {"role": "assistant", "content": b},
+                 {"role": "user", "content": c}, {"role": "assistant", "content": d}]
+        pieces = [(f"{SMOL_SYSTEM}<|im_start|>user\n{a}<|im_end|>\n<|im_start|>assistant\n", False),
+                  (f"{b}<|im_end|>\n", True), (f"<|im_start|>user\n{c}<|im_end|>\n<|im_start|>assistant\n", False),
+                  (f"{d}<|im_end|>\n", True)]
+        return turns, pieces
+
+    rows, hand = [], []
+    for i in range(6):
+        turns, pieces = conversation(i)
+        assert "".join(p for p, _ in pieces) == tok.apply_chat_template(turns, tokenize=False)
+        ids_ = [t for text, _ in pieces for t in ids(tok, text)]
+        labels = [t if target else IGNORE for text, target in pieces for t in ids(tok, text)]
+        rows.append({"messages": turns})
+        hand.append((ids_, labels))
+    ex = [encode_row(r, tok, "causal", "chat") for r in rows]
+    assert [(e.input_ids, e.labels) for e in ex] == hand  # token by token
+    assert ids(tok, "<|im_start|>user") == [tok.convert_tokens_to_ids("<|im_start|>"), ids(tok, "user")[0]]
+
+    model = tiny_model("causal", tok, seed=0)
+
+    def hf_loss():  # HF's own masked mean over the hand-cut labels, one row at a time, token-weighted
+        model.eval()
+        with torch.no_grad():
+            parts = [(float(model(input_ids=torch.tensor([i]), labels=torch.tensor([lab])).loss),
+                      sum(x != IGNORE for x in lab[1:])) for i, lab in hand]
+        return sum(loss * n for loss, n in parts) / sum(n for _, n in parts)
+
+    before = hf_loss()
+    assert T.eval_loss(model, ex, "causal", tok.pad_token_id) == pytest.approx(before, abs=1e-5)
+    T.train_stage(model, ex, kind="causal", pad_id=tok.pad_token_id, batch_size=3, steps=8, grad_accum=1, lr=1e-2,
+                  weight_decay=0.0, schedule="constant", warmup=0, max_grad_norm=1.0, seed=0)
+    after = hf_loss()
+    assert T.eval_loss(model, ex, "causal", tok.pad_token_id) == pytest.approx(after, abs=1e-5)
+    assert after < before - 1.0, (before, after)
+    print(f"SmolLM2 template, assistant-turn loss: {before:.3f} -> {after:.3f} in 8 steps")
+
+    task = Task(name="mine", category="tasks", type="generation", template=PROMPT_WITH_INPUT, shots=0,
+                metric=("rouge1",), version=1, rows=[{"instruction": "Repeat.", "input": "a lazy dog", "output": ""}],
+                fewshot_rows=[], source="test")
+    assert generation_prompts(task, task.rows, tok, "Be brief.") == [
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nRepeat.\n\na lazy dog<|im_end|>\n"
+        "<|im_start|>assistant\n"]

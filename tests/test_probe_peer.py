@@ -77,8 +77,9 @@ PAIRS_TASK = {"output_type": "multiple_choice", "doc_to_text": "", "doc_to_choic
 
 
 def run_lm_eval(model_dir, tmp, test_rows, fewshot_rows, shots: int, batch_size: int = 1, spec=None,
-                sampler: str = "first_n"):
-    """lm-eval on a YAML task over local JSONL files; returns (metrics, per-doc list of choice lls)."""
+                sampler: str = "first_n", **evaluate):
+    """lm-eval on a YAML task over local JSONL files; returns (metrics, per-doc list of choice lls). evaluate:
+    more arguments of simple_evaluate (e.g. apply_chat_template)."""
     import yaml
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -99,7 +100,7 @@ def run_lm_eval(model_dir, tmp, test_rows, fewshot_rows, shots: int, batch_size:
     out = simple_evaluate(model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"},
                           tasks=[TASK], num_fewshot=shots, batch_size=batch_size, device="cpu",
                           task_manager=TaskManager(include_path=str(tmp / "tasks"), include_defaults=False),
-                          bootstrap_iters=0, log_samples=True, random_seed=0)
+                          bootstrap_iters=0, log_samples=True, random_seed=0, **evaluate)
     res = out["results"][TASK]
     samples = sorted(out["samples"][TASK], key=lambda s: s["doc_id"])
     lls = [[float(r[0][0]) for r in s["resps"]] for s in samples]
@@ -210,3 +211,60 @@ def test_the_probe_cli_scores_an_lm_eval_task_from_an_include_folder(model_dir, 
                           "--lm-eval-include", str(tmp_path / "nope")], capture_output=True, text=True, timeout=300,
                          cwd=Path(__file__).resolve().parents[1])
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "is not a folder" in bad.stderr, bad.stderr
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+@pytest.fixture(scope="module", params=["toy", pytest.param("smollm2", marks=pytest.mark.slow)])
+def chat_model(request, model_dir, tmp_path_factory):
+    """(model folder, how its template opens a system turn and closes a turn): the peer model whose tokenizer is
+    given a ChatML-like template, or a tiny random LLaMA with SmolLM2-135M-Instruct's tokenizer and template."""
+    import shutil
+    from transformers import AutoTokenizer
+    folder = tmp_path_factory.mktemp(f"peer-chat-{request.param}") / "model"
+    if request.param == "toy":
+        shutil.copytree(model_dir, folder)
+        tok = AutoTokenizer.from_pretrained(folder)
+        tok.chat_template = CHAT_TEMPLATE
+        tok.save_pretrained(folder)
+        return folder, ("<|system|>\n", "</s>\n", "<|assistant|>\n")
+    tok = AutoTokenizer.from_pretrained(request.getfixturevalue("smollm2_tokenizer_dir"))
+    tiny_model("causal", tok, seed=0).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder, ("<|im_start|>system\n", "<|im_end|>\n", "<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("shots", [0, 3])
+def test_under_a_chat_template_own_and_lm_eval_tasks_score_what_simple_evaluate_with_apply_chat_template_does(
+        chat_model, tmp_path, shots):
+    """probes.apply_chat_template: a task of raycf's own (its k examples as turns) and the same task as
+    `lm_eval:TASK` (lm-eval builds the turns) both give simple_evaluate(apply_chat_template=True,
+    fewshot_as_multiturn=True, system_instruction=...)'s acc, acc_norm and per-choice log-likelihoods."""
+    from raycf.data import Task, load_task
+    from raycf.data.lm_eval_tasks import render_turns
+    from raycf.probe.run import probe_task
+
+    chat_model_dir, (system_open, end, assistant_open) = chat_model
+    system = "Answer with a number word."
+    test_rows, pool = questions(40, seed=2), questions(12, seed=3)
+    examples = probe_tasks.fewshot_examples(pool, shots, seed=0)  # lm-eval's first_n reads them in this order
+    theirs, their_lls = run_lm_eval(chat_model_dir, tmp_path, test_rows, examples or pool[:1], shots,
+                                    apply_chat_template=True, fewshot_as_multiturn=True, system_instruction=system)
+    model, tok = load_model(chat_model_dir)
+    own = Task(name="sums", category="knowledge", type="multiple_choice", template=TEMPLATE, shots=shots,
+               metric=("acc", "acc_norm"), version=1, rows=test_rows, fewshot_rows=pool, source="test")
+    assert probe_task(model, tok, own, batch_size=8, chat_choices=system).metrics == theirs  # identical
+    lm = load_task(f"lm_eval:{TASK}", shots=shots, lm_eval_include=(str(tmp_path / "tasks"),), chat_system=system)
+    assert probe_task(model, tok, lm, batch_size=8, chat_choices=system).metrics == theirs
+    first = render_turns(tok, lm.rows[0]["context"])
+    assert first.startswith(f"{system_open}{system}{end}") and first.endswith(f"\nAnswer:{end}{assistant_open}")
+    assert first.count(assistant_open) == shots + 1  # each example an assistant turn, then the generation prompt
+    chat = lambda turns, gp: tok.apply_chat_template([{"role": "system", "content": system}, *turns],  # noqa: E731
+                                                     tokenize=False, add_generation_prompt=gp)
+    ours = probe_tasks.multiple_choice_lls(model, tok, TEMPLATE, test_rows, examples, batch_size=8, chat=chat)
+    assert [ll for q in ours for ll in q] == pytest.approx([ll for q in their_lls for ll in q], abs=1e-4)
+    print(f"{shots}-shot under the chat template: raycf and lm-eval {theirs}")
+    with pytest.raises(Exception, match="loaded with the chat template"):
+        probe_task(model, tok, lm, batch_size=8)

@@ -145,6 +145,9 @@ class ProbeConfig:
     max_new_tokens: int = 32          # generation probes (learned tasks)
     precision: str = "fp32"           # fp32 (lm-eval's numbers exactly) | bf16 (autocast: faster, scores move a little)
     lm_eval_include: list = field(default_factory=list)  # folders of lm-eval task YAMLs for lm_eval:NAME in suites
+    # multiple-choice probes in the tokenizer's chat template, as lm-eval's apply_chat_template (few-shot examples
+    # as turns, data.system_prompt as the system instruction); generation probes follow data.template
+    apply_chat_template: bool = False
 
 
 @dataclass

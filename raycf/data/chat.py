@@ -69,13 +69,16 @@ def render(tok, turns: list[dict], generation_prompt: bool) -> str:
     return tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def check_template(tok, where: str, kind: str = "causal") -> None:
-    """One line when data.template chat cannot work: a seq2seq model, or a tokenizer without a chat template."""
+def check_template(tok, where: str, kind: str = "causal", asks: str = "data.template is chat",
+                   off: str = "data.template: alpaca") -> None:
+    """One line when a chat template cannot be applied: a seq2seq model, or a tokenizer without one. asks: what
+    asks for the template; off: how to go without it."""
     if kind == "seq2seq":
-        raise DataError(f"{where}: {SEQ2SEQ}")
+        raise DataError(f"{where}: {SEQ2SEQ}" if off == "data.template: alpaca" else
+                        f"{where}: {asks}, but a chat template is for causal models; use {off} with seq2seq")
     if not getattr(tok, "chat_template", None):
-        raise DataError(f"{where}: data.template is chat, but this tokenizer has no chat template; use an instruct "
-                        f"model's tokenizer (e.g. smollm2-135m) or data.template: alpaca")
+        raise DataError(f"{where}: {asks}, but this tokenizer has no chat template; use an instruct model's "
+                        f"tokenizer (e.g. smollm2-135m) or {off}")
 
 
 def encode(tok, turns: list[dict]) -> tuple[list[int], list[int]]:

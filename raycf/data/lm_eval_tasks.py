@@ -10,12 +10,17 @@ only (output_type multiple_choice with one context per document); other output t
 
 lm-eval is an optional dependency (`pip install 'raycf[peer]'`); a shipped lm-eval task reads its dataset from
 the Hugging Face hub or its cache, a YAML of one's own can read local files (`dataset_path: json`).
+
+probes.apply_chat_template: lm-eval builds each context as chat turns (simple_evaluate's apply_chat_template
+with fewshot_as_multiturn, data.system_prompt as its system_instruction); the rows keep those turns and the
+probe renders them with the model's tokenizer, as lm-eval's HFLM.apply_chat_template does (render_turns).
 """
 from __future__ import annotations
 
 import contextlib
 import difflib
 import io
+import json
 import os
 from pathlib import Path
 from functools import lru_cache
@@ -114,10 +119,13 @@ def _walk(tree: dict):
 
 
 @lru_cache(maxsize=None)
-def load(name: str, include: tuple = (), shots: int | None = None, category: str = CATEGORY):
+def load(name: str, include: tuple = (), shots: int | None = None, category: str = CATEGORY,
+         chat_system: str | None = None):
     """The fields of the raycf Task (raycf.data.registry.Task) of the lm-eval task `lm_eval:TASK` at `shots`
     (None: the task's own num_fewshot, else 0, as simple_evaluate): one row per document with lm-eval's full
-    context (description and few-shot examples included), its choices and the index of the gold one."""
+    context (description and few-shot examples included), its choices and the index of the gold one.
+    chat_system not None: each context is lm-eval's chat turns (JSON, see render_turns), that text as the system
+    instruction if not empty."""
     task_name = name[len(PREFIX):] if is_lm_eval(name) else name
     where = f"lm_eval:{task_name}"
     lm = next((t for t in _walk(_task_dict(task_name, include)) if t.config.task == task_name), None)
@@ -136,11 +144,11 @@ def load(name: str, include: tuple = (), shots: int | None = None, category: str
     lm.set_fewshot_seed(seed=FEWSHOT_SEED)
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # lm-eval's progress bar: stderr is for one error line
-            lm.build_all_requests(limit=None, rank=0, world_size=1)
+            lm.build_all_requests(limit=None, rank=0, world_size=1, **chat_kwargs(chat_system))
     except Exception as e:  # noqa: BLE001 - e.g. more shots than the few-shot split holds
         raise DataError(f"{where}: lm-eval could not build its {k}-shot requests: {type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
-    delimiter = lm.config.target_delimiter
+    delimiter = None  # the task's target_delimiter, or "" under a chat template (lm-eval's construct_requests)
     by_doc: dict[int, list] = {}
     for inst in lm.instances:
         by_doc.setdefault(inst.doc_id, []).append(inst)
@@ -151,6 +159,8 @@ def load(name: str, include: tuple = (), shots: int | None = None, category: str
         choices = lm.doc_to_choice(doc)
         contexts = {i.arguments[0] for i in insts}
         conts = [i.arguments[1] for i in insts]
+        if delimiter is None and choices and conts and conts[0].endswith(choices[0]):
+            delimiter = conts[0][:len(conts[0]) - len(choices[0])]
         if len(contexts) != 1 or conts[:len(choices)] != [delimiter + c for c in choices]:
             raise DataError(f"{where}: document {doc_id}: lm-eval's requests are not one context with "
                             f"'{delimiter}' + each choice; raycf cannot score this task the same way")
@@ -169,4 +179,23 @@ def load(name: str, include: tuple = (), shots: int | None = None, category: str
     version = lm.config.metadata.get("version", 0) if isinstance(lm.config.metadata, dict) else 0
     return dict(name=where, category=category, type="multiple_choice", template="{context}", shots=k,
                 metric=("acc", "acc_norm"), version=int(float(version or 0)), rows=rows, fewshot_rows=[],
-                source=f"lm_eval:{task_name}", target_delimiter=delimiter, fewshot_in_context=True)
+                source=f"lm_eval:{task_name}", target_delimiter=delimiter, fewshot_in_context=True,
+                chat_turns=chat_system is not None)
+
+
+def chat_kwargs(chat_system: str | None) -> dict:
+    """build_all_requests' arguments for simple_evaluate(apply_chat_template=True, fewshot_as_multiturn=True,
+    system_instruction=chat_system): its chat template returns the turns as JSON, rendered later with the
+    tokenizer of the model probed (render_turns)."""
+    if chat_system is None:
+        return {}
+    return {"apply_chat_template": True, "fewshot_as_multiturn": True, "system_instruction": chat_system or None,
+            "chat_template": lambda turns, add_generation_prompt=True: json.dumps([turns, add_generation_prompt])}
+
+
+def render_turns(tok, context: str) -> str:
+    """A context of a task loaded with chat_system, in `tok`'s chat template as lm-eval's
+    HFLM.apply_chat_template renders it."""
+    turns, generation_prompt = json.loads(context)
+    return tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt,
+                                   continue_final_message=not generation_prompt)

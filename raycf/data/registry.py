@@ -72,6 +72,7 @@ class Task:
     source: str            # "shipped", "hub:<dataset>", a file path or "lm_eval:<task>"
     target_delimiter: str = " "       # between a context and each choice (lm-eval's target_delimiter)
     fewshot_in_context: bool = False  # the rows' contexts hold their k-shot examples (lm-eval tasks)
+    chat_turns: bool = False          # the rows' contexts are lm-eval's chat turns (lm_eval_tasks.render_turns)
 
 
 @lru_cache(maxsize=None)
@@ -224,7 +225,8 @@ def suite(names_or_categories, lm_eval_include: tuple = ()) -> list[str]:
 
 
 def load_task(name: str, source: str | None = None, fewshot_source: str | None = None,
-              shots: int | None = None, limit: int | None = None, lm_eval_include: tuple = ()) -> Task:
+              shots: int | None = None, limit: int | None = None, lm_eval_include: tuple = (),
+              chat_system: str | None = None) -> Task:
     """The probe task `name` (or a task YAML path) with its rows.
 
     source: None = the YAML's `source` (default "shipped"); "shipped"; "hub" (the study's dataset via
@@ -234,10 +236,11 @@ def load_task(name: str, source: str | None = None, fewshot_source: str | None =
     shots: override the YAML's default k. limit: keep the first `limit` rows.
     A name that is no registered task, given with a file `source`, is a stage of the user's own (stage_spec).
     `lm_eval:TASK`: an lm-evaluation-harness task (raycf.data.lm_eval_tasks; lm_eval_include: folders of its
-    YAMLs), its k-shot contexts built by lm-eval at `shots` (None: the task's own).
+    YAMLs), its k-shot contexts built by lm-eval at `shots` (None: the task's own); chat_system not None: as
+    chat turns (probes.apply_chat_template, see lm_eval_tasks.load). Other tasks apply it when probed.
     """
     if is_lm_eval(name):
-        task = Task(**lm_eval_tasks.load(name, tuple(lm_eval_include), shots))
+        task = Task(**lm_eval_tasks.load(name, tuple(lm_eval_include), shots, chat_system=chat_system))
         return replace(task, rows=task.rows[:limit]) if limit else task
     own_stage = source not in (None, "shipped", "hub") and not is_task_file(name) and name not in _registry()
     spec = stage_spec(name) if own_stage else _spec(name)

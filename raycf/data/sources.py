@@ -21,7 +21,8 @@ def probe_task(cfg: ExperimentConfig, name: str):
     """The probe task `name`; a stage with an eval file in data.sources is probed on those rows, and with
     data.hub the study's dataset is; an lm-eval task (lm_eval:NAME) is built at probes.shots."""
     if is_lm_eval(name):
-        return load_task(name, shots=cfg.probes.shots, lm_eval_include=tuple(cfg.probes.lm_eval_include))
+        return load_task(name, shots=cfg.probes.shots, lm_eval_include=tuple(cfg.probes.lm_eval_include),
+                         chat_system=cfg.data.system_prompt if cfg.probes.apply_chat_template else None)
     return load_task(name, source=cfg.data.sources.get(name, {}).get("eval") or ("hub" if cfg.data.hub else None))
 
 

@@ -26,3 +26,5 @@ BUILTIN = {
     "raycf-tiny": RAYCF_TINY_SHAPE["hidden_size"],
     "smollm2-135m": SMOLLM2_HIDDEN,
 }
+SEQ2SEQ_BUILTIN = {"tiny-seq2seq"}
+CHAT_TEMPLATES = {"smollm2-135m"}  # built-in models whose tokenizer has a chat template (SmolLM2-Instruct's)

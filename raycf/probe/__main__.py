@@ -61,6 +61,9 @@ def flag_problems(args) -> list[str]:
     problems = [f"--{name.replace('_', '-')} {value}: must be >= {low}: {what}"
                 for name, (low, what) in FLAG_RANGES.items()
                 if (value := getattr(args, name)) is not None and value < low]
+    if args.system_instruction and not args.apply_chat_template:
+        problems.append("--system-instruction: used only with --apply-chat-template; add it or leave the "
+                        "instruction out")
     if not [s for s in args.suite.split(",") if s.strip()]:
         problems.append(f"--suite {args.suite!r}: names no task; give task names, task YAMLs or categories, e.g. "
                         f"--suite knowledge,reasoning")
@@ -83,7 +86,8 @@ def probe(args) -> int:
     check_adapter(args.adapter, args.allow_pickle)
     try:  # bad rows are reported before the model loads
         include = tuple(str(Path(d).expanduser().absolute()) for d in args.lm_eval_include)
-        tasks = [load_task(n, shots=args.shots, lm_eval_include=include)
+        chat_system = args.system_instruction if args.apply_chat_template else None
+        tasks = [load_task(n, shots=args.shots, lm_eval_include=include, chat_system=chat_system)
                  for n in suite([s.strip() for s in args.suite.split(",") if s.strip()], include)]
     except DataError as e:
         raise DataError(f"--suite: {e}") from None
@@ -91,8 +95,13 @@ def probe(args) -> int:
     from raycf.probe.run import format_table, probe_tasks
     model, tok = load(model_dir, args.adapter, args.model, args.trust_remote_code, args.allow_pickle)
     t_loaded = time.perf_counter()
+    if args.apply_chat_template:
+        from raycf.data import chat
+        chat.check_template(tok, f"--model {args.model}", asks="--apply-chat-template is given",
+                            off="no --apply-chat-template")
     results = probe_tasks(model, tok, tasks, shots=args.shots, limit=args.limit, seed=args.seed,
-                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, precision=args.precision)
+                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, precision=args.precision,
+                          chat_system=chat_system, chat_choices=chat_system)
     print(format_table(results))
     if args.timings:
         done = time.perf_counter()
@@ -131,6 +140,11 @@ def main(argv=None) -> int:
     p.add_argument("--allow-download", action="store_true", help="let --model be a hub name (org/name), downloaded")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="fp32: lm-eval's numbers exactly; bf16: under autocast, faster where bf16 is")
+    p.add_argument("--apply-chat-template", action="store_true",
+                   help="every prompt in the tokenizer's chat template, as lm-eval's --apply_chat_template (few-shot "
+                        "examples as turns)")
+    p.add_argument("--system-instruction", default="", metavar="TEXT",
+                   help="with --apply-chat-template: the system turn (lm-eval's --system_instruction)")
     p.add_argument("--timings", action="store_true", help="print where the time went (stderr)")
     return cli(p, probe, argv)
 

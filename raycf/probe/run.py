@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from raycf.data import Task, chat, load_task
+from raycf.data.lm_eval_tasks import render_turns
 from raycf.data.template import PROMPT_WITH_INPUT, prompt
 from raycf.errors import DataError
 from raycf.probe.shard import on_all_ranks, probing
@@ -27,10 +28,11 @@ class ProbeResult:
 
 def probe_task(model, tok, task, *, shots: int | None = None, limit: int | None = None, seed: int = 0,
                rank: int = 0, world_size: int = 1, batch_size: int = 16, max_new_tokens: int = 64,
-               chat_system: str | None = None) -> ProbeResult:
+               chat_system: str | None = None, chat_choices: str | None = None) -> ProbeResult:
     """Score one raycf.data Task. shots None = the task's own default; limit = its first N rows. chat_system
     not None: generation probes prompt in the tokenizer's chat template (data.template chat), after that system
-    prompt if it is not empty."""
+    prompt if it is not empty. chat_choices not None: multiple-choice probes too, the way lm-eval's
+    apply_chat_template does (probes.apply_chat_template; an lm-eval task must be loaded with chat_system)."""
     rows = list(task.rows)[:limit] if limit is not None else list(task.rows)
     counts = {}
     if task.type == "multiple_choice":
@@ -38,11 +40,21 @@ def probe_task(model, tok, task, *, shots: int | None = None, limit: int | None 
         if baked and shots not in (None, task.shots):
             raise DataError(f"task {task.name} was loaded at {task.shots} shots, not {shots}: load it with "
                             f"load_task(name, shots={shots})")
+        if baked and (chat_choices is not None) != getattr(task, "chat_turns", False):
+            raise DataError(f"task {task.name} was loaded {'with' if task.chat_turns else 'without'} the chat "
+                            f"template: load it with load_task(name, chat_system=...) as probed")
         k = 0 if baked else task.shots if shots is None else shots
         examples = fewshot_examples(task.fewshot_rows, k, seed)
+        chat_for = None
+        if baked and task.chat_turns:  # lm-eval's turns, its system instruction in them
+            rows = [{**r, "context": render_turns(tok, r["context"])} for r in rows]
+        elif chat_choices is not None:
+            def chat_for(turns, generation_prompt):
+                return chat.render(tok, chat.with_system(turns, chat_choices), generation_prompt)
         lls = on_all_ranks(lambda idx: multiple_choice_lls(model, tok, task.template, [rows[i] for i in idx],
                                                             examples, batch_size=batch_size,
-                                                            delimiter=getattr(task, "target_delimiter", " ")),
+                                                            delimiter=getattr(task, "target_delimiter", " "),
+                                                            chat=chat_for),
                             len(rows), [_cost(task.template.format(**r), r["choices"]) for r in rows],
                             rank, world_size)
         metrics = multiple_choice_metrics(rows, lls)
@@ -95,7 +107,7 @@ def probe_tasks(model, tok, task_names, precision: str = "fp32", **kwargs) -> li
 def run_probes(model, tok, task_names, *, shots: int | None = None, limit: int | None = None, seed: int = 0,
                rank: int = 0, world_size: int = 1, batch_size: int = 16,
                max_new_tokens: int = 64, precision: str = "fp32",
-               chat_system: str | None = None) -> dict[str, dict[str, float]]:
+               chat_system: str | None = None, chat_choices: str | None = None) -> dict[str, dict[str, float]]:
     """task -> metric -> value, e.g. {"facts_capitals": {"acc": 0.9, "acc_norm": 0.85}}. Identical on all ranks.
 
     shots: few-shot examples for multiple choice (None = each task's default), drawn with `seed`.
@@ -106,7 +118,7 @@ def run_probes(model, tok, task_names, *, shots: int | None = None, limit: int |
     """
     results = probe_tasks(model, tok, task_names, shots=shots, limit=limit, seed=seed, rank=rank,
                           world_size=world_size, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                          precision=precision, chat_system=chat_system)
+                          precision=precision, chat_system=chat_system, chat_choices=chat_choices)
     return {r.task: dict(r.metrics) for r in results}
 
 

@@ -38,13 +38,28 @@ def choice_metrics(lls, choices, answer: int) -> dict[str, float]:
     return {"acc": float(np.argmax(lls) == answer), "acc_norm": float(np.argmax(lls / lengths) == answer)}
 
 
+def example_turns(template: str, examples) -> list[dict]:
+    """lm-eval's few-shot examples as chat turns (apply_chat_template with fewshot_as_multiturn): each question a
+    user turn, its answer the assistant's."""
+    return [turn for ex in examples for turn in ({"role": "user", "content": template.format(**ex)},
+                                                  {"role": "assistant", "content": ex["choices"][ex["answer"]]})]
+
+
 def multiple_choice_lls(model, tok, template: str, rows, examples=(), *, batch_size: int = 16,
-                        fast: bool = True, delimiter: str = TARGET_DELIMITER) -> list[list[float]]:
-    """Per question, the log-likelihood of each choice (after `delimiter`) after the shared few-shot prefix."""
-    prefix = fewshot_prefix(template, examples)
+                        fast: bool = True, delimiter: str = TARGET_DELIMITER, chat=None) -> list[list[float]]:
+    """Per question, the log-likelihood of each choice (after `delimiter`) after the shared few-shot prefix.
+    chat(turns, generation_prompt) -> text: each context in a chat template the way lm-eval's
+    apply_chat_template does it (the examples as turns, the question as the last user turn, then the assistant's
+    generation prompt; no delimiter before a choice)."""
+    if chat is None:
+        prefix = fewshot_prefix(template, examples)
+        contexts = [prefix + template.format(**row) for row in rows]
+    else:
+        shots = example_turns(template, examples)
+        prefix, delimiter = chat(shots, False) if shots else "", ""
+        contexts = [chat([*shots, {"role": "user", "content": template.format(**row)}], True) for row in rows]
     requests, sizes = [], []
-    for row in rows:
-        context = prefix + template.format(**row)
+    for row, context in zip(rows, contexts):
         requests += [(context, delimiter + c) for c in row["choices"]]
         sizes.append(len(row["choices"]))
     flat = loglikelihood(model, tok, requests, prefix=prefix, batch_size=batch_size, fast=fast)

@@ -108,7 +108,7 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     shot_seed = [] if cfg.probes.shots == 0 else [cfg.seed]
     probe_recipe = [task_key(probe_task(cfg, t)) for t in probe_tasks], cfg.probes.shots, cfg.probes.limit, \
         cfg.probes.max_new_tokens, *shot_seed, *([cfg.probes.precision] if cfg.probes.precision != "fp32" else []), \
-        *chat  # generation probes prompt in the chat template too
+        *chat, *(["mc_chat", cfg.data.system_prompt] if cfg.probes.apply_chat_template else [])  # the prompts
     probe_keys = [cache.key("probe", w, probe_recipe) for w in [start] + stage_keys]
     return TrialPlan(model_dir=str(model_dir), kind=kind, storage=root, start_key=start, warm_key=warm_key,
                      stage_keys=stage_keys, probe_tasks=probe_tasks, probe_keys=probe_keys,

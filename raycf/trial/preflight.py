@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 from raycf.config.schema import ExperimentConfig
 from raycf.data.registry import GENERAL, STAGES, load_stage
 from raycf.data.rows import load_rows
 from raycf.data.sources import probe_task, probe_task_names, stage_rows, stage_train_rows
 from raycf.errors import ConfigError, DataError, ModelError
+from raycf.models.builtin import BUILTIN, CHAT_TEMPLATES, SEQ2SEQ_BUILTIN
 from raycf.models.folder import architecture_problems, folder_problems, model_kind
 from raycf.models.load import target_module_problems
 from raycf.models.pretrain import SHIPPED
@@ -55,6 +57,8 @@ def check(cfg: ExperimentConfig, cluster: dict | None = None, build: bool = True
             problems += target_module_problems(known, cfg.finetune.target_modules, cfg.model.trust_remote_code)
         if not problems:
             problems += long_row_problems(cfg, model_dir or tokenizer_dir(cfg))
+        if not problems and known is None:
+            problems += builtin_chat_problems(cfg)
     except ModelError as e:
         problems.append(str(e))
     problems += batches
@@ -134,6 +138,30 @@ def tokenizer_dir(cfg: ExperimentConfig) -> Path | None:
     return None
 
 
+def chat_problems(cfg: ExperimentConfig, tok, kind: str) -> list[str]:
+    """data.template chat or probes.apply_chat_template with a tokenizer that has no chat template (or a seq2seq
+    model). tok: the model's tokenizer, or anything with its `chat_template` attribute."""
+    from raycf.data import chat
+    try:
+        if cfg.data.template == "chat":
+            chat.check_template(tok, f"model.name {cfg.model.name}", kind)
+        if cfg.probes.apply_chat_template:
+            chat.check_template(tok, f"model.name {cfg.model.name}", kind, asks="probes.apply_chat_template is true",
+                                off="probes.apply_chat_template: false")
+    except DataError as e:
+        return [str(e)]
+    return []
+
+
+def builtin_chat_problems(cfg: ExperimentConfig) -> list[str]:
+    """chat_problems of a built-in model not built yet (a dry run): its name says whether its tokenizer has a
+    chat template."""
+    if cfg.model.name not in BUILTIN or cfg.data.template != "chat" and not cfg.probes.apply_chat_template:
+        return []
+    tok = SimpleNamespace(chat_template="built-in" if cfg.model.name in CHAT_TEMPLATES else None)
+    return chat_problems(cfg, tok, "seq2seq" if cfg.model.name in SEQ2SEQ_BUILTIN else "causal")
+
+
 def long_row_problems(cfg: ExperimentConfig, model_dir: Path | None) -> list[str]:
     """Training rows (data.sources files and shipped stages) longer than optim.max_length tokens (the trainer
     refuses them, so say so before Ray starts). Needs the model's tokenizer: skipped when the model is not built
@@ -146,12 +174,9 @@ def long_row_problems(cfg: ExperimentConfig, model_dir: Path | None) -> list[str
     kind = model_kind(model_dir) if cfg.model.kind == "auto" else cfg.model.kind
     problems = []
     template, system = cfg.data.template, cfg.data.system_prompt
-    if template == "chat":
-        from raycf.data import chat
-        try:
-            chat.check_template(tok, f"model.name {cfg.model.name}", kind)
-        except DataError as e:
-            return [str(e)]
+    problems = chat_problems(cfg, tok, kind)
+    if problems:
+        return problems
     names = [*cfg.stages, *([GENERAL] if cfg.warm_start.kind == "general" else [])]
     for name in names:
         file = cfg.data.sources.get(name, {}).get("train")

@@ -155,7 +155,8 @@ class StageRunner:
         scores = run_probes(model, self.tok, [probe_task(self.cfg, t) for t in self.plan.probe_tasks],
                             shots=p.shots, limit=p.limit or None, seed=self.cfg.seed, rank=self.rank,
                             world_size=self.world, max_new_tokens=p.max_new_tokens, precision=p.precision,
-                            chat_system=self.cfg.data.system_prompt if self.cfg.data.template == "chat" else None)
+                            chat_system=self.cfg.data.system_prompt if self.cfg.data.template == "chat" else None,
+                            chat_choices=self.cfg.data.system_prompt if p.apply_chat_template else None)
         row = {"scores": scores, "seconds": time.perf_counter() - t0}
         if self.rank == 0:
             with cache.writing(entry) as tmp:
