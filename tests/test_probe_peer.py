@@ -179,7 +179,7 @@ def test_an_lm_eval_group_expands_to_its_tasks_and_other_output_types_are_refuse
     folder = tmp_path / "tasks"
     _lm_eval_yaml(folder, "peer_a", questions(6, seed=5), **MC_TASK)
     _lm_eval_yaml(folder, "peer_b", questions(4, seed=6), **MC_TASK)
-    _lm_eval_yaml(folder, "peer_gen", questions(4, seed=7), output_type="generate_until",
+    _lm_eval_yaml(folder, "peer_gen", questions(4, seed=7), output_type="loglikelihood_rolling",
                   doc_to_text="{{question}}", doc_to_target="{{choices[answer]}}")
     import yaml
     (folder / "peer_group.yaml").write_text(yaml.safe_dump({"group": "peer_group", "task": ["peer_a", "peer_b"]}))
@@ -188,7 +188,8 @@ def test_an_lm_eval_group_expands_to_its_tasks_and_other_output_types_are_refuse
     b = load_task("lm_eval:peer_b", lm_eval_include=inc)
     assert (b.version, b.shots, [r["answer"] for r in b.rows]) == (2, 0, [r["answer"] for r in questions(4, 6)])
     assert b.rows[0]["context"] == "Question: " + questions(4, 6)[0]["question"] + "\nAnswer:"
-    with pytest.raises(DataError, match=r"^lm_eval:peer_gen: output_type 'generate_until' is not probed by raycf"):
+    with pytest.raises(DataError, match=r"^lm_eval:peer_gen: output_type 'loglikelihood_rolling' is not probed by "
+                                        r"raycf \(multiple_choice and generate_until only\)"):
         load_task("lm_eval:peer_gen", lm_eval_include=inc)
     with pytest.raises(DataError, match=r"^lm_eval:peer_group is a group; name one of its tasks: lm_eval:peer_a, "):
         load_task("lm_eval:peer_group", lm_eval_include=inc)
@@ -268,3 +269,45 @@ def test_under_a_chat_template_own_and_lm_eval_tasks_score_what_simple_evaluate_
     print(f"{shots}-shot under the chat template: raycf and lm-eval {theirs}")
     with pytest.raises(Exception, match="loaded with the chat template"):
         probe_task(model, tok, lm, batch_size=8)
+
+
+GEN_TASK = {"output_type": "generate_until", "doc_to_text": "Question: {{question}}\nAnswer:",
+            "doc_to_target": "{{choices[answer]}}", "target_delimiter": " ", "fewshot_delimiter": "\n\n",
+            "generation_kwargs": {"until": ["\n", "Question:"], "max_gen_toks": 6, "do_sample": False},
+            "filter_list": [{"name": "first-word", "filter": [{"function": "regex", "regex_pattern": "(\\w+)"},
+                                                              {"function": "take_first"}]}],
+            "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
+                             "ignore_case": True}]}
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_an_lm_eval_generate_until_task_runs_on_the_model_in_memory_as_simple_evaluate_runs_it(model_dir, tmp_path,
+                                                                                                shots):
+    """`lm_eval:TASK` of output_type generate_until: lm-eval's own evaluator runs it on the model already loaded
+    (its HFLM around it, no reload), its filter and metric named exact_match_first-word; the same number as
+    simple_evaluate loading the model folder itself."""
+    import yaml
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from raycf.data import load_task
+    from raycf.probe.run import probe_task
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    write_jsonl(folder / "test.jsonl", questions(30, seed=2))
+    write_jsonl(folder / "fewshot.jsonl", questions(4, seed=3))
+    name = "raycf_peer_gen"
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump({
+        "task": name, "dataset_path": "json", "test_split": "test", "fewshot_split": "fewshot",
+        "dataset_kwargs": {"data_files": {"test": str(folder / "test.jsonl"), "fewshot": str(folder / "fewshot.jsonl")}},
+        "fewshot_config": {"sampler": "first_n"}, **GEN_TASK, "metadata": {"version": 1.0}}))
+    out = simple_evaluate(model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"}, tasks=[name],
+                          num_fewshot=shots, batch_size=8, device="cpu", bootstrap_iters=0, random_seed=0,
+                          task_manager=TaskManager(include_path=str(folder), include_defaults=False))
+    theirs = out["results"][name]["exact_match,first-word"]
+    task = load_task(f"lm_eval:{name}", shots=shots, lm_eval_include=(str(folder),))
+    assert (task.type, task.metric, task.shots, len(task.rows)) == ("generation", ("exact_match_first-word",), shots, 30)
+    model, tok = load_model(model_dir)
+    ours = probe_task(model, tok, task, batch_size=8)
+    assert ours.metrics == {"exact_match_first-word": theirs} and ours.n == 30
+    assert probe_task(model, tok, task, batch_size=8, limit=10).n == 10
+    print(f"{shots}-shot generate_until: raycf (model in memory) and simple_evaluate: exact_match {theirs}")

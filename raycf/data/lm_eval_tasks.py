@@ -5,8 +5,9 @@ YAMLs under probes.lm_eval_include / --lm-eval-include).
 lm-eval reads the documents and builds every request itself (`Task.build_all_requests`: its doc_to_text,
 doc_to_choice, doc_to_target, description, few-shot sampler with simple_evaluate's seed 1234, delimiters), so the
 contexts and continuations raycf scores are the ones `simple_evaluate` would score; raycf's own engine computes
-the log-likelihoods (sharded over the trial's workers) and acc / acc_norm as lm-eval does. Multiple-choice tasks
-only (output_type multiple_choice with one context per document); other output types are refused by name.
+the log-likelihoods (sharded over the trial's workers) and acc / acc_norm as lm-eval does (output_type
+multiple_choice with one context per document). generate_until tasks are scored by lm-eval's simple_evaluate
+itself on the model in memory (generate_metrics); other output types are refused by name.
 
 lm-eval is an optional dependency (`pip install 'raycf[peer]'`); a shipped lm-eval task reads its dataset from
 the Hugging Face hub or its cache, a YAML of one's own can read local files (`dataset_path: json`).
@@ -132,14 +133,16 @@ def load(name: str, include: tuple = (), shots: int | None = None, category: str
     if lm is None:
         raise DataError(f"{where} is a group; name one of its tasks: {', '.join(expand(task_name, include))}")
     kind = lm.config.output_type
+    default = lm.get_config("num_fewshot")  # simple_evaluate's rule: a task whose YAML fixes 0 shots stays at 0
+    k = shots if shots is not None and default != 0 else (default or 0)
+    if kind == "generate_until":
+        return generation_fields(lm, task_name, include, k, category, chat_system)
     if kind != "multiple_choice":
-        raise DataError(f"{where}: output_type {kind!r} is not probed by raycf (multiple_choice only); pick a "
-                        f"multiple-choice task, or run it with lm_eval itself")
+        raise DataError(f"{where}: output_type {kind!r} is not probed by raycf (multiple_choice and "
+                        f"generate_until only); pick such a task, or run it with lm_eval itself")
     if lm.multiple_input:
         raise DataError(f"{where}: one context per choice (multiple inputs, e.g. winogrande) is not probed by "
                         f"raycf; pick a task whose choices are continuations")
-    default = lm.get_config("num_fewshot")  # simple_evaluate's rule: a task whose YAML fixes 0 shots stays at 0
-    k = shots if shots is not None and default != 0 else (default or 0)
     lm.set_config(key="num_fewshot", value=k)
     lm.set_fewshot_seed(seed=FEWSHOT_SEED)
     try:
@@ -181,6 +184,43 @@ def load(name: str, include: tuple = (), shots: int | None = None, category: str
                 metric=("acc", "acc_norm"), version=int(float(version or 0)), rows=rows, fewshot_rows=[],
                 source=f"lm_eval:{task_name}", target_delimiter=delimiter, fewshot_in_context=True,
                 chat_turns=chat_system is not None)
+
+
+def generation_fields(lm, task_name: str, include: tuple, k: int, category: str, chat_system: str | None) -> dict:
+    """The Task fields of a generate_until task: lm-eval's evaluator runs it when probed (generate_metrics), so
+    the rows only count its documents; the metrics are named `metric` (filter none) or `metric_filter`."""
+    filters = [f.name for f in getattr(lm, "_filters", [])] or ["none"]
+    names = tuple(metric_name(m, f) for f in filters for m in lm._metric_fn_list)
+    if not names:
+        raise DataError(f"lm_eval:{task_name}: no metric in its metric_list; add one, e.g. exact_match")
+    version = lm.config.metadata.get("version", 0) if isinstance(lm.config.metadata, dict) else 0
+    return dict(name=f"lm_eval:{task_name}", category=category, type="generation", template="", shots=k,
+                metric=names, version=int(float(version or 0)), rows=[{"doc_id": i} for i in range(len(lm.eval_docs))],
+                fewshot_rows=[], source=f"lm_eval:{task_name}", fewshot_in_context=True,
+                chat_turns=chat_system is not None, lm_eval=(task_name, include))
+
+
+def metric_name(metric: str, filter_name: str) -> str:
+    return metric if filter_name == "none" else f"{metric}_{filter_name}"
+
+
+def generate_metrics(model, tok, task, limit: int | None, batch_size: int, chat_system: str | None) -> dict:
+    """A generate_until task (generation_fields) scored by lm-eval's own simple_evaluate on the model in memory
+    (lm-eval's HFLM around it: no reload), at the task's shots, as `lm_eval --apply_chat_template
+    --system_instruction` would with chat_system; its metrics under raycf's names."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    task_name, include = task.lm_eval
+    chat = chat_system is not None
+    with contextlib.redirect_stderr(io.StringIO()):  # lm-eval's progress bars: stderr is for one error line
+        out = simple_evaluate(model=HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size), tasks=[task_name],
+                              task_manager=manager_for(task_name, include), num_fewshot=task.shots, limit=limit,
+                              bootstrap_iters=0, log_samples=False, apply_chat_template=chat,
+                              fewshot_as_multiturn=chat, system_instruction=chat_system or None)
+    results = out["results"][task_name]
+    return {metric_name(*key.split(",", 1)): float(value) for key, value in results.items()
+            if "," in key and not key.split(",", 1)[0].endswith("_stderr")
+            and metric_name(*key.split(",", 1)) in task.metric}
 
 
 def chat_kwargs(chat_system: str | None) -> dict:

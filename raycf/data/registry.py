@@ -73,6 +73,7 @@ class Task:
     target_delimiter: str = " "       # between a context and each choice (lm-eval's target_delimiter)
     fewshot_in_context: bool = False  # the rows' contexts hold their k-shot examples (lm-eval tasks)
     chat_turns: bool = False          # the rows' contexts are lm-eval's chat turns (lm_eval_tasks.render_turns)
+    lm_eval: tuple | None = None      # (task, include folders): a generate_until task lm-eval's evaluator runs
 
 
 @lru_cache(maxsize=None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from raycf.data import Task, chat, load_task
-from raycf.data.lm_eval_tasks import render_turns
+from raycf.data.lm_eval_tasks import generate_metrics, render_turns
 from raycf.data.template import PROMPT_WITH_INPUT, prompt
 from raycf.errors import DataError
 from raycf.probe.shard import on_all_ranks, probing
@@ -65,6 +65,12 @@ def probe_task(model, tok, task, *, shots: int | None = None, limit: int | None 
         metrics = pair_metrics(rows, lls)
         counts = {f"pct_stereotype/{k}": sum(r.get("bias_type") == k for r in rows)
                   for k in {r.get("bias_type", "") for r in rows} - {""}}
+    elif task.type == "generation" and getattr(task, "lm_eval", None):  # lm-eval's evaluator, on the first rank
+        if (chat_choices is not None) != task.chat_turns:  # lm-eval's tasks follow probes.apply_chat_template
+            raise DataError(f"task {task.name} was loaded {'with' if task.chat_turns else 'without'} the chat "
+                            f"template: load it with load_task(name, chat_system=...) as probed")
+        (metrics,) = on_all_ranks(lambda idx: [generate_metrics(model, tok, task, limit, batch_size, chat_choices)
+                                               for _ in idx], 1, [1], rank, world_size)
     elif task.type == "generation":
         prompts = generation_prompts(task, rows, tok, chat_system)
         preds = on_all_ranks(lambda idx: generate(model, tok, [prompts[i] for i in idx],

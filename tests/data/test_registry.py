@@ -43,7 +43,7 @@ def test_task_is_frozen_and_has_the_contract_fields():
     t = load_task("boolq_toy")
     assert [f.name for f in dataclasses.fields(Task)] == ["name", "category", "type", "template", "shots", "metric",
                                                           "version", "rows", "fewshot_rows", "source",
-                                                          "target_delimiter", "fewshot_in_context", "chat_turns"]
+                                                          "target_delimiter", "fewshot_in_context", "chat_turns", "lm_eval"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         t.shots = 3
     assert t.template == "{passage}\nQuestion: {question}?\nAnswer:"
