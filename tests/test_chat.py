@@ -190,3 +190,42 @@ def test_smollm2s_own_template_puts_the_loss_on_its_assistant_turns_and_training
     assert generation_prompts(task, task.rows, tok, "Be brief.") == [
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nRepeat.\n\na lazy dog<|im_end|>\n"
         "<|im_start|>assistant\n"]
+
+
+def test_a_template_given_in_the_config_makes_a_tokenizer_without_one_train_and_probe_in_it(toy_tokenizer, capsys,
+                                                                                          monkeypatch, cache_dir):
+    """data.chat_template (a .jinja file, read into the trial's tokenizer): a tiny model without a template of its
+    own passes the dry run under data.template chat, encodes rows as the template renders them, and keys its
+    stages and probes on the template's text (a changed template is new work; none given: the keys as before)."""
+    from pathlib import Path
+    from raycf import config
+    from raycf.sweep import __main__ as sweep_cli
+    from raycf.trial.checkpoint import given_template
+    from raycf.trial.plan import make_plan
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    jinja = "tests/data/chatml_like.jinja"
+    argv = ["--space", "tests/bad_inputs/base.yaml", "--set", "data.template=chat", "--dry-run"]
+    assert sweep_cli.main(argv + ["--set", f"data.chat_template={jinja}"]) == 0
+    assert sweep_cli.main(argv) == 2  # without it: tiny-causal's tokenizer has none
+    assert "no chat template" in capsys.readouterr().err
+    over = {"model.name": "tiny-causal", "stages": ["simplification"], "data.template": "chat"}
+    cfg = config.load(None, {**over, "data.chat_template": jinja})
+    assert cfg.data.chat_template == str(root / jinja)  # absolute: trials run elsewhere
+    toy_tokenizer.chat_template = None
+    try:
+        tok = given_template(cfg, toy_tokenizer)
+        assert tok.chat_template == (root / jinja).read_text()
+        assert encode_row({"messages": TURNS}, tok, "causal", "chat").input_ids == \
+            ids(tok, tok.apply_chat_template(TURNS, tokenize=False))
+    finally:
+        toy_tokenizer.chat_template = None
+    model_dir = Path(cache_dir) / "x"
+    model_dir.mkdir(exist_ok=True)
+    (model_dir / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
+    plans = [make_plan(config.load(None, o), model_dir) for o in
+             ({**over, "data.chat_template": jinja}, {**over, "data.chat_template": "{{ messages }}"}, over,
+              {**over, "data.template": "alpaca"}, {k: v for k, v in over.items() if k != "data.template"})]
+    keys = [(p.stage_keys[0], p.probe_keys[1]) for p in plans]
+    assert len(set(keys[:4])) == 4 and keys[3] == keys[4]  # each template its own work; alpaca unchanged by it

@@ -130,6 +130,8 @@ def validate(cfg, problems: list[str]) -> None:
     elif len(set(cfg.stages)) != len(cfg.stages):
         problems.append(f"stages: a task appears twice in {cfg.stages}; each stage must be a different task")
     problems += source_problems(cfg.data.sources)
+    if (line := chat_template_problem(cfg)) is not None:
+        problems.append(line)
     problems += naming_problems(cfg)
     ws = cfg.warm_start
     if ws.kind == "checkpoint" and not ws.path:
@@ -171,6 +173,36 @@ def validate(cfg, problems: list[str]) -> None:
             and cfg.stages and sc.grace_period > len(cfg.stages):
         problems.append(f"sweep.grace_period: {sc.grace_period} stages, but a trial has {len(cfg.stages)}; ASHA could "
                         f"never stop a trial: use a grace period <= {len(cfg.stages)}")
+
+
+TEMPLATE_FILES = (".jinja", ".j2")  # a data.chat_template ending so names a file
+
+
+def chat_template_text(value: str) -> str:
+    """data.chat_template's Jinja text: the file it names (.jinja, .j2) or the value itself ("": none)."""
+    return Path(value).expanduser().read_text(encoding="utf-8") if value.endswith(TEMPLATE_FILES) else value
+
+
+def chat_template_problem(cfg) -> str | None:
+    """data.chat_template: a file that reads, Jinja that parses, and something that applies it."""
+    value = cfg.data.chat_template
+    if not isinstance(value, str) or not value:
+        return None  # a wrong type is reported by build_section
+    if cfg.data.template != "chat" and not cfg.probes.apply_chat_template:
+        return ("data.chat_template: given, but nothing applies it; set data.template: chat or "
+                "probes.apply_chat_template: true, or remove it")
+    try:
+        text = chat_template_text(value)
+    except (OSError, UnicodeDecodeError) as e:
+        return f"data.chat_template: {value}: cannot be read ({type(e).__name__}); give a UTF-8 Jinja file"
+    import jinja2
+    try:
+        jinja2.Environment().parse(text)
+    except jinja2.TemplateSyntaxError as e:
+        return f"data.chat_template: line {e.lineno}: not a Jinja template ({e.message}); fix the template"
+    if "messages" not in text:
+        return "data.chat_template: the template never reads `messages`; loop over the conversation's turns"
+    return None
 
 
 def stage_schedule_problems(cfg) -> list[str]:

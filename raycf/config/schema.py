@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raycf.config.checks import validate
+from raycf.config.checks import TEMPLATE_FILES, validate
 from raycf.config.dotted import set_dotted
 from raycf.errors import ConfigError, did_you_mean
 from raycf.models.builtin import BUILTIN
@@ -77,6 +77,9 @@ class DataConfig:
     hub: bool = False
     template: str = "alpaca"          # alpaca (the study's) | chat: the tokenizer's chat template, loss on assistant turns
     system_prompt: str = ""           # data.template chat: a system turn before rows that have none
+    # a Jinja chat template given to the tokenizer (its text, or a .jinja file): for a tokenizer without one (the
+    # tiny models, raycf-tiny), or instead of its own; used by data.template chat and probes.apply_chat_template
+    chat_template: str = ""
 
 
 @dataclass
@@ -289,6 +292,8 @@ def absolute_paths(cfg: ExperimentConfig) -> None:
                                       for d in cfg.probes.lm_eval_include]
     if cfg.model.name not in BUILTIN and Path(cfg.model.name).expanduser().is_dir():
         cfg.model.name = str(Path(cfg.model.name).expanduser().absolute())
+    if isinstance(cfg.data.chat_template, str) and cfg.data.chat_template.endswith(TEMPLATE_FILES):
+        cfg.data.chat_template = str(Path(cfg.data.chat_template).expanduser().absolute())
     if cfg.warm_start.path and Path(cfg.warm_start.path).expanduser().is_dir():
         cfg.warm_start.path = str(Path(cfg.warm_start.path).expanduser().absolute())
 

@@ -61,6 +61,10 @@ def flag_problems(args) -> list[str]:
     problems = [f"--{name.replace('_', '-')} {value}: must be >= {low}: {what}"
                 for name, (low, what) in FLAG_RANGES.items()
                 if (value := getattr(args, name)) is not None and value < low]
+    if args.chat_template and not args.apply_chat_template:
+        problems.append("--chat-template: used only with --apply-chat-template; add it or leave the template out")
+    elif args.chat_template and not Path(args.chat_template).is_file():
+        problems.append(f"--chat-template {args.chat_template}: no such file; give a Jinja chat template file")
     if args.system_instruction and not args.apply_chat_template:
         problems.append("--system-instruction: used only with --apply-chat-template; add it or leave the "
                         "instruction out")
@@ -95,6 +99,8 @@ def probe(args) -> int:
     from raycf.probe.run import format_table, probe_tasks
     model, tok = load(model_dir, args.adapter, args.model, args.trust_remote_code, args.allow_pickle)
     t_loaded = time.perf_counter()
+    if args.chat_template:
+        tok.chat_template = Path(args.chat_template).read_text(encoding="utf-8")
     if args.apply_chat_template:
         from raycf.data import chat
         chat.check_template(tok, f"--model {args.model}", asks="--apply-chat-template is given",
@@ -145,6 +151,9 @@ def main(argv=None) -> int:
                         "examples as turns)")
     p.add_argument("--system-instruction", default="", metavar="TEXT",
                    help="with --apply-chat-template: the system turn (lm-eval's --system_instruction)")
+    p.add_argument("--chat-template", default="", metavar="FILE",
+                   help="with --apply-chat-template: a Jinja chat template file (.jinja) for the tokenizer, instead "
+                        "of its own")
     p.add_argument("--timings", action="store_true", help="print where the time went (stderr)")
     return cli(p, probe, argv)
 

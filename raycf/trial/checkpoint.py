@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from raycf import cache, continual
+from raycf.config.checks import chat_template_text
 from raycf.config.schema import ExperimentConfig
 from raycf.models.load import add_lora, load_model
 from raycf.trial.collective import barrier
@@ -79,14 +80,23 @@ def load_base(cfg: ExperimentConfig, folder):
     """The model a trial starts from (model, warm start or checkpoint), loaded only as the config allows:
     its own code with model.trust_remote_code, pickle weights with model.allow_pickle."""
     m = cfg.model
-    return load_model(Path(folder), dtype=m.dtype, trust_remote_code=m.trust_remote_code, allow_pickle=m.allow_pickle)
+    model, tok = load_model(Path(folder), dtype=m.dtype, trust_remote_code=m.trust_remote_code,
+                            allow_pickle=m.allow_pickle)
+    return model, given_template(cfg, tok)
+
+
+def given_template(cfg: ExperimentConfig, tok):
+    """The tokenizer with data.chat_template, if given, as its chat template."""
+    if cfg.data.chat_template:
+        tok.chat_template = chat_template_text(cfg.data.chat_template)
+    return tok
 
 
 def build_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, done: int, device):
     """The model to train from stage done+1: base (+ fresh LoRA), or the weights of stage `done`."""
     if cfg.finetune.method == "full" and done > 0:
         model, tok = load_model(fetched(plan.stage_entry(done)), dtype=cfg.model.dtype)
-        return model.to(device), tok
+        return model.to(device), given_template(cfg, tok)
     model, tok = load_base(cfg, base_dir)
     if cfg.finetune.method == "lora":
         import torch

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from raycf import cache, storage
+from raycf.config.checks import chat_template_text
 from raycf.continual import strengths
 from raycf.config.schema import ExperimentConfig
 from raycf.data.registry import GENERAL
@@ -85,8 +86,10 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     start = model_key = fingerprint(model_dir)
     precision = ["bf16"] if bf16_training(cfg) else []  # fp32 keys as before bf16 existed: caches stay valid
     # data.template chat changes every row's tokens; alpaca keys as before the chat template existed
-    chat = ["chat", cfg.data.system_prompt] if cfg.data.template == "chat" else []
-    data = {k: v for k, v in asdict(cfg.data).items() if chat or k not in ("template", "system_prompt")}
+    given = [chat_template_text(cfg.data.chat_template)] if cfg.data.chat_template else []  # keys as before it
+    chat = ["chat", cfg.data.system_prompt, *given] if cfg.data.template == "chat" else []
+    data = {k: v for k, v in asdict(cfg.data).items()
+            if (chat or k not in ("template", "system_prompt")) and k != "chat_template"}  # its text: in `chat`
     warm_key = None
     if cfg.warm_start.kind == "general":
         ws = cfg.warm_start
@@ -108,7 +111,7 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
     shot_seed = [] if cfg.probes.shots == 0 else [cfg.seed]
     probe_recipe = [task_key(probe_task(cfg, t)) for t in probe_tasks], cfg.probes.shots, cfg.probes.limit, \
         cfg.probes.max_new_tokens, *shot_seed, *([cfg.probes.precision] if cfg.probes.precision != "fp32" else []), \
-        *chat, *(["mc_chat", cfg.data.system_prompt] if cfg.probes.apply_chat_template else [])  # the prompts
+        *chat, *(["mc_chat", cfg.data.system_prompt, *given] if cfg.probes.apply_chat_template else [])  # prompts
     probe_keys = [cache.key("probe", w, probe_recipe) for w in [start] + stage_keys]
     return TrialPlan(model_dir=str(model_dir), kind=kind, storage=root, start_key=start, warm_key=warm_key,
                      stage_keys=stage_keys, probe_tasks=probe_tasks, probe_keys=probe_keys,

@@ -18,6 +18,7 @@ from raycf.models.folder import architecture_problems, folder_problems, model_ki
 from raycf.models.load import target_module_problems
 from raycf.models.pretrain import SHIPPED
 from raycf.models.resolve import peek_hidden_size, resolve_model_dir
+from raycf.trial.checkpoint import given_template
 
 
 def check(cfg: ExperimentConfig, cluster: dict | None = None, build: bool = True) -> Path | None:
@@ -158,7 +159,8 @@ def builtin_chat_problems(cfg: ExperimentConfig) -> list[str]:
     chat template."""
     if cfg.model.name not in BUILTIN or cfg.data.template != "chat" and not cfg.probes.apply_chat_template:
         return []
-    tok = SimpleNamespace(chat_template="built-in" if cfg.model.name in CHAT_TEMPLATES else None)
+    tok = SimpleNamespace(chat_template="built-in" if cfg.model.name in CHAT_TEMPLATES or cfg.data.chat_template
+                          else None)
     return chat_problems(cfg, tok, "seq2seq" if cfg.model.name in SEQ2SEQ_BUILTIN else "causal")
 
 
@@ -170,7 +172,7 @@ def long_row_problems(cfg: ExperimentConfig, model_dir: Path | None) -> list[str
         return []
     from transformers import AutoTokenizer
     from raycf.train import encode_row  # torch: only where a tokenizer is at hand
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.model.trust_remote_code)
+    tok = given_template(cfg, AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.model.trust_remote_code))
     kind = model_kind(model_dir) if cfg.model.kind == "auto" else cfg.model.kind
     problems = []
     template, system = cfg.data.template, cfg.data.system_prompt
