@@ -20,6 +20,7 @@ import time
 from dataclasses import replace
 
 from raycf import cache, space, storage, tracking
+from raycf.cluster import ClusterView, view as cluster_view
 from raycf.config.files import to_yaml
 from raycf.config.schema import ExperimentConfig, SweepConfig
 from raycf.data.sources import probe_task_names
@@ -74,6 +75,21 @@ def fit_resources(cfg: ExperimentConfig, sc: SweepConfig, cluster: dict,
     if sc.max_concurrent:
         fits = min(fits, sc.max_concurrent)
     return cfg, fits
+
+
+def node_problem(cfg: ExperimentConfig, seen: ClusterView) -> None:
+    """One Train worker must fit on one node, live or of a kind the autoscaler may add: a worker never spans
+    nodes, so a cluster whose total would do can still never start it. (A total too small is
+    preflight.resource_problems' to say.)"""
+    r, most = cfg.resources, seen.most()
+    problems = [f"resources.{key}: one worker needs {need:g} {res}, the largest node of this cluster has "
+                f"{seen.largest_node(res):g}{f' (node types from {seen.source})' if seen.source else ''}; lower "
+                f"resources.{key} or add larger nodes"
+                for key, res, need in (("cpus_per_worker", "CPU", r.cpus_per_worker),
+                                       ("gpus_per_worker", "GPU", r.gpus_per_worker))
+                if seen.largest_node(res) + 1e-9 < need <= most.get(res, 0.0) / max(r.workers, 1) + 1e-9]
+    if problems:
+        raise ConfigError(problems)
 
 
 def prepare_shared(points: list[ExperimentConfig], uri: str, board=None) -> int:
@@ -156,9 +172,8 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 def start_pool(cfg: ExperimentConfig):
     """A worker pool for sweeps shaped like `cfg` (its resources, fitted to the current Ray cluster) that several
     run(..., workers=pool) calls share, e.g. from a notebook: the Train start-up is paid once. close() it after."""
-    import ray
     cfg = absolute_paths(cfg)
-    cfg, fits = fit_resources(cfg, cfg.sweep, ray.cluster_resources())
+    cfg, fits = fit_resources(cfg, cfg.sweep, cluster_view().most())
     return pool.Pool(cfg, fits, storage.resolve(cfg.storage_path), f"{cfg.name}-shared")
 
 
@@ -177,20 +192,25 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
     points = points_of(cfg, resolved)
     if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):  # a cluster (e.g. `ray job submit`): ask it
         ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
-        cluster = ray.cluster_resources()
+        seen = cluster_view()
+        cluster = seen.most()  # an autoscaling cluster: sized for what it grows to
     else:
-        cluster = local_cluster()
+        seen, cluster = None, local_cluster()
     for p in points:  # every problem of every grid point, before training (models built after a dry run)
         check(p, cluster=cluster, build=False)
     metric_problem(sc, points)
     trials = count_trials(resolved, sc.num_samples)
     cfg, fits = fit_resources(cfg, sc, cluster, trials if pbt.is_pbt(cfg) else 0)
+    if seen is not None:
+        node_problem(cfg, seen)
     fits = min(fits, trials)  # no worker group that no trial would use (each costs a start-up: ~30 s on 2 CPUs)
     share = {"resources.cpus_per_worker": cfg.resources.cpus_per_worker}
     points = [p.with_overrides(share) for p in points]
     uri, root = tracking.resolve_uri(cfg.tracking.uri), storage.resolve(cfg.storage_path)
     if not dry:
         print(storage.where_results_go(root, uri), flush=True)
+    if seen is not None:
+        print(f"[raycf] {seen.describe()}", flush=True)
     print(dry_run(cfg, sc, resolved, points, fits))
     if dry:
         return 0

@@ -1,4 +1,5 @@
-"""What every rank of a worker group does together: agree on rank 0's value, wait for each other."""
+"""What every rank of a worker group does together: agree on rank 0's value, gather everyone's, wait for each
+other."""
 from __future__ import annotations
 
 
@@ -11,6 +12,16 @@ def agree(value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather(value) -> list:
+    """Every rank's value, in rank order, on every rank."""
+    import torch.distributed as dist
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [value]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
 
 
 def barrier():

@@ -102,15 +102,17 @@ def reopen_run(uri: str, run_id: str, spool: str | None = None) -> tuple[int, di
 
 
 def log_stage(cfg: ExperimentConfig, plan: TrialPlan, k: int, metrics: dict, rows: list[dict],
-              base_row: dict | None = None) -> None:
+              base_row: dict | None = None, nodes: list[str] | None = None) -> None:
     """Rank 0: stage k's metrics at step k (`stage` is the step: not a metric) and the run's description; after
-    the last stage also its tables, the accuracy matrix and its figures."""
+    the last stage also its tables, the accuracy matrix and its figures. nodes: the Ray node ids stage k trained
+    on (tag raycf.nodes.stage<k>; none for a stage this run took from the cache)."""
     if not plan.run_id:
         return
     spool = plan.spool_dir()
     tracking.log_metrics(plan.tracking_uri, plan.run_id, {m: v for m, v in metrics.items() if m != "stage"},
                          step=k, spool=spool)
-    tags = {"mlflow.note.content": describe(cfg, k, metrics), "raycf.stages_done": str(k)}
+    tags = {"mlflow.note.content": describe(cfg, k, metrics), "raycf.stages_done": str(k),
+            **({f"raycf.nodes.stage{k}": ",".join(nodes)} if nodes else {})}
     tracking.send(plan.tracking_uri, plan.run_id, {"op": "tags", "tags": tags}, spool)
     if k == len(cfg.stages):
         log_final_artifacts(cfg, plan, rows, base_row)

@@ -25,7 +25,7 @@ from raycf.train import encode, num_steps, train_stage, wrap
 from raycf.trial import record
 from raycf.trial.checkpoint import (build_model, cached_prefix, check_lineage, fetched, is_fsdp, last_reported_stage,
                                     load_base, plain_model, save_checkpoint)
-from raycf.trial.collective import agree, barrier
+from raycf.trial.collective import agree, barrier, gather
 from raycf.trial.plan import TrialPlan, bf16_training
 from raycf.trial.results import stage_metrics
 from raycf.trial.warm_start import ensure_warm_start
@@ -50,6 +50,7 @@ class StageRunner:
         self.base_row: dict = {}  # the base model's probe row (the start's own without a warm start)
         self.work = {k: plan.work.get(k, 0) for k in record.WORK_KEYS}
         self.probe_copy: dict = {}  # FSDP2: the plain model the probes score, built once
+        self.nodes: dict[int, list[str]] = {}  # stage -> the Ray nodes its ranks trained on
 
     def setup(self) -> None:
         import torch
@@ -106,6 +107,7 @@ class StageRunner:
             cfg, self.plan, self.base_dir, self.model, None, self.probe_copy, self.device),
             self.plan.kind, self.tok.pad_token_id, self.device)
         self.work["work/stage_trainings"] += 1
+        self.nodes[k] = sorted(set(gather(node_id())))
         added = self.method.stage_loss()  # a collective: every rank calls it
         return {"stage": k, "task": cfg.stages[k - 1], "train/loss": stats.loss, "train/steps": stats.steps,
                 "train/lr": lr, **({"train/method_loss": added} if added is not None else {}),
@@ -178,7 +180,7 @@ class StageRunner:
                 self.report(k, metrics, False)
             return
         if self.rank == 0:
-            record.log_stage(self.cfg, self.plan, k, metrics, self.rows, self.base_row)
+            record.log_stage(self.cfg, self.plan, k, metrics, self.rows, self.base_row, self.nodes.get(k))
         mark(f"stage{k}_logged")
         if k > 0:  # the before-training row goes to MLflow (step 0); Tune's iterations are the stages
             self.report(k, metrics, True)
@@ -223,18 +225,25 @@ def worker_device(cfg: ExperimentConfig):
     return torch.device("cpu")
 
 
+def node_id() -> str:
+    """The Ray node this process runs on ("" outside Ray)."""
+    import ray
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
 def on_step(k: int, rank: int, stop=None):
-    """What runs before each optimizer step: the stop check, and a progress file (pid, stage, step) when
+    """What runs before each optimizer step: the stop check, and a progress file (pid, stage, step, node) when
     RAYCF_HEARTBEAT_DIR is set (fault-injection tests use it to kill a worker by PID in the middle of a stage)."""
     folder = os.environ.get("RAYCF_HEARTBEAT_DIR")
     if not folder and stop is None:
         return None
+    node = node_id() if folder else ""
 
     def step_hook(step: int) -> None:
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
             (Path(folder) / f"rank{rank}.json").write_text(json.dumps({"pid": os.getpid(), "stage": k,
-                                                                      "step": step}))
+                                                                      "step": step, "node": node}))
         if stop is not None:
             stop()
     return step_hook
