@@ -12,104 +12,25 @@ Token auth: the head and the submitting CLI run with RAY_AUTH_MODE=token and RAY
 token made for this test, so ~/.ray/auth_token is neither read nor written; the test also checks that the job
 API refuses a request without the token.
 
-Cleanup: every process this test starts carries a marker variable in its environment (Ray's workers inherit
-it) or holds a log file in the cluster's own temp dir (Ray's agents, whose process title overwrites their
-environment); at the end the head is stopped by its pid, then any such process left is ended by its pid
-(TERM, then KILL). `ray stop` is not used: it would stop every Ray cluster on the machine, not only this one.
+Cleanup: tests/ray_procs.py ends every process the head started, by pid (`ray stop` would stop every Ray cluster on
+the machine, not only this one).
 """
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.ray_procs import get, job, post, ray_head
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 JOB_TIMEOUT_S = 480
-
-
-def _cli(name: str) -> str | None:
-    """The venv's own CLI first (the one that matches this Python), else PATH."""
-    return shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _marked_pids(marker: str, under: Path) -> list[int]:
-    """Pids of live processes whose environment carries `marker`, or that hold a file open under `under` (this
-    cluster's Ray temp dir: Ray's agents set their process title over their environment). Linux /proc."""
-    pids = []
-    needle, prefix = marker.encode(), str(under)
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0") or \
-                    any(os.readlink(fd).startswith(prefix) for fd in (entry / "fd").iterdir()):
-                pids.append(int(entry.name))
-        except (OSError, ValueError):
-            continue
-    return [p for p in pids if p != os.getpid()]
-
-
-def _end_pids(pids: list[int], grace_s: float) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + grace_s
-        while time.time() < deadline and any(_alive(p) for p in pids):
-            time.sleep(0.5)
-        pids = [p for p in pids if _alive(p)]
-        if not pids:
-            return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():  # a zombie waits for its parent's wait(), it runs nothing
-        try:
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
-    return True
-
-
-def _get(url: str, token: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 @pytest.fixture(scope="module")
@@ -133,84 +54,15 @@ def kept_after_ray_stop():
 @pytest.fixture(scope="module")
 def cluster(workdir, cache_dir, kept_after_ray_stop):
     """A local Ray head with token auth; yields (dashboard URL, token, env for CLI calls)."""
-    ray_cli = _cli("ray")
-    if ray_cli is None:
-        pytest.skip("the `ray` CLI is not installed (pip install 'ray[default]')")
-    if not Path("/proc/self/environ").exists():
-        pytest.skip("needs /proc to find and end every process it starts")
-    marker = f"RAYCF_JOBTEST_MARK={secrets.token_hex(8)}"
-    ray_dir = workdir / "ray"  # this cluster's temp dir: its processes hold their logs open there
-    token = secrets.token_hex(32)
-    token_file = workdir / "auth_token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "RAY_AUTH_TOKEN")}
-    env.update({
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(token_file),
-        "RAYCF_CACHE": cache_dir,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        marker.split("=")[0]: marker.split("=")[1],
-    })
-    gcs, dash, client, agent, metrics = _free_ports(5)
-    log = open(workdir / "ray-head.log", "wb")
-    head = subprocess.Popen(
-        [ray_cli, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
-         f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
-         f"--metrics-export-port={metrics}", "--num-cpus=2", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--temp-dir={ray_dir}", "--disable-usage-stats"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{dash}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            if head.poll() is not None:
-                pytest.fail(f"ray start exited {head.returncode}:\n{(workdir / 'ray-head.log').read_text()[-3000:]}")
-            try:
-                status, _ = _get(f"{url}/api/version", token, timeout=2)
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"dashboard {url} not up in 180 s:\n{(workdir / 'ray-head.log').read_text()[-3000:]}")
-            time.sleep(1)
+    with ray_head(workdir, cache_dir, ["--num-cpus=2"]) as (url, token, env, _):
         yield url, token, env
-    finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` ends the processes it started
-        try:
-            head.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        _end_pids([head.pid] + _marked_pids(marker, ray_dir), grace_s=3)
-        if head.poll() is None:
-            head.wait(timeout=5)
-        log.close()
-        left = [p for p in _marked_pids(marker, ray_dir) if _alive(p)]
-        assert not left, f"processes of this test's Ray cluster still running: {left}"
 
 
 def test_job_api_refuses_a_request_without_the_token(cluster):
     url, token, _ = cluster
-    assert _get(f"{url}/api/jobs/", token)[0] == 200
-    assert _get(f"{url}/api/jobs/")[0] in (401, 403)
-    assert _get(f"{url}/api/jobs/", "not-the-token")[0] in (401, 403)
-
-
-def _post(url: str, token: str, timeout: float = 10.0) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=b"", method="POST", headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def _job(url: str, env: dict, command: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`ray job COMMAND --address URL ARGS...`"""
-    return subprocess.run([_cli("ray"), "job", command, "--address", url, *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    assert get(f"{url}/api/jobs/", token)[0] == 200
+    assert get(f"{url}/api/jobs/")[0] in (401, 403)
+    assert get(f"{url}/api/jobs/", "not-the-token")[0] in (401, 403)
 
 
 def test_a_stopped_jobs_results_outlive_it_and_a_resubmitted_job_finishes_its_nested_runs(cluster, workdir,
@@ -236,7 +88,7 @@ def test_a_stopped_jobs_results_outlive_it_and_a_resubmitted_job_finishes_its_ne
              "--set", "probes.limit=4",
              "--set", "probes.suites=[knowledge]", "--set", "resources.workers=1", "--set", "name=stopped",
              "--set", f"stages=[{','.join(stages)}]", "--set", "model.name=tiny-causal"]
-    r = _job(url, env, "submit", "--no-wait", "--working-dir", str(REPO), "--runtime-env-json", runtime_env,
+    r = job(url, env, "submit", "--no-wait", "--working-dir", str(REPO), "--runtime-env-json", runtime_env,
              "--submission-id", "raycf-stop-1", "--", *sweep)
     assert r.returncode == 0, r.stdout + r.stderr
     from mlflow.tracking import MlflowClient
@@ -248,16 +100,16 @@ def test_a_stopped_jobs_results_outlive_it_and_a_resubmitted_job_finishes_its_ne
             beat = json.loads((beats / "rank0.json").read_text())
         except (OSError, ValueError):
             beat = {}
-    assert beat.get("stage") == 2, "no stage 2 within the time limit:\n" + _job(url, env, "logs", "raycf-stop-1").stdout
+    assert beat.get("stage") == 2, "no stage 2 within the time limit:\n" + job(url, env, "logs", "raycf-stop-1").stdout
     # the stop over the job API (what `ray job stop` sends), so it lands within ~0.1 s of the beat, mid stage 2
-    status, body = _post(f"{url}/api/jobs/raycf-stop-1/stop", cluster[1])
+    status, body = post(f"{url}/api/jobs/raycf-stop-1/stop", cluster[1])
     assert status == 200 and json.loads(body).get("stopped") is True, (status, body)
     deadline = time.time() + 60
-    while time.time() < deadline and json.loads(_get(f"{url}/api/jobs/raycf-stop-1", cluster[1])[1]).get(
+    while time.time() < deadline and json.loads(get(f"{url}/api/jobs/raycf-stop-1", cluster[1])[1]).get(
             "status") != "STOPPED":
         time.sleep(0.5)
     assert time.time() < deadline, "the job never reached STOPPED"
-    logs = json.loads(_get(f"{url}/api/jobs/raycf-stop-1/logs", cluster[1])[1])["logs"]
+    logs = json.loads(get(f"{url}/api/jobs/raycf-stop-1/logs", cluster[1])[1])["logs"]
     first = next(x for x in logs.splitlines() if x.startswith("[raycf] results:"))
     assert f"in {home / 'raycf_runs'}, MLflow sqlite:///{db}" in first and "outlives the job" in first, first
     c = MlflowClient(tracking_uri=f"sqlite:///{db}")
@@ -273,7 +125,7 @@ def test_a_stopped_jobs_results_outlive_it_and_a_resubmitted_job_finishes_its_ne
     assert not list((workdir / "ray").glob("**/_ray_pkg_*/*.db")), "MLflow store written into the job's package"
 
     resumed_env = json.dumps({"env_vars": {"RAYCF_JOB_HOME": str(home), **tracking}})
-    r = _job(url, env, "submit", "--working-dir", str(REPO), "--runtime-env-json", resumed_env,
+    r = job(url, env, "submit", "--working-dir", str(REPO), "--runtime-env-json", resumed_env,
              "--submission-id", "raycf-stop-2", "--", *sweep, "--resume", timeout=JOB_TIMEOUT_S)
     assert r.returncode == 0 and "Job 'raycf-stop-2' succeeded" in r.stdout, (r.stdout + r.stderr)[-4000:]
     sweep_lines = [x for x in r.stdout.splitlines() if x.strip() and " cli.py:" not in x]  # less `ray job`'s own

@@ -1,0 +1,267 @@
+"""raycf sweeps on Ray's local autoscaling cluster: the cluster grows for the trials that wait, runs them on its
+worker nodes with no shared disk, survives losing a node mid-stage, and shrinks when they end.
+
+    python -m pytest tests/test_autoscaling.py -q          # about 4 minutes on 2 CPUs
+
+The cluster is scripts/local_cluster.py's, from clusters/aws.yaml: its worker node types (ray.worker.gpu: 4 CPUs
+-> 1 logical CPU, max_workers 4 -> 2; the spot type stays at 0) under Ray's real v1 autoscaler with the
+fake_multinode provider (each worker node is a set of Ray processes on this machine), the head with 0 CPUs like
+aws.yaml's, idle nodes removed after 0.1 minutes. The head is started like tests/test_job_submit.py's (own ports,
+temp dir and token; every process ended by pid at the end).
+
+Storage: the stage cache, sweep records and Tune/Train state in a bucket on a real S3 API (moto on loopback),
+and every process with a disk of its own (RAYCF_LOCAL_DIR with {pid}), as on nodes that share no disk. MLflow:
+a sqlite file the test reads back.
+
+1. `ray job submit` of a sweep without the worker pool (what clusters/README.md recommends for autoscaling
+   clusters): two trials on the empty cluster, which raycf sizes from the autoscaler's node types (two at once), so
+   the autoscaler adds two nodes, one trial on each; both nodes go once the trials are done.
+2. The same two trials from a driver on the head (RAY_ADDRESS) with the worker pool: its worker groups hold their
+   nodes until the sweep ends, then the cluster shrinks; the same numbers as sweep 1, bit for bit.
+3. One of those trials again, whose node is killed mid stage 2 (every process of it, SIGKILL): the autoscaler
+   starts another node and the trial goes on there from its finished stage 1, with sweep 1's numbers. (Ray Train's
+   autoscaling request for the lost workers outlives them by up to 180 s, so this cluster shrinks late: not
+   waited for.)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.ray_procs import end_pids, get, job, pids_with, ray_head
+from tests.test_storage import s3  # noqa: F401 - the moto S3 fixture
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import local_cluster  # noqa: E402 - scripts/ is no package
+
+TIMEOUT_S = 420
+LRS = [2e-3, 4e-3]
+COMPARED = ("probe/", "headline/", "score_final/", "task_")
+
+
+class Nodes(threading.Thread):
+    """Polls the cluster's live worker nodes (the state API) every second: [(time, {node id: node name})]."""
+
+    def __init__(self, url: str, token: str):
+        super().__init__(daemon=True)
+        self.url, self.token, self.seen, self.done = url, token, [], threading.Event()
+
+    def now(self) -> dict:
+        status, body = get(f"{self.url}/api/v0/nodes?limit=100&detail=true", self.token, timeout=10)
+        assert status == 200, body[:500]
+        rows = json.loads(body)["data"]["result"]["result"]
+        return {r["node_id"]: r.get("node_name", "") for r in rows if r["state"] == "ALIVE" and not r["is_head_node"]}
+
+    def run(self):
+        while not self.done.is_set():
+            try:
+                self.seen.append((time.time(), self.now()))
+            except (OSError, ValueError, KeyError, AssertionError):
+                pass
+            self.done.wait(1.0)
+
+    def timeline(self, t0: float) -> str:
+        """The worker nodes' changes: 's after t0: node suffixes', one entry per change."""
+        out, last = [], None
+        for t, nodes in self.seen:
+            now = sorted(n[-2:] for n in nodes)
+            if now != last:
+                out.append(f"{t - t0:.0f}s:{','.join(now) or '-'}")
+                last = now
+        return " ".join(out)
+
+    def most(self) -> int:
+        return max((len(n) for _, n in self.seen), default=0)
+
+    def wait_empty(self, timeout_s: float) -> float:
+        """Seconds until no worker node is left (fails after timeout_s)."""
+        t0 = time.time()
+        while self.now():
+            assert time.time() - t0 < timeout_s, f"worker nodes still up after {timeout_s} s: {self.now()}"
+            time.sleep(1)
+        return time.time() - t0
+
+
+@pytest.fixture(scope="module")
+def cluster(s3, cache_dir):  # noqa: F811 - s3 is the imported fixture
+    """The local autoscaling cluster (no worker node yet); yields (url, token, env, GCS address, workdir, bucket)."""
+    import ray._private.services
+    workdir = Path(tempfile.mkdtemp(prefix="rcfas-", dir="/tmp" if Path("/tmp").is_dir() else None))
+    launcher = yaml.safe_load((REPO / "clusters" / "aws.yaml").read_text())
+    ip = ray._private.services.get_node_ip_address()
+    config_file = workdir / "autoscaling.json"
+    extra = {"RAYCF_LOCAL_DIR": str(workdir / "disk-{pid}"), "RAYCF_HEARTBEAT_DIR": str(workdir / "beats"),
+             # a killed node is seen dead within seconds, and the autoscaler replaces it then, not after 30 s
+             "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
+             "AUTOSCALER_HEARTBEAT_TIMEOUT_S": "5"}
+
+    def head_args(gcs: int) -> list[str]:
+        config = local_cluster.fake_config(launcher, gcs_address=f"{ip}:{gcs}")
+        config_file.write_text(json.dumps(config))
+        return ["--num-cpus=0", f"--autoscaling-config={config_file}"]
+
+    try:
+        with ray_head(workdir, cache_dir, head_args, env_extra=extra,
+                      env_base=local_cluster.head_env()) as (url, token, env, gcs):
+            yield url, token, env, f"{ip}:{gcs}", workdir, s3
+    finally:
+        if not os.environ.get("RAYCF_KEEP_TEST_DIRS"):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def sweep_args(name: str, bucket: str, db: Path, *more: str, lrs=LRS) -> list[str]:
+    """A trial per learning rate, of two stages of the tiny model; stage 2 long enough to lose a node in."""
+    sets = {"name": name, "model.name": "tiny-causal", "stages": ["simplification", "headline"],
+            "search": {"optim.lr": {"grid": lrs}}, "sweep.seeds": 1, "sweep.log_best_model": False,
+            "tracking.system_metrics": False, "tracking.uri": f"sqlite:///{db}", "tracking.experiment": "autoscaling",
+            "finetune.method": "lora", "optim.stage_steps": [2, 40], "optim.batch_size": 4,
+            "data.examples_per_stage": 32, "probes.suites": ["knowledge"], "probes.limit": 4,
+            # one worker of 0.9 CPU: two trials' workers never share a node of 1 CPU (their 0.05 CPU drivers may)
+            "resources.workers": 1, "resources.cpus_per_worker": 0.9, "sweep.trial_cpus": 0.05,
+            "storage_path": f"{bucket.split('?')[0]}/{name}?{bucket.split('?')[1]}"}
+    return ["python", "-m", "raycf.sweep", "--space", str(REPO / "search_spaces" / "default.yaml"),
+            *[f"--set={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sets.items()], *more]
+
+
+def kill_node_in_stage(beats: Path, stage: int, timeout_s: float) -> str:
+    """When a trial's rank 0 is in `stage` (its heartbeat), SIGKILL every process of its node; the node's id."""
+    deadline, beat = time.time() + timeout_s, {}
+    while time.time() < deadline and not (beat.get("stage") == stage and beat.get("step", 0) >= 5):
+        time.sleep(0.1)
+        try:
+            beat = json.loads((beats / "rank0.json").read_text())
+        except (OSError, ValueError):
+            beat = {}
+    assert beat.get("stage") == stage and beat.get("node"), f"no trial reached stage {stage}: {beat}"
+    pids = pids_with(f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={beat['node']}".encode())
+    assert beat["pid"] in pids, (beat, pids)  # the worker is among the node's processes
+    end_pids(pids, grace_s=5, signals=(9,))
+    return beat["node"]
+
+
+def trials(db: Path, name: str) -> tuple:
+    """The sweep's parent run and its children by learning rate."""
+    from mlflow.tracking import MlflowClient
+    c = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    runs = c.search_runs([c.get_experiment_by_name("autoscaling").experiment_id], f"tags.raycf.sweep = '{name}'")
+    (parent,) = runs
+    kids = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return c, parent, {float(k.data.params["optim.lr"]): k for k in kids}
+
+
+def stage_nodes(kid) -> dict:
+    return {k: kid.data.tags.get(f"raycf.nodes.stage{k}") for k in (1, 2)}
+
+
+RESULTS: dict = {}  # sweep 1's trials by learning rate, for the others to compare with
+
+
+def compared(kids: dict) -> dict:
+    return {lr: {k: v for k, v in kid.data.metrics.items() if k.startswith(COMPARED)} for lr, kid in kids.items()}
+
+
+def test_a_job_without_the_pool_grows_the_cluster_for_its_trials_and_the_cluster_shrinks_after(cluster):
+    url, token, env, _, workdir, bucket = cluster
+    watch = Nodes(url, token)
+    assert watch.now() == {}, "the cluster has worker nodes before the sweep"
+    watch.start()
+    db = workdir / "mlflow.db"
+    # no --working-dir: the fake nodes share the head's session folder, where one node's runtime-env clean-up can
+    # remove the job's unpacked working dir under its driver (seen); raycf is installed in the venv they all use
+    r = job(url, env, "submit", "--no-wait", "--submission-id", "nopool", "--",
+            *sweep_args("nopool", bucket, db, "--set=sweep.worker_pool=false"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    deadline = time.time() + TIMEOUT_S
+    while (status := json.loads(get(f"{url}/api/jobs/nopool", token)[1]).get("status")) not in (
+            "SUCCEEDED", "FAILED", "STOPPED") and time.time() < deadline:
+        time.sleep(1)
+    logs = json.loads(get(f"{url}/api/jobs/nopool/logs", token)[1])["logs"]
+    assert status == "SUCCEEDED", logs[-5000:]
+    done = time.time()
+    shrink_s = watch.wait_empty(120)
+    watch.done.set()
+    print(f"\n[autoscaling] job, no pool: up to {watch.most()} worker nodes, none {shrink_s:.0f} s after the job; "
+          f"nodes {watch.timeline(watch.seen[0][0])} (job done at {done - watch.seen[0][0]:.0f}s)")
+    assert "autoscaling cluster: 0 CPU now, up to 2 CPU" in logs and "2 at a time on this cluster" in logs, logs[:3000]
+    assert watch.most() == 2, watch.seen  # both trials at once, each on a node the autoscaler added for it
+
+    c, parent, kids = trials(db, "nopool")
+    assert parent.info.status == "FINISHED" and sorted(kids) == LRS
+    assert all(k.info.status == "FINISHED" for k in kids.values())
+    workers = set().union(*(n for _, n in watch.seen))
+    nodes = {lr: stage_nodes(k) for lr, k in kids.items()}
+    assert all(n in workers for by_stage in nodes.values() for n in by_stage.values()), (nodes, workers)
+    assert nodes[LRS[0]][1] != nodes[LRS[1]][1], nodes  # the two trials on two nodes at once
+    # nothing passed through a disk the processes share: each has its own mirror of what it read from the bucket
+    assert len(list(workdir.glob("disk-*"))) >= 2
+    RESULTS.update(compared(kids))
+
+
+def test_the_worker_pool_holds_its_nodes_until_the_sweep_ends_and_gives_the_same_numbers(cluster):
+    url, token, env, address, workdir, bucket = cluster
+    watch = Nodes(url, token)
+    assert watch.now() == {}, "the cluster has worker nodes before the sweep"
+    watch.start()
+    db = workdir / "mlflow-pool.db"
+    r = subprocess.run(sweep_args("pool", bucket, db), cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S,
+                       env={**env, "RAY_ADDRESS": address})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    done = time.time()
+    shrink_s = watch.wait_empty(120)
+    watch.done.set()
+    print(f"\n[autoscaling] pool: up to {watch.most()} worker nodes, none {shrink_s:.0f} s after the sweep; nodes "
+          f"{watch.timeline(watch.seen[0][0])} (sweep done at {done - watch.seen[0][0]:.0f}s)")
+    c, parent, kids = trials(db, "pool")
+    assert parent.info.status == "FINISHED" and sorted(kids) == LRS
+    last_end = max(k.info.end_time for k in kids.values()) / 1000
+    held = [n for t, n in watch.seen if t <= last_end]
+    first_full = next(i for i, n in enumerate(held) if len(n) == 2)
+    # the pool's two worker groups kept their two nodes from the moment both were up until the last trial ended
+    assert all(n == held[first_full] for n in held[first_full:]), held
+    nodes = {lr: stage_nodes(k) for lr, k in kids.items()}
+    assert {n for by_stage in nodes.values() for n in by_stage.values()} == set(held[first_full]), nodes
+    if RESULTS:
+        assert compared(kids) == RESULTS
+
+
+def test_a_trial_whose_node_is_lost_mid_stage_goes_on_on_a_new_node_from_its_finished_stage(cluster):
+    url, token, env, address, workdir, bucket = cluster
+    watch = Nodes(url, token)
+    watch.start()
+    db = workdir / "mlflow-lost.db"
+    shutil.rmtree(workdir / "beats", ignore_errors=True)  # the earlier sweeps' heartbeats
+    proc = subprocess.Popen(sweep_args("lost", bucket, db, "--set=sweep.worker_pool=false", lrs=LRS[:1]), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**env, "RAY_ADDRESS": address})
+    try:
+        killed = kill_node_in_stage(workdir / "beats", 2, TIMEOUT_S)
+        out, _ = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    watch.done.set()
+    print(f"\n[autoscaling] lost node ..{killed[-2:]}: nodes {watch.timeline(watch.seen[0][0])}")
+    assert proc.returncode == 0, out[-5000:]
+    c, parent, kids = trials(db, "lost")
+    (kid,) = kids.values()
+    assert parent.info.status == "FINISHED" and kid.info.status == "FINISHED"
+    nodes = stage_nodes(kid)
+    assert nodes[1] == killed and nodes[2] not in (killed, None), nodes  # stage 2 trained again, elsewhere
+    # from its finished stage 1: trained once and logged once, like stage 2
+    assert c.get_metric_history(kid.info.run_id, "work/stage_trainings")[-1].value == 2
+    assert sorted(m.step for m in c.get_metric_history(kid.info.run_id, "train/loss")) == [1, 2]
+    if RESULTS:
+        assert compared(kids) == {LRS[0]: RESULTS[LRS[0]]}
