@@ -57,6 +57,10 @@ class TrackingUnreachable(UserError, ConnectionError):
     """The MLflow tracking server does not answer."""
 
 
+class ClusterUnreachable(UserError, ConnectionError):
+    """The Ray cluster named by RAY_ADDRESS does not answer or does not let this process in."""
+
+
 class StorageFull(UserError, OSError):
     """No space left where results are being written; the message says what is kept and how to go on."""
 

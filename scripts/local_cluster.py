@@ -1,7 +1,9 @@
 """A local autoscaling Ray cluster shaped like a cluster-launcher YAML: try a sweep on a cluster that grows and shrinks.
 
     python scripts/local_cluster.py up clusters/aws.yaml          # prints the RAY_ADDRESS to use
-    RAY_ADDRESS=127.0.0.1:PORT python -m raycf.sweep --set resources.workers=1 --set resources.cpus_per_worker=0.9
+    export RAY_ADDRESS=<printed> RAY_AUTH_MODE=token                # Ray's token auth: ~/.ray/auth_token
+    python -m raycf.sweep --set sweep.worker_pool=false --set resources.workers=1 \
+      --set resources.cpus_per_worker=0.9 --set sweep.trial_cpus=0.05
     python scripts/local_cluster.py down                         # `ray stop --force`: every local Ray
 
 Ray's fake_multinode provider starts each worker "node" as a set of Ray processes on this machine, scaled by the
@@ -77,15 +79,24 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.command == "down":
         return subprocess.call([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"])
+    bad = [f"--{name.replace('_', '-')} {getattr(args, name)!r}: {why}" for name, ok, why in (
+        ("cpus_per_node", 0 < args.cpus_per_node <= 64, "give logical CPUs per node, more than 0 (e.g. 1)"),
+        ("max_nodes", 1 <= args.max_nodes <= 16, "give a node count from 1 to 16"),
+        ("idle_minutes", 0 <= args.idle_minutes <= 60, "give minutes from 0 to 60"),
+        ("port", 1024 <= args.port <= 65535, "give a free port from 1024 to 65535"))
+        if not ok]
+    if bad:
+        print("error: " + "\nerror: ".join(bad), file=sys.stderr)
+        return 2
     import ray._private.services
     address = f"{ray._private.services.get_node_ip_address()}:{args.port}"  # where the fake nodes find the GCS
     try:
         launcher = yaml.safe_load(Path(args.launcher).read_text())
         config = fake_config(launcher, cpus_per_node=args.cpus_per_node, max_nodes=args.max_nodes,
                              idle_minutes=args.idle_minutes, gcs_address=address)
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as e:
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as e:  # one line, exit 2
         print(f"error: {args.launcher}: not a cluster-launcher YAML with head_node_type and available_node_types "
-              f"({e.__class__.__name__}: {e})", file=sys.stderr)
+              f"({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
         return 2
     path = Path(tempfile.mkdtemp(prefix="raycf-local-cluster-")) / "autoscaling.json"
     path.write_text(json.dumps(config, indent=1))
@@ -93,7 +104,8 @@ def main(argv=None) -> int:
     if rc == 0:
         kinds = ", ".join(f"{n} {t['resources']['CPU']:g} CPU x {t['max_workers']}"
                           for n, t in config["available_node_types"].items() if n != HEAD)
-        print(f"local autoscaling cluster up ({kinds}; config {path}): export RAY_ADDRESS={address}")
+        print(f"local autoscaling cluster up ({kinds}; config {path}): "
+              f"export RAY_ADDRESS={address} RAY_AUTH_MODE=token")
     return rc
 
 

@@ -86,6 +86,23 @@ class Nodes(threading.Thread):
     def most(self) -> int:
         return max((len(n) for _, n in self.seen), default=0)
 
+    @classmethod
+    def on_empty(cls, url: str, token: str) -> "Nodes":
+        """Watching, from a cluster with no worker node."""
+        watch = cls(url, token)
+        assert watch.now() == {}, "the cluster has worker nodes before the sweep"
+        watch.start()
+        return watch
+
+    def until_empty(self, label: str) -> None:
+        """After a sweep: wait until no worker node is left, stop watching, print the node timeline."""
+        done = time.time()
+        shrink_s = self.wait_empty(120)
+        self.done.set()
+        t0 = self.seen[0][0]
+        print(f"\n[autoscaling] {label}: up to {self.most()} worker nodes, none {shrink_s:.0f} s after it ended; "
+              f"nodes {self.timeline(t0)} (ended at {done - t0:.0f}s)")
+
     def wait_empty(self, timeout_s: float) -> float:
         """Seconds until no worker node is left (fails after timeout_s)."""
         t0 = time.time()
@@ -175,9 +192,7 @@ def compared(kids: dict) -> dict:
 
 def test_a_job_without_the_pool_grows_the_cluster_for_its_trials_and_the_cluster_shrinks_after(cluster):
     url, token, env, _, workdir, bucket = cluster
-    watch = Nodes(url, token)
-    assert watch.now() == {}, "the cluster has worker nodes before the sweep"
-    watch.start()
+    watch = Nodes.on_empty(url, token)
     db = workdir / "mlflow.db"
     # no --working-dir: the fake nodes share the head's session folder, where one node's runtime-env clean-up can
     # remove the job's unpacked working dir under its driver (seen); raycf is installed in the venv they all use
@@ -190,11 +205,7 @@ def test_a_job_without_the_pool_grows_the_cluster_for_its_trials_and_the_cluster
         time.sleep(1)
     logs = json.loads(get(f"{url}/api/jobs/nopool/logs", token)[1])["logs"]
     assert status == "SUCCEEDED", logs[-5000:]
-    done = time.time()
-    shrink_s = watch.wait_empty(120)
-    watch.done.set()
-    print(f"\n[autoscaling] job, no pool: up to {watch.most()} worker nodes, none {shrink_s:.0f} s after the job; "
-          f"nodes {watch.timeline(watch.seen[0][0])} (job done at {done - watch.seen[0][0]:.0f}s)")
+    watch.until_empty("job, no pool")
     assert "autoscaling cluster: 0 CPU now, up to 2 CPU" in logs and "2 at a time on this cluster" in logs, logs[:3000]
     assert watch.most() == 2, watch.seen  # both trials at once, each on a node the autoscaler added for it
 
@@ -212,18 +223,12 @@ def test_a_job_without_the_pool_grows_the_cluster_for_its_trials_and_the_cluster
 
 def test_the_worker_pool_holds_its_nodes_until_the_sweep_ends_and_gives_the_same_numbers(cluster):
     url, token, env, address, workdir, bucket = cluster
-    watch = Nodes(url, token)
-    assert watch.now() == {}, "the cluster has worker nodes before the sweep"
-    watch.start()
+    watch = Nodes.on_empty(url, token)
     db = workdir / "mlflow-pool.db"
     r = subprocess.run(sweep_args("pool", bucket, db), cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S,
                        env={**env, "RAY_ADDRESS": address})
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
-    done = time.time()
-    shrink_s = watch.wait_empty(120)
-    watch.done.set()
-    print(f"\n[autoscaling] pool: up to {watch.most()} worker nodes, none {shrink_s:.0f} s after the sweep; nodes "
-          f"{watch.timeline(watch.seen[0][0])} (sweep done at {done - watch.seen[0][0]:.0f}s)")
+    watch.until_empty("pool")
     c, parent, kids = trials(db, "pool")
     assert parent.info.status == "FINISHED" and sorted(kids) == LRS
     last_end = max(k.info.end_time for k in kids.values()) / 1000
@@ -239,8 +244,7 @@ def test_the_worker_pool_holds_its_nodes_until_the_sweep_ends_and_gives_the_same
 
 def test_a_trial_whose_node_is_lost_mid_stage_goes_on_on_a_new_node_from_its_finished_stage(cluster):
     url, token, env, address, workdir, bucket = cluster
-    watch = Nodes(url, token)
-    watch.start()
+    watch = Nodes.on_empty(url, token)
     db = workdir / "mlflow-lost.db"
     shutil.rmtree(workdir / "beats", ignore_errors=True)  # the earlier sweeps' heartbeats
     proc = subprocess.Popen(sweep_args("lost", bucket, db, "--set=sweep.worker_pool=false", lrs=LRS[:1]), cwd=REPO,

@@ -31,8 +31,8 @@ def test_an_empty_aws_cluster_is_sized_for_four_gpu_workers():
                        max_workers=cap, source="f.yaml")
     assert seen.grows and seen.most() == {"CPU": 16.0, "GPU": 4.0}
     assert seen.largest_node("CPU") == 4.0 and seen.largest_node("GPU") == 1.0
-    assert seen.describe() == ("autoscaling cluster: 0 CPU now, up to 16 CPU + 4 GPU (ray.worker.gpu 4 CPU + 1 GPU x 4, "
-                               "at most 10 worker nodes; from f.yaml); the sweep is sized for the grown cluster")
+    assert seen.describe() == ("autoscaling cluster: 0 CPU now, up to 16 CPU + 4 GPU (ray.worker.gpu 4 CPU + 1 GPU "
+                               "x 4, at most 10 worker nodes; from f.yaml); the sweep is sized for the grown cluster")
     # the clusters/README.md sweep: one worker of 3 CPUs and a GPU, a 0.1 CPU trial driver -> 4 trials at once
     cfg = load(small(Path("/tmp"), **{"resources.workers": 1, "resources.cpus_per_worker": 3,
                                       "resources.gpus_per_worker": 1}))

@@ -24,7 +24,8 @@ from raycf.cluster import ClusterView, view as cluster_view
 from raycf.config.files import to_yaml
 from raycf.config.schema import ExperimentConfig, SweepConfig
 from raycf.data.sources import probe_task_names
-from raycf.errors import ConfigError, Terminated, TrackingUnreachable, did_you_mean, sigterm_interrupts
+from raycf.errors import (ClusterUnreachable, ConfigError, Terminated, TrackingUnreachable, did_you_mean,
+                          sigterm_interrupts)
 from raycf.redact import redact_uri
 from raycf.space import count_trials, first_value, grid_points
 from raycf.sweep import best, pbt
@@ -75,6 +76,18 @@ def fit_resources(cfg: ExperimentConfig, sc: SweepConfig, cluster: dict,
     if sc.max_concurrent:
         fits = min(fits, sc.max_concurrent)
     return cfg, fits
+
+
+def connect(address: str | None) -> None:
+    """ray.init to the cluster at `address` (RAY_ADDRESS), or the one this process is in; one line if none answers."""
+    import ray
+    try:
+        ray.init(address=address, ignore_reinit_error=True)
+    except ConnectionError as e:
+        raise ClusterUnreachable([f"RAY_ADDRESS={address}: no Ray cluster let this process in "
+                           f"({str(e).splitlines()[0] if str(e) else e.__class__.__name__}); check the address, and "
+                           f"on a cluster with Ray's token auth set RAY_AUTH_MODE=token (the token from "
+                           f"~/.ray/auth_token or RAY_AUTH_TOKEN_PATH)"]) from e
 
 
 def node_problem(cfg: ExperimentConfig, seen: ClusterView) -> None:
@@ -191,7 +204,7 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
     resolved = space.resolve(cfg)
     points = points_of(cfg, resolved)
     if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):  # a cluster (e.g. `ray job submit`): ask it
-        ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
+        connect(os.environ.get("RAY_ADDRESS"))
         seen = cluster_view()
         cluster = seen.most()  # an autoscaling cluster: sized for what it grows to
     else:
