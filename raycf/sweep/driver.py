@@ -84,10 +84,10 @@ def connect(address: str | None) -> None:
     try:
         ray.init(address=address, ignore_reinit_error=True)
     except ConnectionError as e:
-        raise ClusterUnreachable([f"RAY_ADDRESS={address}: no Ray cluster let this process in "
-                           f"({str(e).splitlines()[0] if str(e) else e.__class__.__name__}); check the address, and "
-                           f"on a cluster with Ray's token auth set RAY_AUTH_MODE=token (the token from "
-                           f"~/.ray/auth_token or RAY_AUTH_TOKEN_PATH)"]) from e
+        why = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        raise ClusterUnreachable([f"RAY_ADDRESS={address}: no Ray cluster let this process in ({why}); check the "
+                                  f"address, and on a cluster with Ray's token auth set RAY_AUTH_MODE=token (the "
+                                  f"token from ~/.ray/auth_token or RAY_AUTH_TOKEN_PATH)"]) from e
 
 
 def node_problem(cfg: ExperimentConfig, seen: ClusterView) -> None:
@@ -183,8 +183,9 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def start_pool(cfg: ExperimentConfig):
-    """A worker pool for sweeps shaped like `cfg` (its resources, fitted to the current Ray cluster) that several
-    run(..., workers=pool) calls share, e.g. from a notebook: the Train start-up is paid once. close() it after."""
+    """A worker pool for sweeps shaped like `cfg` (its resources, fitted to the Ray cluster grown as far as its
+    autoscaler may grow it) that several run(..., workers=pool) calls share, e.g. from a notebook: the Train start-up
+    is paid once. close() it after."""
     cfg = absolute_paths(cfg)
     cfg, fits = fit_resources(cfg, cfg.sweep, cluster_view().most())
     return pool.Pool(cfg, fits, storage.resolve(cfg.storage_path), f"{cfg.name}-shared")
