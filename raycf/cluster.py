@@ -4,9 +4,9 @@
 
 Sized only from what it holds when it starts, a sweep on an autoscaling cluster with no worker nodes yet would
 refuse ("the cluster has 0 CPUs") or run one trial at a time. The autoscaler's node types and their maximums come
-from the GCS where the autoscaler publishes them (autoscaler v2, KubeRay), else from the `--autoscaling-config`
-file its monitor was started with on this node: the cluster launcher's head and Ray's local fake_multinode
-cluster, where a job's driver runs. Neither known (a KubeRay v1 autoscaler in its own container, a Ray Client
+from the GCS where an autoscaler publishes them (Ray 2.60's v1 autoscaler does not), else from the
+`--autoscaling-config` file its monitor was started with on this node: the cluster launcher's head and Ray's
+local fake_multinode cluster, where a job's driver runs. Neither known (a KubeRay v1 autoscaler in its own container, a Ray Client
 driver): the sweep is sized from what the cluster holds now, and `ray.autoscaler.sdk.request_resources` before
 the sweep still grows it first (clusters/README.md).
 
@@ -95,7 +95,7 @@ def view() -> ClusterView:
 
 
 def from_gcs() -> tuple[list[NodeType], int | None, str]:
-    """Node types the autoscaler published in the GCS (autoscaler v2, KubeRay)."""
+    """Node types an autoscaler published in the GCS's cluster config (Ray 2.60's v1 autoscaler publishes none)."""
     import ray._private.state
     try:
         config = ray._private.state.state.get_cluster_config()

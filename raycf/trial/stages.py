@@ -232,18 +232,17 @@ def node_id() -> str:
 
 
 def on_step(k: int, rank: int, stop=None):
-    """What runs before each optimizer step: the stop check, and a progress file (pid, stage, step, node) when
+    """What runs before each optimizer step: the stop check, and a progress file (pid, stage, step) when
     RAYCF_HEARTBEAT_DIR is set (fault-injection tests use it to kill a worker by PID in the middle of a stage)."""
     folder = os.environ.get("RAYCF_HEARTBEAT_DIR")
     if not folder and stop is None:
         return None
-    node = node_id() if folder else ""
 
     def step_hook(step: int) -> None:
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
             (Path(folder) / f"rank{rank}.json").write_text(json.dumps({"pid": os.getpid(), "stage": k,
-                                                                      "step": step, "node": node}))
+                                                                      "step": step}))
         if stop is not None:
             stop()
     return step_hook
