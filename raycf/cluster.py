@@ -7,8 +7,8 @@ refuse ("the cluster has 0 CPUs") or run one trial at a time. The autoscaler's n
 from the GCS where an autoscaler publishes them (Ray 2.60's v1 autoscaler does not), else from the
 `--autoscaling-config` file its monitor was started with on this node: the cluster launcher's head and Ray's
 local fake_multinode cluster, where a job's driver runs. Neither known (a KubeRay v1 autoscaler in its own
-container, a Ray Client driver): the sweep is sized from what the cluster holds now, and `ray.autoscaler.sdk.request_resources` before
-the sweep still grows it first (clusters/README.md).
+container, a Ray Client driver): the sweep is sized from what the cluster holds now, and
+`ray.autoscaler.sdk.request_resources` before the sweep still grows it first (clusters/README.md).
 
 The sweep asks the autoscaler for nothing itself: trials that wait for resources are the demand it scales up
 for, so a sweep without the worker pool lets nodes go as trials end.
