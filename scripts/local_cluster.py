@@ -25,12 +25,33 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from ray._private.ray_constants import PROCESS_TYPE_RAYLET as RAYLET
+from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
 
-FAKE_PROVIDER = {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
-                 "disable_launch_config_check": True}
+# Ray's fake_multinode provider, as LosableNodeProvider below (an external provider: this file, importable by the
+# head's autoscaler through head_env's PYTHONPATH)
+FAKE_PROVIDER = {"type": "external", "module": "local_cluster.LosableNodeProvider", "use_node_id_as_ip": True,
+                 "disable_node_updaters": True, "disable_launch_config_check": True}
 NO_COMMANDS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
                "head_start_ray_commands", "worker_start_ray_commands")
 HEAD = "ray.head.default"
+
+
+class LosableNodeProvider(FakeMultiNodeProvider):
+    """Ray's fake_multinode provider, except that a node whose raylet died is terminated: the provider no longer
+    lists it, as a cloud no longer lists a machine that went down, and the autoscaler starts a replacement where
+    work waits. (Ray's own keeps listing such a node: the v1 autoscaler shows it as "Pending: uninitialized" for
+    ever, counts its CPUs as coming and starts nothing.)"""
+
+    def non_terminated_nodes(self, tag_filters):
+        with self.lock:
+            for node_id, entry in list(self._nodes.items()):
+                node = entry.get("node")  # the head has none: it is not this provider's to start or end
+                raylets = node.all_processes.get(RAYLET, []) if node is not None else []
+                if raylets and all(info.process.poll() is not None for info in raylets):
+                    del self._nodes[node_id]
+                    node.kill_all_processes(check_alive=False, allow_graceful=False)
+        return super().non_terminated_nodes(tag_filters)
 
 
 def fake_config(launcher: dict, *, cpus_per_node: float = 1.0, max_nodes: int = 2, idle_minutes: float = 0.1,
@@ -62,8 +83,11 @@ def head_command(config_file: Path, port: int, extra: list[str] = ()) -> list[st
 
 
 def head_env(base: dict | None = None) -> dict:
-    """The environment the head needs: the fake provider's switch, an autoscaler that looks every second."""
-    return {**(base if base is not None else os.environ), "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    """The environment the head needs: the fake provider's switch, an autoscaler that looks every second, and this
+    folder importable (LosableNodeProvider)."""
+    base = base if base is not None else os.environ
+    path = os.pathsep.join(x for x in (str(Path(__file__).resolve().parent), base.get("PYTHONPATH")) if x)
+    return {**base, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "PYTHONPATH": path}
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,6 @@
 """A Ray head of a test's own (`ray start --head --block`: own temp dir, ports and token), its job API, and the
-clean-up of every process it started. tests/test_job_submit.py and tests/test_autoscaling.py use it.
+clean-up of every process it started. tests/test_job_submit.py and tests/test_autoscaling.py use it. OwnRay: the
+same marking and clean-up for the local Ray that a test's `python -m raycf.sweep` subprocess starts.
 
 Every process the head starts carries a marker variable in its environment (Ray's workers, and the worker nodes
 an autoscaler starts, inherit it) or holds a log file in the cluster's own temp dir (Ray's agents, whose process
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -85,6 +87,29 @@ def alive(pid: int) -> bool:
         except OSError:
             return False
     return True
+
+
+class OwnRay:
+    """What a test's subprocess needs for its local Ray to be found and stopped without touching any other Ray on
+    the machine (tests run two at a time): `env`, a marker its processes inherit and a Ray temp dir of its own
+    (RAY_TMPDIR, short: Ray's socket paths must stay under 108 bytes); `pids()` its live processes; `stop()` ends
+    them (TERM, then KILL), what `ray stop --force` did for every Ray on the machine."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="rcf", dir="/tmp"))
+        mark = secrets.token_hex(8)
+        self.needle = f"RAYCF_TEST_RAY_MARK={mark}".encode()
+        self.env = {"RAY_TMPDIR": str(self.dir), "RAYCF_TEST_RAY_MARK": mark}
+
+    def pids(self) -> list[int]:
+        return [p for p in pids_with(self.needle, self.dir) if alive(p)]
+
+    def stop(self, grace_s: float = 3) -> None:
+        end_pids(self.pids(), grace_s=grace_s)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def get(url: str, token: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:

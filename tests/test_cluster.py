@@ -69,7 +69,8 @@ def test_the_local_cluster_keeps_the_launcher_yaml_node_types_scaled_down():
     sys.path.insert(0, str(REPO / "scripts"))
     import local_cluster
     config = local_cluster.fake_config(AWS, gcs_address="10.0.0.1:7000")
-    assert config["provider"]["type"] == "fake_multinode" and config["provider"]["gcs_address"] == "10.0.0.1:7000"
+    assert config["provider"]["module"] == "local_cluster.LosableNodeProvider"
+    assert config["provider"]["gcs_address"] == "10.0.0.1:7000"
     assert config["available_node_types"] == {
         "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
         "ray.worker.gpu": {"resources": {"CPU": 1.0}, "node_config": {}, "min_workers": 0, "max_workers": 2},

@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.ray_procs import OwnRay
 from tests.test_sweep import FAULT_POINT, ROOT, assert_equals_clean_run, children, second_trial_in_stage, small
 
 pytestmark = pytest.mark.slow
-
-
-def ray_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
-    return [p for p in out if "raylet" in p or "gcs_server" in p]
 
 
 def wait_for_stage(beats: Path, stage: int, proc, timeout_s: float = 300) -> dict:
@@ -33,7 +29,7 @@ def wait_for_stage(beats: Path, stage: int, proc, timeout_s: float = 300) -> dic
 
 
 def test_a_killed_sweep_resumed_then_interrupted_and_resumed_again_ends_with_a_clean_runs_numbers(
-        tmp_path, cache_dir, clean_runs):
+        tmp_path, cache_dir, clean_runs, request):
     """The two faults that end a whole sweep, one after the other, on one sweep:
     1. In the middle of the second trial's stage 2 the sweep driver and the Ray it started are killed (SIGKILL:
        the machine goes down, runs are left RUNNING).
@@ -47,8 +43,9 @@ def test_a_killed_sweep_resumed_then_interrupted_and_resumed_again_ends_with_a_c
     cmd = [sys.executable, "-m", "raycf.sweep", *sets]
     beats = tmp_path / "heartbeat"
     beats.mkdir()
-    env = {**os.environ, "RAYCF_CACHE": cache_dir, "RAYCF_HEARTBEAT_DIR": str(beats)}
-    before = ray_processes()
+    own = OwnRay()  # the sweep's Ray: its processes are found by a marker, none of another test's Ray
+    request.addfinalizer(own.remove)
+    env = {**os.environ, "RAYCF_CACHE": cache_dir, "RAYCF_HEARTBEAT_DIR": str(beats), **own.env}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     records = tmp_path / "runs" / "sweeps" / "faults" / "runs"
@@ -58,7 +55,7 @@ def test_a_killed_sweep_resumed_then_interrupted_and_resumed_again_ends_with_a_c
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its process group
     proc.communicate()
     assert beat.get("stage") == 2, "the second trial was never seen in its stage 2"
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
+    own.stop()  # the Ray it started (its GCS and raylet are in process groups of their own)
 
     for f in beats.glob("*.json"):
         f.unlink()
@@ -82,9 +79,9 @@ def test_a_killed_sweep_resumed_then_interrupted_and_resumed_again_ends_with_a_c
     assert parent.info.status == "KILLED" and parent.data.tags["raycf.ended"] == "interrupted (SIGINT)"
     assert len(kids) == 2 and not [k for k in kids if k.info.status == "RUNNING"]
     deadline = time.time() + 20
-    while ray_processes() != before and time.time() < deadline:
+    while own.pids() and time.time() < deadline:
         time.sleep(0.5)
-    assert ray_processes() == before, "Ray is still running after the sweep ended"
+    assert not own.pids(), "Ray is still running after the sweep ended"
 
     r = subprocess.run(cmd + ["--resume"], cwd=ROOT, env={**env, "RAYCF_HEARTBEAT_DIR": ""}, capture_output=True,
                        text=True, timeout=600)

@@ -20,12 +20,16 @@ LOCAL_TRAIN_ENV = {
 @contextlib.contextmanager
 def ray_session(**init):
     """The Ray this process is connected to, or one started (or connected to) here with `init` and stopped on the
-    way out; a local one gets LOCAL_TRAIN_ENV for its TorchTrainers, where the environment does not say otherwise."""
+    way out; a local one gets LOCAL_TRAIN_ENV for its TorchTrainers, where the environment does not say otherwise.
+    Without an address it is a new local Ray of this process's own (`address="local"`), never one that `ray start`
+    left running on this machine: a cluster is named by RAY_ADDRESS (`ray job submit` sets it; `auto` finds the
+    one this machine is in)."""
     import ray
     if ray.is_initialized():
         yield
         return
-    local = LOCAL_TRAIN_ENV if not init.get("address") else {}
+    init = {**init, "address": init.get("address") or "local"}
+    local = LOCAL_TRAIN_ENV if init["address"] == "local" else {}
     saved = {k: os.environ.get(k) for k in local}
     for k, v in local.items():
         os.environ.setdefault(k, v)
