@@ -50,7 +50,7 @@ def warm_sweep(cache_dir, tmp_path_factory):
             "sweep.register_best": "warm-best",
             # two objectives on a grid search: no sampler, but the summary and the report give their Pareto set
             "sweep.objectives": {"headline/mean_FG": "min", "headline/tasks_gain": "max"}}
-    with launch.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):  # 2 CPUs, as CI has
+    with launch.ray_session(num_cpus=2, include_dashboard=False, log_to_driver=False):  # 2 CPUs, as CI has
         space = Path(__file__).resolve().parents[1] / "search_spaces/default.yaml"
         assert sweep_driver.run(config.load(space, over), space_file=str(space)) == 0
     return uri, d

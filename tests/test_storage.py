@@ -166,7 +166,7 @@ def test_a_sweep_keeps_everything_in_the_bucket_and_the_next_sweep_reuses_its_st
     s3 = storage.join(s3, "sweeps-test")
     over = small(tmp_path, name="s3a", search={"optim.lr": {"grid": [2e-3]}}, storage_path=s3,
                  **{"resources.workers": 1, "resources.cpus_per_worker": 1.5})  # one worker: one disk per sweep
-    with launch.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):
+    with launch.ray_session(num_cpus=2, include_dashboard=False, log_to_driver=False):
         assert run(config.load(ROOT / "search_spaces/default.yaml", over)) == 0
         assert set(storage.listdir(s3)) <= {"cache", "ray", "sweeps", "spool"}
         assert not [n for n in storage.listdir(storage.join(s3, "spool")) if n.endswith(".jsonl")]  # all sent

@@ -68,7 +68,7 @@ def ray_local(cache_dir, tmp_path_factory):
     beat = tmp_path_factory.mktemp("heartbeat")
     os.environ["RAYCF_HEARTBEAT_DIR"] = str(beat)  # workers and trial drivers inherit it at ray.init
 
-    with launch.ray_session(num_cpus=2, include_dashboard=True, log_to_driver=False):
+    with launch.ray_session(num_cpus=2, include_dashboard=False, log_to_driver=False):
         yield beat
     del os.environ["RAYCF_HEARTBEAT_DIR"]
 

@@ -74,6 +74,7 @@ def test_a_killed_sweep_resumed_then_interrupted_and_resumed_again_ends_with_a_c
     assert last.startswith("error: interrupted: finished stages and trials are kept in ") and \
         last.endswith("--resume") and "python -m raycf.sweep" in last, last
     assert "Tuner.restore" not in out
+    assert "Started a local Ray instance." in out and "View the dashboard" not in out  # no dashboard by default
     c, parents, kids = children(over["tracking.uri"], "sweep-test")
     (parent,) = parents
     assert parent.info.status == "KILLED" and parent.data.tags["raycf.ended"] == "interrupted (SIGINT)"
@@ -83,9 +84,10 @@ def test_a_killed_sweep_resumed_then_interrupted_and_resumed_again_ends_with_a_c
         time.sleep(0.5)
     assert not own.pids(), "Ray is still running after the sweep ended"
 
-    r = subprocess.run(cmd + ["--resume"], cwd=ROOT, env={**env, "RAYCF_HEARTBEAT_DIR": ""}, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(cmd + ["--resume", "--ray-dashboard"], cwd=ROOT, env={**env, "RAYCF_HEARTBEAT_DIR": ""},
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "View the dashboard at" in r.stdout + r.stderr  # --ray-dashboard
     c, parents, kids = children(over["tracking.uri"], "sweep-test")
     assert len(parents) == 1 and len(kids) == 2, [(k.info.run_name, k.info.status) for k in kids]
     assert all(k.info.status == "FINISHED" for k in kids), [k.info.status for k in kids]

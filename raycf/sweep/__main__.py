@@ -17,7 +17,7 @@ from raycf.sweep.driver import run
 def run_sweep(args) -> int:
     cfg = load(args.space, parse_overrides(args.set))
     try:
-        return run(cfg, resume=args.resume, dry=args.dry_run, space_file=args.space)
+        return run(cfg, resume=args.resume, dry=args.dry_run, space_file=args.space, dashboard=args.ray_dashboard)
     except KeyboardInterrupt:
         again = " ".join(["python -m raycf.sweep", "--space", args.space, *[f"--set {s}" for s in args.set],
                           "--resume"])
@@ -32,6 +32,10 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
     p.add_argument("--dry-run", action="store_true", help="resolve, validate and count; train nothing")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep of the same name")
+    p.add_argument("--ray-dashboard", action="store_true",
+                   help="start Ray's dashboard (127.0.0.1:8265) with the local Ray; off by default: its ten processes "
+                        "slow every start on a small machine (a minimal sweep on 2 CPUs: 52 s with it, 45-49 s "
+                        "without; scripts/bench_sweep.py)")
     return cli(p, run_sweep, argv, source=lambda a: a.space)
 
 

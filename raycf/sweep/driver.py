@@ -191,10 +191,11 @@ def start_pool(cfg: ExperimentConfig):
     return pool.Pool(cfg, fits, storage.resolve(cfg.storage_path), f"{cfg.name}-shared")
 
 
-def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, workers=None, space_file: str = "") -> int:
+def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, workers=None, space_file: str = "",
+        dashboard: bool = False) -> int:
     """The sweep of `cfg` (a search space, read from `space_file` if from a file); exit status 0 if every trial
     finished. workers: a pool from start_pool() to run the trials on (kept open), instead of one started and
-    closed here."""
+    closed here. dashboard: a local Ray started here gets Ray's dashboard (--ray-dashboard)."""
     import ray
     mark("sweep_start")
     # Ctrl-C is raycf's to handle (every run ended, Ray stopped, raycf's --resume hint), not Tune's: Tune would
@@ -238,7 +239,7 @@ def run(cfg: ExperimentConfig, *, resume: bool = False, dry: bool = False, worke
         raise ConfigError([f"sweep {cfg.name!r} already exists under {redact_uri(root)}; continue it with --resume or "
                            f"give a new name with --set name=..."])
     # a local Ray started here is stopped when the sweep ends
-    with ray_session(num_cpus=int(cluster["CPU"]), include_dashboard=True, log_to_driver=False), \
+    with ray_session(num_cpus=int(cluster["CPU"]), include_dashboard=dashboard, log_to_driver=False), \
             sigterm_interrupts():  # `ray job stop`: like Ctrl-C
         mark("sweep_ray_ready")
         t0, t_start = time.perf_counter(), time.time()

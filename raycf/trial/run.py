@@ -22,10 +22,12 @@ from raycf.trial.plan import TrialPlan, make_plan
 from raycf.trial.preflight import check
 
 
-def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | None = None, workers=None) -> dict:
+def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | None = None, workers=None,
+        dashboard: bool = False) -> dict:
     """Run one trial to the end on the current Ray cluster (started locally if none); returns the final
     metrics. The MLflow run ends FINISHED, or FAILED with the error. workers: a worker pool (raycf.trial.pool.Pool
-    of this trial's shape) to run it on, instead of a TorchTrainer of its own."""
+    of this trial's shape) to run it on, instead of a TorchTrainer of its own. dashboard: a local Ray started here
+    gets Ray's dashboard."""
     if workers is not None and not workers.holds(cfg):
         raise ConfigError([f"resources: the worker pool given has {workers.shape}, this trial needs "
                            f"{pool_shape(cfg)}; make a pool of the trial's shape"])
@@ -42,7 +44,7 @@ def run(cfg: ExperimentConfig, *, parent_run_id: str | None = None, name: str | 
           f"MLflow run {run_id} at {redact_uri(uri)}")
     try:
         storage.write_text(storage.join(plan.storage, "configs", f"{name}.yaml"), resolved)
-        with ray_session(address=os.environ.get("RAY_ADDRESS"), include_dashboard=True, log_to_driver=True), \
+        with ray_session(address=os.environ.get("RAY_ADDRESS"), include_dashboard=dashboard, log_to_driver=True), \
                 sigterm_interrupts():  # `ray job stop`: like Ctrl-C
             if workers is None:
                 final = trainer(cfg, plan, name).fit().metrics or {}
