@@ -33,6 +33,17 @@ def tune_checkpoints(sweep_dir: Path) -> dict:
     return out
 
 
+def exploited(sweep_dir: Path) -> bool:
+    """An exploit is recorded: a trial's exploits file (<sweep>/pbt/<trial>.json) lists one."""
+    for path in (sweep_dir / "pbt").glob("*.json"):
+        try:
+            if json.loads(path.read_text()):
+                return True
+        except (OSError, ValueError):  # being written
+            pass
+    return False
+
+
 def donor_checkpoint(kept: dict, donor: str, s: int) -> dict | None:
     """The donor's Tune checkpoint that holds its own stage s: that of stage s, else a later one made before the
     donor itself exploited at stage s or after. None where the kill took both: a trial whose Tune state the kill
@@ -62,10 +73,10 @@ def test_pbt_exploits_at_stage_boundaries_and_a_killed_driver_resumes_it(tmp_pat
                             start_new_session=True)
     sweep_dir = tmp_path / "runs" / "sweeps" / "pbt"
     deadline = time.monotonic() + 420
-    while not list((sweep_dir / "pbt").glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
+    while not exploited(sweep_dir) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert proc.poll() is None, "the sweep ended before an exploit was recorded:\n" + proc.stdout.read()[-3000:]
-    assert list((sweep_dir / "pbt").glob("*.json")), "no exploit within 7 minutes"
+    assert exploited(sweep_dir), "no exploit within 7 minutes"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray and the pool's workers
     proc.wait()
     own.stop()  # the Ray it started (its GCS and raylet are in process groups of their own)

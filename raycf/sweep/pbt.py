@@ -197,6 +197,11 @@ class Lineage:
                 "stage": k, "donor": given["trial"], "donor_run": given["run_id"], "donor_name": given["name"],
                 "key": given["stage_keys"][k - 1], "digest": self.records[-1]["digest"], "values": self.values()}]
             self.publish_events()
+            # the trial's own file holds the exploit before any stage follows it: a sweep killed after the next
+            # stage is logged and before Tune saves its state resumes from here, not from the stage before
+            storage.write_text(self.own_file, json.dumps({**given, "trial": self.trial, "run_id": self.run_id,
+                                                          "name": self.name, "stages": self.records,
+                                                          "exploits": self.events}))
             return {}
         if own is not None and (given is None or own["stage"] >= given["stage"]):
             given = own
@@ -204,6 +209,8 @@ class Lineage:
             return {}
         self.restored, self.records, self.events = given, given["stages"], given["exploits"]
         self.publish_events()
+        if self.events and self.events[-1]["stage"] == self.records[-1]["stage"]:  # an exploit, nothing since
+            return self.events[-1]["values"]
         return {} if not self.records or self.records[-1]["trial"] != self.trial else self.records[-1]["values"]
 
     def publish_events(self) -> None:

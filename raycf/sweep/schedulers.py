@@ -43,7 +43,28 @@ class StageBoundaries:
         self._restored = {**getattr(self, "_restored", {}), trial.trial_id: stage}
         self._next_perturbation_sync = (min(self._restored.values()) // k + 1) * k
 
+    def set_aside_failed(self, tune_controller) -> None:
+        """A trial that ended in ERROR reports no more. Tune's synchronous PBT perturbs when the last trial of the
+        population reaches the boundary, so the trials paused there would wait for it for ever (seen: a sweep
+        whose trial failed on --resume hung with every other trial PAUSED). Kept level with the next
+        synchronisation point, it holds none up; finished, it is in no quantile."""
+        for t in tune_controller.get_trials():
+            if t.status == t.ERROR and t in self._trial_state:
+                state = self._trial_state[t]
+                state.last_train_time = max(state.last_train_time, self._next_perturbation_sync)
+
+    def choose_trial_to_run(self, tune_controller):
+        """Tune's choice, once the trials left are released: where every unfinished trial waits PAUSED at the
+        synchronisation point (the one that would have completed it failed), it happens now."""
+        self.set_aside_failed(tune_controller)
+        left = [t for t in tune_controller.get_trials() if not t.is_finished()]
+        if left and all(t.status == t.PAUSED and t.last_result and t in self._trial_state and
+                        self._trial_state[t].last_train_time >= self._next_perturbation_sync for t in left):
+            self.on_trial_result(tune_controller, left[-1], left[-1].last_result)
+        return super().choose_trial_to_run(tune_controller)
+
     def on_trial_result(self, tune_controller, trial, result):
+        self.set_aside_failed(tune_controller)
         if result.get("stage") == self.n_stages:  # the trial ends here: nothing is left to perturb for
             if trial in self._trial_state:  # nor does any synchronisation wait on it
                 self._trial_state[trial].last_train_time = result["stage"]
