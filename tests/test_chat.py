@@ -200,7 +200,7 @@ def test_a_template_given_in_the_config_makes_a_tokenizer_without_one_train_and_
     from pathlib import Path
     from raycf import config
     from raycf.sweep import __main__ as sweep_cli
-    from raycf.trial.checkpoint import given_template
+    from raycf.config.checks import given_template
     from raycf.trial.plan import make_plan
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)

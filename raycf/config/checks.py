@@ -183,6 +183,13 @@ def chat_template_text(value: str) -> str:
     return Path(value).expanduser().read_text(encoding="utf-8") if value.endswith(TEMPLATE_FILES) else value
 
 
+def given_template(cfg, tok):
+    """The tokenizer with data.chat_template, if given, as its chat template."""
+    if cfg.data.chat_template:
+        tok.chat_template = chat_template_text(cfg.data.chat_template)
+    return tok
+
+
 def chat_template_problem(cfg) -> str | None:
     """data.chat_template: a file that reads, Jinja that parses, and something that applies it."""
     value = cfg.data.chat_template

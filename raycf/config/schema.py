@@ -129,6 +129,11 @@ class ContinualConfig:
     o_lora: OLoraConfig = field(default_factory=OLoraConfig)
     average: AverageConfig = field(default_factory=AverageConfig)
 
+    def strengths(self) -> dict:
+        """The method's own section (empty for naive and merge): what, beside the method, keys its stages."""
+        section = getattr(self, self.method, None)
+        return dataclasses.asdict(section) if dataclasses.is_dataclass(section) else {}
+
 
 @dataclass
 class WarmStartConfig:

@@ -33,7 +33,6 @@ collective is needed during training (raycf.continual.terms).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -46,13 +45,6 @@ from raycf.train import collate, target_logits
 
 ADAPTER = "default"                  # PEFT's name of the one adapter a trial trains
 STATE_FILE = "continual.safetensors"  # in a stage checkpoint: what the method carries to the next stage
-
-
-def strengths(cfg: ExperimentConfig) -> dict:
-    """The method's own config section (empty for naive and merge): what, beside the method, keys its stages."""
-    c = cfg.continual
-    section = getattr(c, c.method, None)
-    return dataclasses.asdict(section) if dataclasses.is_dataclass(section) else {}
 
 
 def inner(model):

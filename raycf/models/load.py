@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from raycf.errors import ModelError, did_you_mean
-from raycf.lora import fuse
 from raycf.models.folder import model_kind, unsafe_problems
 
 
@@ -33,6 +32,7 @@ def add_lora(model, rank: int, alpha: float, dropout: float, target_modules, fus
     fused: compute each adapted layer as one autograd op (raycf.lora; same math, faster); False keeps
     PEFT's own forward (what the training benchmark's peer runs)."""
     from peft import LoraConfig, TaskType, get_peft_model
+    from raycf.lora import fuse
 
     task = TaskType.SEQ_2_SEQ_LM if model.config.is_encoder_decoder else TaskType.CAUSAL_LM
     targets = "all-linear" if target_modules in (None, "auto") else list(target_modules)

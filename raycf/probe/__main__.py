@@ -12,7 +12,6 @@ from pathlib import Path
 
 IMPORTED = time.perf_counter()
 
-from raycf.continual import load_state, restore_weights
 from raycf.data import load_task, suite
 from raycf.errors import ConfigError, DataError, ModelError, cli, parser
 from raycf.models.folder import folder_problems
@@ -27,6 +26,7 @@ def load(model_dir: Path, adapter: str | None, model_arg: str, trust_remote_code
     model, tok = load_model(model_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     if adapter:
         from peft import PeftModel
+        from raycf.continual import load_state, restore_weights
         try:
             model = PeftModel.from_pretrained(model, adapter)
             restore_weights(model, load_state(Path(adapter)))

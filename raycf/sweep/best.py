@@ -15,7 +15,6 @@ from pathlib import Path
 from raycf import cache, storage, tracking
 from raycf.config.schema import ExperimentConfig
 from raycf.models.resolve import resolve_model_dir
-from raycf.trial.checkpoint import load_base, with_adapter
 from raycf.trial.plan import make_plan
 
 
@@ -89,6 +88,7 @@ def weights(tc: ExperimentConfig, plan, model_dir: Path, last: Path):
     if tc.finetune.method == "full":
         from raycf.models.load import load_model
         return load_model(last, dtype=tc.model.dtype)
+    from raycf.trial.checkpoint import load_base, with_adapter  # torch and PEFT: only a sweep that logs its model
     start = cache.lookup(plan.warm_entry()) if plan.warm_key else model_dir
     base, tok = load_base(tc, start)
     return with_adapter(base, last).merge_and_unload(), tok

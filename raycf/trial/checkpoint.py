@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from raycf import cache, continual
-from raycf.config.checks import chat_template_text
+from raycf.config.checks import given_template
 from raycf.config.schema import ExperimentConfig
 from raycf.models.load import add_lora, load_model
 from raycf.trial.collective import barrier
@@ -83,13 +83,6 @@ def load_base(cfg: ExperimentConfig, folder):
     model, tok = load_model(Path(folder), dtype=m.dtype, trust_remote_code=m.trust_remote_code,
                             allow_pickle=m.allow_pickle)
     return model, given_template(cfg, tok)
-
-
-def given_template(cfg: ExperimentConfig, tok):
-    """The tokenizer with data.chat_template, if given, as its chat template."""
-    if cfg.data.chat_template:
-        tok.chat_template = chat_template_text(cfg.data.chat_template)
-    return tok
 
 
 def build_model(cfg: ExperimentConfig, plan: TrialPlan, base_dir: Path, done: int, device):

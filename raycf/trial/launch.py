@@ -8,7 +8,6 @@ import os
 from raycf import storage
 from raycf.config.schema import ExperimentConfig
 from raycf.trial.plan import TrialPlan
-from raycf.trial.stages import trial_loop
 
 
 LOCAL_TRAIN_ENV = {
@@ -46,6 +45,7 @@ def ray_session(**init):
 def trainer(cfg: ExperimentConfig, plan: TrialPlan, name: str, callbacks=None, prepare_only: bool = False):
     """The TorchTrainer of one trial. prepare_only: just the warm start and the before-training probe row,
     which trials then share."""
+    from raycf.trial.stages import trial_loop  # the Train workers' code: torch, transformers, PEFT
     return torch_trainer(cfg, trial_loop, {"config": cfg, "plan": plan, "prepare_only": prepare_only},
                          name, plan.storage, callbacks=callbacks, max_failures=cfg.resources.max_failures)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from raycf import cache, storage
 from raycf.config.checks import chat_template_text
-from raycf.continual import strengths
 from raycf.config.schema import ExperimentConfig
 from raycf.data.registry import GENERAL
 from raycf.data.sources import probe_task, probe_task_names, stage_rows
@@ -98,7 +97,7 @@ def make_plan(cfg: ExperimentConfig, model_dir: Path, *, run_id: str | None = No
         start = warm_key
     elif cfg.warm_start.kind == "checkpoint":
         start = fingerprint(Path(cfg.warm_start.path))
-    method = [cfg.continual.method, strengths(cfg)] if cfg.continual.method != "naive" else []
+    method = [cfg.continual.method, cfg.continual.strengths()] if cfg.continual.method != "naive" else []
     if cfg.continual.method == "general_mix":  # its rows are part of every stage's
         method.append(data_key(cfg, GENERAL))
     recipe = [asdict(cfg.finetune), optim_key(cfg), data, cfg.seed, *precision, *method]

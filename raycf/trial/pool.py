@@ -32,7 +32,6 @@ from raycf.timeline import mark
 from raycf.trial.collective import agree, barrier
 from raycf.trial.launch import pool_shape, torch_trainer
 from raycf.trial.record import WORK_KEYS
-from raycf.trial.stages import Cancelled, run_stages
 
 LEASE_S = 60.0        # a job whose Tune trial has not asked for results this long is cancelled
 POLL_S = 0.5          # how often rank 0 asks the board whether its job was cancelled
@@ -237,6 +236,7 @@ def serve(args: dict) -> None:
 def run_job(job: dict, board, slot: int, rank: int, world: int) -> None:
     """One trial (or one shared prepare job) on this worker group; results go to the board (rank 0)."""
     import ray
+    from raycf.trial.stages import Cancelled, run_stages  # the Train workers' code: torch, transformers, PEFT
     cfg, plan = job["config"], job["plan"]
     # an earlier attempt of this trial (its driver died, or this worker group restarted inside it) may have
     # reported more than the MLflow run showed when the job was posted: it ended before this job was handed out
@@ -291,6 +291,7 @@ class StopCheck:
         import ray
         import torch
         import torch.distributed as dist
+        from raycf.trial.stages import Cancelled
         if self.rank == 0 and time.monotonic() - self.asked >= POLL_S:
             self.stop = self.stop or ray.get(self.board.stop_requested.remote(self.job_id))
             self.asked = time.monotonic()

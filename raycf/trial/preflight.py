@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+from raycf.config.checks import given_template
 from raycf.config.schema import ExperimentConfig
 from raycf.data.registry import GENERAL, STAGES, load_stage
 from raycf.data.rows import load_rows
@@ -18,7 +19,6 @@ from raycf.models.folder import architecture_problems, folder_problems, model_ki
 from raycf.models.load import target_module_problems
 from raycf.models.pretrain import SHIPPED
 from raycf.models.resolve import peek_hidden_size, resolve_model_dir
-from raycf.trial.checkpoint import given_template
 
 
 def check(cfg: ExperimentConfig, cluster: dict | None = None, build: bool = True) -> Path | None:
