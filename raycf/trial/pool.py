@@ -38,6 +38,11 @@ POLL_S = 0.5          # how often rank 0 asks the board whether its job was canc
 IDLE_S = 30.0         # an idle worker group comes back from take() this often (keeps its collectives alive)
 
 
+class Cancelled(Exception):
+    """The job's trial was stopped (by the scheduler, a retry or a lost driver); every rank raises it at the same
+    optimizer step, so no rank is left waiting in a collective."""
+
+
 class Board:
     """Jobs waiting, the job each slot is running, and the results on their way to the Tune trials.
     A Ray async actor: take() and get() wait without blocking the other calls."""
@@ -236,7 +241,7 @@ def serve(args: dict) -> None:
 def run_job(job: dict, board, slot: int, rank: int, world: int) -> None:
     """One trial (or one shared prepare job) on this worker group; results go to the board (rank 0)."""
     import ray
-    from raycf.trial.stages import Cancelled, run_stages  # the Train workers' code: torch, transformers, PEFT
+    from raycf.trial.stages import run_stages  # the Train workers' code: torch, transformers, PEFT
     cfg, plan = job["config"], job["plan"]
     # an earlier attempt of this trial (its driver died, or this worker group restarted inside it) may have
     # reported more than the MLflow run showed when the job was posted: it ended before this job was handed out
@@ -291,7 +296,6 @@ class StopCheck:
         import ray
         import torch
         import torch.distributed as dist
-        from raycf.trial.stages import Cancelled
         if self.rank == 0 and time.monotonic() - self.asked >= POLL_S:
             self.stop = self.stop or ray.get(self.board.stop_requested.remote(self.job_id))
             self.asked = time.monotonic()

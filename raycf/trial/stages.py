@@ -31,16 +31,11 @@ from raycf.trial.results import stage_metrics
 from raycf.trial.warm_start import ensure_warm_start
 
 
-class Cancelled(Exception):
-    """The job's trial was stopped (by the scheduler, a retry or a lost driver); every rank raises it at the same
-    optimizer step, so no rank is left waiting in a collective."""
-
-
 class StageRunner:
     """One trial on this worker group. report(k, metrics, checkpoint): hands stage k's result to the caller
     (Tune) on every rank. reported: stages <= this (a restarted or resumed run) are not logged or reported
-    again, but for the last. stop(): called before each stage and at every optimizer step, raises Cancelled on
-    every rank at once."""
+    again, but for the last. stop(): called before each stage and at every optimizer step, may raise on
+    every rank at once (the worker pool's Cancelled)."""
 
     def __init__(self, cfg: ExperimentConfig, plan: TrialPlan, rank: int, world: int, report, *,
                  reported: int = -1, stop=None):
