@@ -144,6 +144,86 @@ def mlflow_server(_mlflow_server_of_the_session):
     return _mlflow_server_of_the_session
 
 
+class Gate:
+    """A loopback TCP gate in front of a server: close() drops its open connections and refuses new ones on its
+    port, as a server that went down does for its clients; open() serves that port again. An outage in a second
+    instead of a server stop and start (~10 s each); tests/test_trial.py stops the real server mid-trial."""
+
+    def __init__(self, target_port: int):
+        import socket
+        import threading
+        self.target, self.conns, self.lock = target_port, [], threading.Lock()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url, self.listener = f"http://127.0.0.1:{self.port}", None
+        self.open()
+
+    def open(self) -> None:
+        import socket
+        import threading
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(16)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def close(self) -> None:
+        import socket
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() of its thread (close() alone does not)
+        except OSError:
+            pass
+        self.listener.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                c.close()
+            self.conns.clear()
+
+    def _accept(self, listener) -> None:
+        import socket
+        import threading
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        import socket
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def mlflow_gate(mlflow_server):
+    """The session's MLflow server behind a Gate (.url, .close(), .open())."""
+    gate = Gate(mlflow_server.port)
+    yield gate
+    gate.close()
+
+
 @pytest.fixture
 def tmpfs(tmp_path):
     """tmpfs(size) -> a size-limited filesystem of the test's own (disk-full cases); unmounted at the end.

@@ -1,6 +1,7 @@
-"""An MLflow server that goes away and comes back: nothing logged meanwhile is lost (real server, no Ray).
+"""An MLflow server that goes away and comes back: nothing logged meanwhile is lost (a real server behind a loopback
+gate that refuses connections while it is "down", as a stopped server does; no Ray).
 
-The Ray-level case (a server stopped in the middle of a trial) is in tests/test_trial.py.
+The Ray-level case (the real server stopped in the middle of a trial) is in tests/test_trial.py.
 """
 import time
 
@@ -8,15 +9,15 @@ import pytest
 
 from raycf import tracking
 
-pytestmark = pytest.mark.slow  # four server starts: about a minute on 2 busy cores
+pytestmark = pytest.mark.slow  # the session's MLflow server
 
 
-def test_an_outage_keeps_operations_in_order_and_sends_them_when_the_server_is_back(mlflow_server, tmp_path):
-    url, spool = mlflow_server.url, tmp_path / "spool"
+def test_an_outage_keeps_operations_in_order_and_sends_them_when_the_server_is_back(mlflow_gate, tmp_path):
+    url, spool = mlflow_gate.url, tmp_path / "spool"
     run_id = tracking.start_run(url, "outage", "r")
     tracking.log_metrics(url, run_id, {"a": 1.0}, step=0, spool=spool)
     assert tracking.pending(spool, run_id) == []
-    mlflow_server.stop()
+    mlflow_gate.close()
     t0 = time.monotonic()
     tracking.log_metrics(url, run_id, {"a": 2.0, "b": 5.0}, step=1, spool=spool)
     art = tmp_path / "matrix.csv"
@@ -25,14 +26,14 @@ def test_an_outage_keeps_operations_in_order_and_sends_them_when_the_server_is_b
     art.unlink()  # the spool holds its own copy
     assert time.monotonic() - t0 < 30  # gives up in seconds (MLflow's own retries take minutes)
     assert [op["op"] for op in tracking.pending(spool, run_id)] == ["metrics", "artifact"]
-    mlflow_server.start()
+    mlflow_gate.open()
     tracking.log_metrics(url, run_id, {"a": 3.0}, step=2, spool=spool)  # sends what waited, then itself
     assert tracking.pending(spool, run_id) == []
-    mlflow_server.stop()
+    mlflow_gate.close()
     tracking.end_run(url, run_id, "FINISHED", spool=spool)
     assert [op["op"] for op in tracking.pending(spool, run_id)] == ["end"]
     assert tracking.flush(url, spool) == 1  # still down: kept
-    mlflow_server.start()
+    mlflow_gate.open()
     assert tracking.flush(url, spool) == 0
     assert list(spool.glob("*.jsonl")) == [] and list((spool / "files").iterdir()) == []
 
