@@ -20,9 +20,9 @@ a sqlite file the test reads back.
    nodes until the sweep ends, then the cluster shrinks; the same numbers as sweep 1, bit for bit.
 3. One of those trials again, whose node is killed mid stage 2 (every process of it, SIGKILL): the provider
    reports the node gone (scripts/local_cluster.py's LosableNodeProvider, as a cloud reports a machine that went
-   down), the autoscaler starts another node and the trial goes on there from its finished stage 1, with sweep 1's
-   numbers. (Ray Train's autoscaling request for the lost workers outlives them by up to 180 s, so this cluster
-   shrinks late: not waited for.)
+   down), the autoscaler starts another node and the trial goes on there from its finished stage 1, which the new
+   node's worker read from the bucket into a disk of its own, with sweep 1's numbers. (Ray Train's autoscaling
+   request for the lost workers outlives them by up to 180 s, so this cluster shrinks late: not waited for.)
 """
 from __future__ import annotations
 
@@ -140,6 +140,17 @@ def cluster(s3, cache_dir):  # noqa: F811 - s3 is the imported fixture
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def storage_path(name: str, bucket: str) -> str:
+    """The sweep's storage_path: a folder of its own in the bucket (the query string kept last)."""
+    return f"{bucket.split('?')[0]}/{name}?{bucket.split('?')[1]}"
+
+
+def mirror_name(root: str) -> str:
+    """The folder of `root` in a process's mirror ($RAYCF_LOCAL_DIR/<this>, raycf.storage.local_root)."""
+    from raycf import storage
+    return storage.local_root(root).name
+
+
 def sweep_args(name: str, bucket: str, db: Path, *more: str, lrs=LRS) -> list[str]:
     """A trial per learning rate, of two stages of the tiny model; stage 2 long enough to lose a node in."""
     sets = {"name": name, "model.name": "tiny-causal", "stages": ["simplification", "headline"],
@@ -149,13 +160,14 @@ def sweep_args(name: str, bucket: str, db: Path, *more: str, lrs=LRS) -> list[st
             "data.examples_per_stage": 32, "probes.suites": ["knowledge"], "probes.limit": 4,
             # one worker of 0.9 CPU: two trials' workers never share a node of 1 CPU (their 0.05 CPU drivers may)
             "resources.workers": 1, "resources.cpus_per_worker": 0.9, "sweep.trial_cpus": 0.05,
-            "storage_path": f"{bucket.split('?')[0]}/{name}?{bucket.split('?')[1]}"}
+            "storage_path": storage_path(name, bucket)}
     return ["python", "-m", "raycf.sweep", "--space", str(REPO / "search_spaces" / "default.yaml"),
             *[f"--set={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sets.items()], *more]
 
 
-def kill_node_in_stage(beats: Path, stage: int, timeout_s: float) -> str:
-    """When a trial's rank 0 is in `stage` (its heartbeat), SIGKILL every process of its node; the node's id."""
+def kill_node_in_stage(beats: Path, stage: int, timeout_s: float) -> tuple[str, int]:
+    """When a trial's rank 0 is in `stage` (its heartbeat), SIGKILL every process of its node; (the node's id, the
+    rank-0 worker's pid)."""
     deadline, beat = time.time() + timeout_s, {}
     while time.time() < deadline and not (beat.get("stage") == stage and beat.get("step", 0) >= 5):
         time.sleep(0.1)
@@ -170,7 +182,7 @@ def kill_node_in_stage(beats: Path, stage: int, timeout_s: float) -> str:
     pids = pids_with(f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={node}".encode())
     assert beat["pid"] in pids, (beat, pids)
     end_pids(pids, grace_s=5, signals=(9,))
-    return node
+    return node, beat["pid"]
 
 
 def trials(db: Path, name: str) -> tuple:
@@ -255,7 +267,7 @@ def test_a_trial_whose_node_is_lost_mid_stage_goes_on_on_a_new_node_from_its_fin
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**env, "RAY_ADDRESS": address})
     try:
-        killed = kill_node_in_stage(workdir / "beats", 2, TIMEOUT_S)
+        killed, victim = kill_node_in_stage(workdir / "beats", 2, TIMEOUT_S)
         out, _ = proc.communicate(timeout=TIMEOUT_S)
     finally:
         if proc.poll() is None:
@@ -271,5 +283,12 @@ def test_a_trial_whose_node_is_lost_mid_stage_goes_on_on_a_new_node_from_its_fin
     # from its finished stage 1: trained once and logged once, like stage 2
     assert c.get_metric_history(kid.info.run_id, "work/stage_trainings")[-1].value == 2
     assert sorted(m.step for m in c.get_metric_history(kid.info.run_id, "train/loss")) == [1, 2]
+    # the stage the lost node's worker wrote to the bucket, read back by the new node's worker (another process,
+    # another disk): each has it in its own mirror
+    mirror = mirror_name(storage_path("lost", bucket))
+    stage1 = {d.name.split("-", 1)[1]: {e.name for e in (d / mirror / "cache" / "stages").glob("*")}
+              for d in workdir.glob("disk-*")}
+    (key,) = stage1[str(victim)]
+    assert [pid for pid, keys in stage1.items() if key in keys and pid != str(victim)], stage1
     if RESULTS:
         assert compared(kids) == {LRS[0]: RESULTS[LRS[0]]}
