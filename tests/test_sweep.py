@@ -44,18 +44,21 @@ def children(uri: str, experiment: str):
     return c, parents, kids
 
 
-def assert_equals_clean_run(metrics: dict | None, over: dict, lr: float, tmp_path, clean_runs: dict) -> None:
+def assert_equals_clean_run(metrics: dict | None, over: dict, lr: float, tmp_path, clean_runs: dict,
+                            workers=None) -> None:
     """`metrics` hold, bit for bit, the probe and forgetting figures of one uninterrupted trial at the same
-    point (`python -m raycf.trial`'s own TorchTrainer, in storage and an MLflow store of its own; run once per
-    point and session: `clean_runs`, the conftest fixture). metrics None: only run it."""
+    point (raycf.trial's run, in storage and an MLflow store of its own, on `workers` (a worker pool) or a
+    TorchTrainer of its own; run once per point and session: `clean_runs`, the conftest fixture). metrics None:
+    only run it."""
     import json
 
     same = ("name", "storage_path", "tracking.uri", "search")  # what does not change the trial's numbers
     point = json.dumps({**{k: v for k, v in over.items() if k not in same}, "optim.lr": lr}, sort_keys=True)
     if point not in clean_runs:
+        sized = {"resources.cpus_per_worker": workers.shape["cpus_per_worker"]} if workers else {}  # the pool's
         clean = load({**over, "optim.lr": lr, "search": {}, "storage_path": str(tmp_path / "clean"),
-                      "tracking.uri": f"sqlite:///{tmp_path / 'clean.db'}"})
-        clean_runs[point] = trial_run.run(clean)
+                      "tracking.uri": f"sqlite:///{tmp_path / 'clean.db'}", **sized})
+        clean_runs[point] = trial_run.run(clean, workers=workers)
     want = clean_runs[point]
     keys = [k for k in want if k.startswith(("probe/", "headline/", "score_initial/", "score_final/", "task_"))]
     assert keys and (metrics is None or {k: metrics[k] for k in keys} == {k: want[k] for k in keys})
@@ -103,10 +106,11 @@ FAULT_POINT = {"stages": ["simplification", "headline", "explanation"], "optim.s
 @pytest.fixture(scope="module")
 def shared_pool(ray_local, clean_runs, tmp_path_factory):
     """One worker pool for this module's sweeps (sweep_driver.start_pool): Ray Train starts once, not per sweep. The
-    fault tests' clean run goes first, while its TorchTrainer still finds the CPUs the pool then holds."""
+    fault tests' clean run is its first trial (a pool trial gives a TorchTrainer's numbers bit for bit:
+    tests/test_autoscaling.py)."""
     d = tmp_path_factory.mktemp("pool")
-    assert_equals_clean_run(None, small(d, **FAULT_POINT), 2e-3, d, clean_runs)
     workers = sweep_driver.start_pool(load(small(d, name="pool")))
+    assert_equals_clean_run(None, small(d, **FAULT_POINT), 2e-3, d, clean_runs, workers=workers)
     yield workers
     workers.close()
 
