@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import json
 import math
 import random
 
@@ -90,6 +91,17 @@ def check_values(cfg: ExperimentConfig, key: str, values: list, problems: list[s
             problems.extend(f"search.{key}={v!r}: {p}" for p in e.problems)
 
 
+def repeated(values: list):
+    """The first value a list holds twice (1e-3 and 0.001 are one value), or None."""
+    seen = set()
+    for v in values:
+        key = json.dumps(v, sort_keys=True, default=str)
+        if key in seen:
+            return v
+        seen.add(key)
+    return None
+
+
 def resolve(cfg: ExperimentConfig) -> dict:
     """{dotted key: (domain, values or bounds)} with every problem gathered into one ConfigError."""
     problems: list[str] = []
@@ -128,6 +140,12 @@ def resolve(cfg: ExperimentConfig) -> dict:
             if key == "stages":
                 check_orders(cfg, key, arg, problems)
             check_values(cfg, key, arg, problems)
+            if name == "grid":
+                twice = repeated(arg)
+                if twice is not None:
+                    problems.append(f"search.{key}: grid lists {twice!r} more than once (each copy runs the same "
+                                    f"trials again); give each value once, and sweep.seeds for repeats")
+                    continue
             out[key] = (name, arg)
         else:
             bounds = sampled_bounds(cfg, key, name, arg, problems)

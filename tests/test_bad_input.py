@@ -100,6 +100,9 @@ CASES = [
     # search spaces with zero trials or bad domains
     ("zero_trials_empty_grid", dry("zero_trials_grid.yaml"),
      ["search.optim.lr: grid needs a non-empty list of values (it gives zero trials)"]),
+    ("grid_repeats_a_value", dry("grid_repeats_a_value.yaml"),
+     ["search.optim.lr: grid lists 0.001 more than once (each copy runs the same trials again); give each value "
+      "once, and sweep.seeds for repeats"]),
     ("zero_trials_num_samples", dry("zero_trials_num_samples.yaml"), ["sweep.num_samples: 0 is outside [1, 100000] (samples)"]),
     ("zero_random_orders", dry("orders_random_zero.yaml"), ["search.stages: orders must be 'all', {random: N}"]),
     ("unknown_domain", dry("unknown_domain.yaml"), ["search.optim.lr: unknown domain 'logunifrom'; did you mean"]),

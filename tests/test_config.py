@@ -65,6 +65,9 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     ({"optim.lrr": {"grid": [1e-3]}}, "search.optim.lrr: not a config key"),
     ({"optim.lr": {"grid": [1e-3, -1]}}, "search.optim.lr=-1: optim.lr: -1.0 is outside (0, 1] (a learning rate)"),
     ({"stages": {"orders": {"random": 0}}}, "orders must be 'all', {random: N} or a list of task lists"),
+    ({"optim.lr": {"grid": [1e-3, 2e-3, 0.001]}}, "search.optim.lr: grid lists 0.001 more than once (each copy runs "
+                                                  "the same trials again); give each value once"),
+    ({"stages": {"grid": [["a", "b"], ["a", "b"]]}}, "search.stages: grid lists ['a', 'b'] more than once"),
 ])
 def test_bad_search_spaces(search, message):
     cfg = config.from_dict({"search": search})
