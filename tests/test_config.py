@@ -141,3 +141,14 @@ def test_every_shipped_space_passes_the_dry_run_or_only_lacks_gpus_here(name, ca
             f"has 0; set resources.gpus_per_worker=0 or add GPU nodes"]
     else:
         assert rc == 0 and out.splitlines()[-1].startswith("space ok: ")
+
+
+def test_a_space_missing_outside_the_checkout_names_the_shipped_one_and_the_folder_read(tmp_path, monkeypatch):
+    """`python -m raycf.sweep` run outside the checkout: its default --space (relative) is not there; the one line
+    names the checkout's own search_spaces/default.yaml and the folder the relative path was read from."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        config.load("search_spaces/default.yaml")
+    shipped = ROOT / "search_spaces" / "default.yaml"
+    assert str(e.value) == (f"search_spaces/default.yaml: file not found; give a YAML from search_spaces/, e.g. "
+                            f"{shipped} (a relative path is read from {tmp_path})")

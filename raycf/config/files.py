@@ -30,11 +30,20 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def shipped_example() -> str:
+    """search_spaces/default.yaml as this process can open it: relative where the working directory holds it, else
+    the checkout's beside the installed package (an editable install), else the bare relative name."""
+    relative = Path("search_spaces/default.yaml")
+    checkout = Path(__file__).resolve().parents[2] / relative
+    return str(relative) if relative.exists() or not checkout.exists() else str(checkout)
+
+
 def read_yaml(path: str | Path) -> dict:
     """The mapping of sections in a search-space YAML; ConfigError for a file that is missing, not YAML, empty or
     not a mapping (an empty space must not silently run the built-in defaults)."""
     if not Path(path).exists():
-        raise ConfigError(["file not found; give a YAML from search_spaces/, e.g. search_spaces/default.yaml"],
+        raise ConfigError([f"file not found; give a YAML from search_spaces/, e.g. {shipped_example()}"
+                           + ("" if Path(path).is_absolute() else f" (a relative path is read from {Path.cwd()})")],
                           str(path))
     data = read_yaml_file(path, ConfigError)
     if data is None:
