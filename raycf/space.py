@@ -131,6 +131,11 @@ def resolve(cfg: ExperimentConfig) -> dict:
             values = stage_orders(arg, list(cfg.stages), cfg.seed, key, problems)
             if isinstance(arg, list):
                 check_orders(cfg, key, values, problems)
+                twice = repeated(values)
+                if twice is not None:
+                    problems.append(f"search.{key}: orders lists {twice!r} more than once (each copy runs the same "
+                                    f"trials again); give each order once, and sweep.seeds for repeats")
+                    continue
             check_values(cfg, key, values, problems)
             out[key] = ("grid", values)
         elif name in ("grid", "choice"):

@@ -68,6 +68,8 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     ({"optim.lr": {"grid": [1e-3, 2e-3, 0.001]}}, "search.optim.lr: grid lists 0.001 more than once (each copy runs "
                                                   "the same trials again); give each value once"),
     ({"stages": {"grid": [["a", "b"], ["a", "b"]]}}, "search.stages: grid lists ['a', 'b'] more than once"),
+    ({"stages": {"orders": [["b", "a"], ["a", "b"], ["b", "a"]]}}, "search.stages: orders lists ['b', 'a'] more "
+                                                                    "than once"),
 ])
 def test_bad_search_spaces(search, message):
     cfg = config.from_dict({"search": search})
