@@ -91,14 +91,16 @@ def check_values(cfg: ExperimentConfig, key: str, values: list, problems: list[s
             problems.extend(f"search.{key}={v!r}: {p}" for p in e.problems)
 
 
-def repeated(values: list):
-    """The first value a list holds twice (1e-3 and 0.001 are one value), or None."""
+def repeat_problem(key: str, domain: str, values: list) -> str | None:
+    """A grid or orders list that holds a value twice (1e-3 and 0.001 are one value) runs the same trials twice
+    and counts the copies as settings of their own: the line that says so, or None."""
     seen = set()
     for v in values:
-        key = json.dumps(v, sort_keys=True, default=str)
-        if key in seen:
-            return v
-        seen.add(key)
+        text = json.dumps(v, sort_keys=True, default=str)
+        if text in seen:
+            return (f"search.{key}: {domain} lists {v!r} more than once (each copy runs the same trials again); "
+                    f"give each {'order' if domain == 'orders' else 'value'} once, and sweep.seeds for repeats")
+        seen.add(text)
     return None
 
 
@@ -131,10 +133,8 @@ def resolve(cfg: ExperimentConfig) -> dict:
             values = stage_orders(arg, list(cfg.stages), cfg.seed, key, problems)
             if isinstance(arg, list):
                 check_orders(cfg, key, values, problems)
-                twice = repeated(values)
-                if twice is not None:
-                    problems.append(f"search.{key}: orders lists {twice!r} more than once (each copy runs the same "
-                                    f"trials again); give each order once, and sweep.seeds for repeats")
+                if problem := repeat_problem(key, "orders", values):
+                    problems.append(problem)
                     continue
             check_values(cfg, key, values, problems)
             out[key] = ("grid", values)
@@ -145,12 +145,9 @@ def resolve(cfg: ExperimentConfig) -> dict:
             if key == "stages":
                 check_orders(cfg, key, arg, problems)
             check_values(cfg, key, arg, problems)
-            if name == "grid":
-                twice = repeated(arg)
-                if twice is not None:
-                    problems.append(f"search.{key}: grid lists {twice!r} more than once (each copy runs the same "
-                                    f"trials again); give each value once, and sweep.seeds for repeats")
-                    continue
+            if name == "grid" and (problem := repeat_problem(key, "grid", arg)):
+                problems.append(problem)
+                continue
             out[key] = (name, arg)
         else:
             bounds = sampled_bounds(cfg, key, name, arg, problems)

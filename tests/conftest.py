@@ -87,18 +87,23 @@ def smollm2_tokenizer_dir(tmp_path_factory):
     return folder
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class MlflowServer:
     """scripts/mlflow_server.sh on a free loopback port, restartable on the same port and store: fault tests
     stop it mid-run and start it again. Stopped by its PID file at the end."""
 
     def __init__(self, data_dir):
         import shutil
-        import socket
         import sys
         from pathlib import Path
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.script = Path(__file__).resolve().parents[1] / "scripts" / "mlflow_server.sh"
         mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
@@ -150,12 +155,9 @@ class Gate:
     instead of a server stop and start (~10 s each); tests/test_trial.py stops the real server mid-trial."""
 
     def __init__(self, target_port: int):
-        import socket
         import threading
         self.target, self.conns, self.lock = target_port, [], threading.Lock()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url, self.listener = f"http://127.0.0.1:{self.port}", None
         self.open()
 
