@@ -154,3 +154,12 @@ def test_a_space_missing_outside_the_checkout_names_the_shipped_one_and_the_fold
     shipped = ROOT / "search_spaces" / "default.yaml"
     assert str(e.value) == (f"search_spaces/default.yaml: file not found; give a YAML from search_spaces/, e.g. "
                             f"{shipped} (a relative path is read from {tmp_path})")
+
+
+@pytest.mark.parametrize("space", ["", "  "])
+def test_an_empty_space_is_refused_not_the_built_in_defaults(space, tmp_path, monkeypatch):
+    """`--space "$SPACE"` with SPACE unset or blank: one line, never a run of the built-in defaults."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        config.load(space)
+    assert str(e.value) == f"--space: empty; give a YAML file, e.g. {ROOT / 'search_spaces' / 'default.yaml'}"

@@ -41,6 +41,8 @@ def shipped_example() -> str:
 def read_yaml(path: str | Path) -> dict:
     """The mapping of sections in a search-space YAML; ConfigError for a file that is missing, not YAML, empty or
     not a mapping (an empty space must not silently run the built-in defaults)."""
+    if not str(path).strip():  # `--space "$SPACE"` with SPACE unset: not the built-in defaults
+        raise ConfigError([f"empty; give a YAML file, e.g. {shipped_example()}"], "--space")
     if not Path(path).exists():
         raise ConfigError([f"file not found; give a YAML from search_spaces/, e.g. {shipped_example()}"
                            + ("" if Path(path).is_absolute() else f" (a relative path is read from {Path.cwd()})")],
@@ -57,7 +59,7 @@ def read_yaml(path: str | Path) -> dict:
 
 def load(path: str | Path | None = None, overrides: dict | None = None) -> ExperimentConfig:
     """The config of a search-space YAML with `overrides` applied (dotted keys)."""
-    data = read_yaml(path) if path else {}
+    data = read_yaml(path) if path is not None else {}
     for key, value in (overrides or {}).items():
         if key.split(".")[0] in ("search", "sweep"):
             set_dotted(data, key, value)
