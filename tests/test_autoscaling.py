@@ -17,7 +17,8 @@ a sqlite file the test reads back.
    clusters): two trials on the empty cluster, which raycf sizes from the autoscaler's node types (two at once), so
    the autoscaler adds two nodes, one trial on each; both nodes go once the trials are done.
 2. The same two trials from a driver on the head (RAY_ADDRESS) with the worker pool: its worker groups hold their
-   nodes until the sweep ends, then the cluster shrinks; the same numbers as sweep 1, bit for bit.
+   nodes until the sweep ends, then the cluster shrinks; the same numbers as sweep 1, bit for bit. Everything
+   the sweep keeps is in the bucket, and each pool worker mirrors the stages it wrote on a disk of its own.
 3. One of those trials again, whose node is killed mid stage 2 (every process of it, SIGKILL): the provider
    reports the node gone (scripts/local_cluster.py's LosableNodeProvider, as a cloud reports a machine that went
    down), the autoscaler starts another node and the trial goes on there from its finished stage 1, which the new
@@ -256,6 +257,26 @@ def test_the_worker_pool_holds_its_nodes_until_the_sweep_ends_and_gives_the_same
     assert {n for by_stage in nodes.values() for n in by_stage.values()} == set(held[first_full]), nodes
     if RESULTS:
         assert compared(kids) == RESULTS
+    # everything the sweep keeps is in the bucket: stage cache, sweep records, Tune's and Train's state, an empty
+    # MLflow spool (every tracking operation sent); each pool worker mirrors, on a disk of its own, the stages it
+    # wrote there
+    from raycf import storage
+    root = storage_path("pool", bucket)
+    assert set(storage.listdir(root)) <= {"cache", "ray", "sweeps", "spool"}, storage.listdir(root)
+    assert not [n for n in storage.listdir(storage.join(root, "spool")) if n.endswith(".jsonl")]
+    assert sorted(storage.listdir(storage.join(root, "cache"))) == ["probes", "stages"]
+    stages = set(storage.listdir(storage.join(root, "cache", "stages")))
+    assert len(stages) == 4  # 2 trials x 2 stages
+    assert sorted(storage.listdir(storage.join(root, "sweeps", "pool"))) == ["parent_run.json", "runs",
+                                                                             "search_space.yaml", "tune"]
+    assert storage.listdir(storage.join(root, "ray"))
+    # 4 stages, each trained once, and probed once by the trial; the probe before training, which both share,
+    # by one prepare job before the trials (raycf.sweep.driver.prepare_shared)
+    m = parent.data.metrics
+    assert (m["sweep/stage_trainings"], m["sweep/probe_passes"], m["sweep/prepare_jobs"]) == (4, 4, 1), m
+    mirrors = [{e.name for e in (d / mirror_name(root) / "cache" / "stages").glob("*")}
+               for d in workdir.glob("disk-*")]
+    assert sorted(len(m) for m in mirrors if m) == [2, 2] and set().union(*mirrors) == stages, mirrors
 
 
 def test_a_trial_whose_node_is_lost_mid_stage_goes_on_on_a_new_node_from_its_finished_stage(cluster):

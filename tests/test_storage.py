@@ -8,7 +8,6 @@ import socket
 import pytest
 
 from raycf import cache, storage, tracking
-from raycf.trial import launch as launch
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -151,40 +150,6 @@ def test_a_store_that_never_answers_is_one_line_after_check_s(monkeypatch):
     assert line == ("storage_path: s3://raycf/runs?endpoint_override=127.0.0.1:%d&scheme=http&region=us-east-1 did "
                     "not answer within 1 s; check the URI, the network and the credentials in the environment, or "
                     "use a local folder" % port)
-
-
-@pytest.mark.slow
-def test_a_sweep_keeps_everything_in_the_bucket_and_sends_every_tracking_operation(s3, cache_dir, tmp_path,
-                                                                                  monkeypatch):
-    """Every process with a disk of its own: the sweep's stage cache, records, Tune state and Train results are
-    in the bucket, its MLflow spool there is empty, and nothing goes to a local folder. (Another process on another
-    disk reading what one wrote: tests/test_autoscaling.py, whose trial resumes on a new node from the stage its
-    lost node put in the bucket, and test_an_entry_written_on_one_node_is_read_on_another_and_verified above.)"""
-    from raycf import config
-    from raycf.sweep.driver import run
-    from tests.test_sweep import ROOT, children, small
-    monkeypatch.setenv("RAYCF_LOCAL_DIR", str(tmp_path / "disk-{pid}"))
-    s3 = storage.join(s3, "sweeps-test")
-    over = small(tmp_path, name="s3a", search={"optim.lr": {"grid": [2e-3]}}, storage_path=s3,
-                 **{"resources.workers": 1, "resources.cpus_per_worker": 1.5})  # one worker: one disk per sweep
-    with launch.ray_session(num_cpus=2, include_dashboard=False, log_to_driver=False):
-        assert run(config.load(ROOT / "search_spaces/default.yaml", over)) == 0
-    assert set(storage.listdir(s3)) <= {"cache", "ray", "sweeps", "spool"}
-    assert not [n for n in storage.listdir(storage.join(s3, "spool")) if n.endswith(".jsonl")]  # all sent
-    assert sorted(storage.listdir(storage.join(s3, "cache"))) == ["probes", "stages"]
-    assert len(storage.listdir(storage.join(s3, "cache", "stages"))) == 2
-    assert sorted(storage.listdir(storage.join(s3, "sweeps", "s3a"))) == ["parent_run.json", "runs",
-                                                                         "search_space.yaml", "tune"]
-    assert storage.listdir(storage.join(s3, "ray"))  # Tune's and Train's own state
-    _, parents, kids = children(over["tracking.uri"], "sweep-test")
-    assert len(parents) == 1 and len(kids) == 1 and kids[0].info.status == "FINISHED"
-    m = parents[0].data.metrics
-    assert (m["sweep/stage_trainings"], m["sweep/probe_passes"]) == (2, 3)
-    assert [k for k in kids[0].data.metrics if k.startswith("headline/")]
-    assert not (tmp_path / "runs").exists()  # small() names a local storage_path; nothing went there
-    # the pool worker's own disk: a mirror of the two stages it wrote to the bucket
-    (disk,) = tmp_path.glob("disk-*")
-    assert len(list(disk.glob("*/cache/stages/*"))) == 2
 
 
 def test_inside_a_ray_job_relative_outputs_go_to_the_durable_job_home(tmp_path, monkeypatch):
