@@ -237,7 +237,7 @@ def pending(spool: str | Path, run_id: str) -> list[dict]:
 
 def send(uri: str, run_id: str, op: dict, spool: str | Path) -> None:
     """Apply `op` after this run's waiting operations, or keep it (and them) in the spool."""
-    with _quick_failures():
+    with quick_failures():
         left = _replay(uri, run_id, pending(spool, run_id) + [op], spool)
     if left:
         print(f"[raycf] MLflow at {redact_uri(uri)} does not answer; {len(left)} operation(s) of run {run_id} "
@@ -253,7 +253,7 @@ def flush(uri: str, spool: str | Path, *, run_id: str | None = None, wait_s: flo
         left = 0
         runs = [n.removesuffix(".jsonl") for n in storage.listdir(str(spool)) if n.endswith(".jsonl")]
         for run in [r for r in runs if run_id is None or r == run_id]:
-            with _quick_failures():
+            with quick_failures():
                 rest = _replay(uri, run, pending(spool, run), spool)
             _write_pending(spool, run, rest)
             left += len(rest)
@@ -263,7 +263,7 @@ def flush(uri: str, spool: str | Path, *, run_id: str | None = None, wait_s: flo
 
 
 @contextlib.contextmanager
-def _quick_failures():
+def quick_failures():
     """MLflow's HTTP client retries for minutes by default; while a spool can keep the data, give up in
     seconds (the user's own settings win)."""
     keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",

@@ -96,3 +96,27 @@ def test_a_reopened_run_counts_the_work_its_spool_kept_back(tmp_path):
     assert tracking.pending(spool, run_id) == []  # sent
     history = tracking.client(uri).get_metric_history(run_id, "train/loss")
     assert [(m.step, m.value, m.timestamp) for m in history] == [(2, 0.5, kept["timestamp"])]
+
+
+def test_a_worker_group_ray_train_restarted_counts_on_from_what_its_run_logged(tmp_path):
+    """A trial on a TorchTrainer of its own whose worker group Ray Train restarted after stage 1: the new group's
+    work counts go on from those the run logged there (its spool counted, not sent: that is the trial driver's
+    part), not from where the trial started; the plan's own where the store cannot answer."""
+    from dataclasses import replace
+
+    from raycf import storage
+    from raycf.trial import stages
+    c = cfg(tmp_path, storage_path=str(tmp_path / "runs"))
+    uri, spool = c.tracking.uri, storage.join(c.storage_path, "spool")
+    run_id = record.open_run(uri, c, "r", {})
+    tracking.log_metrics(uri, run_id, {"work/stage_trainings": 1.0, "work/probe_passes": 2.0}, step=1)
+    kept = {"op": "metrics", "metrics": {"work/stage_trainings": 2.0, "work/probe_passes": 3.0}, "step": 2,
+            "timestamp": int(time.time() * 1000)}
+    tracking._write_pending(spool, run_id, [kept])
+    plan = TrialPlan(model_dir="", kind="causal", storage=c.storage_path, start_key="", run_id=run_id,
+                     tracking_uri=uri, work={"work/stage_trainings": 0, "work/probe_passes": 1})
+    assert stages.logged_counts(c, plan) == {"work/stage_trainings": 2.0, "work/probe_passes": 3.0}
+    assert tracking.pending(spool, run_id) == [kept]
+    (tmp_path / "a-file").write_text("")
+    gone = replace(plan, tracking_uri=f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")  # no store can be there
+    assert stages.logged_counts(c, gone) == plan.work

@@ -88,10 +88,16 @@ def reopen_run(uri: str, run_id: str, spool: str | None = None) -> tuple[int, di
     """The run of a retried trial or a resumed sweep, RUNNING again: the last stage it holds (-1: none) and the
     work counts it logged there (carried on, so that the counts cover every attempt). spool: the outage spool,
     sent first; what it still holds (the server down) counts as logged."""
-    c = tracking.client(uri)
     if spool is not None:  # e.g. a stage kept back by a locked sqlite file when the sweep was stopped
         tracking.flush(uri, spool, run_id=run_id)
-    c.update_run(run_id, status="RUNNING")
+    tracking.client(uri).update_run(run_id, status="RUNNING")
+    return logged_work(uri, run_id, spool)
+
+
+def logged_work(uri: str, run_id: str, spool: str | None = None) -> tuple[int, dict]:
+    """The last stage the run holds (-1: none) and the work counts (WORK_KEYS) it logged there, counting what the
+    outage spool still holds for it."""
+    c = tracking.client(uri)
     points = {key: [(m.step, m.timestamp, m.value) for m in c.get_metric_history(run_id, key)] for key in WORK_KEYS}
     for op in tracking.pending(spool, run_id) if spool is not None else []:
         for key in WORK_KEYS:
