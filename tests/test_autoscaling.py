@@ -89,8 +89,9 @@ class Nodes(threading.Thread):
                 last = now
         return " ".join(out)
 
-    def most(self) -> int:
-        return max((len(n) for _, n in self.seen), default=0)
+    def most(self, before: float = float("inf")) -> int:
+        """The most worker nodes alive at once (seen before `before`, epoch seconds)."""
+        return max((len(n) for t, n in self.seen if t < before), default=0)
 
     @classmethod
     def on_empty(cls, url: str, token: str) -> "Nodes":
@@ -243,6 +244,7 @@ def test_a_job_without_the_pool_grows_the_cluster_survives_a_lost_node_and_the_c
             *sweep_args("nopool", bucket, db, "--set=sweep.worker_pool=false"))
     assert r.returncode == 0, r.stdout + r.stderr
     killed, victim = kill_lone_worker_node(workdir / "beats", 2, url, token, TIMEOUT_S)
+    lost_at = time.time()
     deadline = time.time() + TIMEOUT_S
     while (status := json.loads(get(f"{url}/api/jobs/nopool", token)[1]).get("status")) not in (
             "SUCCEEDED", "FAILED", "STOPPED") and time.time() < deadline:
@@ -253,7 +255,9 @@ def test_a_job_without_the_pool_grows_the_cluster_survives_a_lost_node_and_the_c
     # with it: the cluster shrinks as promptly as without a loss
     watch.until_empty(f"job, no pool, node ..{killed[-2:]} lost")
     assert "autoscaling cluster: 0 CPU now, up to 2 CPU" in logs and "2 at a time on this cluster" in logs, logs[:3000]
-    assert watch.most() == 2, watch.seen  # both trials at once, each on a node the autoscaler added for it
+    # both trials at once, each on a node the autoscaler added for it (counted before the loss: the state API
+    # lists a killed node as alive for a moment after the provider has dropped it and the autoscaler started the next)
+    assert watch.most(before=lost_at) == 2, watch.seen
 
     c, parent, kids = trials(db, "nopool")
     assert parent.info.status == "FINISHED" and sorted(kids) == LRS
