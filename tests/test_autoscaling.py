@@ -213,6 +213,12 @@ def kill_lone_worker_node(beats: Path, stage: int, url: str, token: str, timeout
     raise AssertionError(f"no trial in stage {stage} on a node of Train workers only: last heartbeat {beat}")
 
 
+def stage_mirrors(workdir: Path, root: str) -> dict:
+    """pid -> the stage-cache entries of `root` in that process's own mirror (its disk: workdir/disk-<pid>)."""
+    return {d.name.split("-", 1)[1]: {e.name for e in (d / mirror_name(root) / "cache" / "stages").glob("*")}
+            for d in workdir.glob("disk-*")}
+
+
 def trials(db: Path, name: str) -> tuple:
     """The sweep's parent run and its children by learning rate."""
     from mlflow.tracking import MlflowClient
@@ -274,9 +280,7 @@ def test_a_job_without_the_pool_grows_the_cluster_survives_a_lost_node_and_the_c
     assert sorted(m.step for m in c.get_metric_history(kids[lr].info.run_id, "train/loss")) == [1, 2]
     # nothing passed through a disk the processes share: the stage the lost node's worker wrote to the bucket is in
     # its own mirror, and in that of the worker that took over (another process, another disk), read from the bucket
-    mirror = mirror_name(storage_path("nopool", bucket))
-    stage1 = {d.name.split("-", 1)[1]: {e.name for e in (d / mirror / "cache" / "stages").glob("*")}
-              for d in workdir.glob("disk-*")}
+    stage1 = stage_mirrors(workdir, storage_path("nopool", bucket))
     mine = stage1[str(victim)]
     assert len(mine) == 1, stage1
     assert [pid for pid, keys in stage1.items() if mine <= keys and pid != str(victim)], stage1
@@ -319,6 +323,5 @@ def test_the_worker_pool_holds_its_nodes_until_the_sweep_ends_and_gives_the_same
     # by one prepare job before the trials (raycf.sweep.driver.prepare_shared)
     m = parent.data.metrics
     assert (m["sweep/stage_trainings"], m["sweep/probe_passes"], m["sweep/prepare_jobs"]) == (4, 4, 1), m
-    mirrors = [{e.name for e in (d / mirror_name(root) / "cache" / "stages").glob("*")}
-               for d in workdir.glob("disk-*")]
+    mirrors = list(stage_mirrors(workdir, root).values())
     assert sorted(len(m) for m in mirrors if m) == [2, 2] and set().union(*mirrors) == stages, mirrors

@@ -107,7 +107,7 @@ def test_a_worker_group_ray_train_restarted_counts_on_from_what_its_run_logged(t
     from raycf import storage
     from raycf.trial import stages
     c = cfg(tmp_path, storage_path=str(tmp_path / "runs"))
-    uri, spool = c.tracking.uri, storage.join(c.storage_path, "spool")
+    uri, spool = c.tracking.uri, storage.join(c.storage_path, "spool")  # where the plan's stages log to
     run_id = record.open_run(uri, c, "r", {})
     tracking.log_metrics(uri, run_id, {"work/stage_trainings": 1.0, "work/probe_passes": 2.0}, step=1)
     kept = {"op": "metrics", "metrics": {"work/stage_trainings": 2.0, "work/probe_passes": 3.0}, "step": 2,
@@ -115,8 +115,8 @@ def test_a_worker_group_ray_train_restarted_counts_on_from_what_its_run_logged(t
     tracking._write_pending(spool, run_id, [kept])
     plan = TrialPlan(model_dir="", kind="causal", storage=c.storage_path, start_key="", run_id=run_id,
                      tracking_uri=uri, work={"work/stage_trainings": 0, "work/probe_passes": 1})
-    assert stages.logged_counts(c, plan) == {"work/stage_trainings": 2.0, "work/probe_passes": 3.0}
+    assert stages.logged_counts(plan) == {"work/stage_trainings": 2.0, "work/probe_passes": 3.0}
     assert tracking.pending(spool, run_id) == [kept]
     (tmp_path / "a-file").write_text("")
     gone = replace(plan, tracking_uri=f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")  # no store can be there
-    assert stages.logged_counts(c, gone) == plan.work
+    assert stages.logged_counts(gone) == plan.work

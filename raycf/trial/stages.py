@@ -212,19 +212,18 @@ def trial_loop(args: dict) -> None:
     if restored > plan.logged and plan.run_id:
         # Ray Train restarted the worker group after stage `restored`: the attempt before this one logged its work
         # counts there (a stage is logged before it is reported), so they go on from those
-        plan = replace(plan, work=agree(logged_counts(cfg, plan) if rank == 0 else None))
+        plan = replace(plan, work=agree(logged_counts(plan) if rank == 0 else None))
     run_stages(cfg, plan, rank, ctx.get_world_size(), report, reported=max(restored, plan.logged),
                prepare_only=bool(args.get("prepare_only")))
     barrier()  # no rank tears down while another still reports
 
 
-def logged_counts(cfg: ExperimentConfig, plan: TrialPlan) -> dict:
+def logged_counts(plan: TrialPlan) -> dict:
     """The work counts the trial's run holds (its spool counted); the plan's own where MLflow cannot say."""
-    from raycf import storage, tracking
+    from raycf import tracking
     try:
-        spool = storage.join(storage.resolve(cfg.storage_path), "spool")
         with tracking.quick_failures():  # a server away: seconds, not MLflow's minutes of retries
-            return {**plan.work, **record.logged_work(plan.tracking_uri, plan.run_id, spool)[1]}
+            return {**plan.work, **record.logged_work(plan.tracking_uri, plan.run_id, plan.spool_dir())[1]}
     except Exception as e:  # noqa: BLE001 - a bookkeeping figure: the trial goes on with what it knows
         print(f"[raycf] could not read the work counts of run {plan.run_id} ({type(e).__name__}); they count this "
               f"attempt only", flush=True)
